@@ -1,0 +1,47 @@
+# Hallmark: two commands from a fresh clone — `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint up protos check-protos softhsm clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "==> installing Hallmark and its dependencies into $(VENV) (first run takes a minute)"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## demo: start the embedded control plane, sign up a tenant, run an agent, fetch an SVID, stop.
+demo: $(STAMP)
+	$(VENV)/bin/hallmark demo --exit
+
+## up: run the control plane in the foreground on the embedded default.
+up: $(STAMP)
+	$(VENV)/bin/hallmark up
+
+## test: the whole suite against real PostgreSQL, Redis, OpenBao, gRPC and py-spiffe.
+test: $(STAMP) softhsm
+	$(PY) -m pytest -q
+
+## softhsm: Debian's SoftHSM2 for the PKCS#11 key manager (installed when root and missing).
+softhsm:
+	@if ! command -v softhsm2-util >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "==> installing softhsm2 (apt-get)"; \
+	    (apt-get install -y -qq softhsm2 >/dev/null 2>&1 || \
+	      (apt-get update -qq >/dev/null && apt-get install -y -qq softhsm2 >/dev/null)) || \
+	      echo "warning: could not install softhsm2; PKCS#11 tests will fail"; \
+	  else echo "note: softhsm2 is missing and you are not root; install Debian's softhsm2"; fi; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+## protos: regenerate the committed gRPC code; check-protos fails when it drifted.
+protos: $(STAMP)
+	scripts/gen_protos.sh
+
+clean:
+	rm -rf .hallmark-test

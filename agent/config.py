@@ -1,0 +1,199 @@
+"""Agent configuration from command-line flags and/or a TOML file (flags win)."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from hallmark.errors import HallmarkError, InvalidTrustDomain
+from hallmark.spiffeid import TrustDomain
+
+DEFAULT_SOCKET = "/tmp/hallmark-agent/public/api.sock"  # noqa: S108 (SPIRE-like default)
+DEFAULT_DATA_DIR = "./.hallmark-agent"
+DEFAULT_SYNC_INTERVAL = 5.0
+DEFAULT_RESYNC_INTERVAL = 30.0
+DEFAULT_MAX_EXE_HASH_BYTES = 64 * 1024 * 1024
+DEFAULT_SVID_WAIT = 10.0
+# Upper bound of the random delay before replacing SVIDs of a tainted authority, so that a
+# fleet of agents does not ask for all its replacements in the same instant.
+DEFAULT_TAINT_JITTER = 2.0
+
+
+class ConfigError(HallmarkError):
+    """Agent configuration that cannot be used; the message says what to do instead."""
+
+    code = "invalid_agent_config"
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """The control plane's agent API endpoint, HOST:PORT."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ServerAddress:
+        hint = "give the agent API endpoint as HOST:PORT, e.g. 127.0.0.1:8081"
+        text = text.strip()
+        if "://" in text:
+            raise ConfigError(f"server address {text!r} has a scheme: {hint}")
+        if text.startswith("["):
+            host, sep, rest = text[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else ""
+            if not sep:
+                raise ConfigError(f"server address {text!r} has an unclosed '[': {hint}")
+        else:
+            host, sep, port_text = text.rpartition(":")
+            if not sep or ":" in host:
+                raise ConfigError(f"server address {text!r} has no port: {hint}")
+        if not host or "/" in host or " " in host:
+            raise ConfigError(f"server address {text!r} has no valid host: {hint}")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"server address {text!r} has no valid port (1-65535): {hint}")
+        return cls(host, int(port_text))
+
+    @property
+    def target(self) -> str:
+        """The gRPC target, `host:port` (`[v6]:port` for IPv6)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.target
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything `hallmark-agent run` needs; build it with `AgentConfig.load`."""
+
+    server: ServerAddress
+    trust_domain: TrustDomain
+    join_token: str | None
+    socket: str
+    data_dir: str
+    trust_bundle: str | None = None
+    trust_bundle_url: str | None = None
+    insecure_bootstrap: bool = False
+    # Renewal checks (agent and workload SVIDs past half-life) run every `sync_interval`;
+    # changes arrive by push (WatchUpdates); `resync_interval` is the safety-net resync.
+    sync_interval: float = DEFAULT_SYNC_INTERVAL
+    resync_interval: float = DEFAULT_RESYNC_INTERVAL
+    max_exe_hash_bytes: int = DEFAULT_MAX_EXE_HASH_BYTES
+    svid_wait: float = DEFAULT_SVID_WAIT
+    taint_jitter: float = DEFAULT_TAINT_JITTER
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, flags: Mapping[str, Any], config_file: str | None = None) -> AgentConfig:
+        """Merge a TOML file (if given) with flags; flags that are None do not override."""
+        values: dict[str, Any] = dict(read_toml(config_file)) if config_file else {}
+        values.update({k: v for k, v in flags.items() if v is not None and v is not False})
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> AgentConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown agent setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        server_text = _text(values, "server", required=True)
+        assert server_text is not None
+        server = ServerAddress.parse(server_text)
+        td_text = _text(values, "trust_domain", required=True)
+        assert td_text is not None
+        try:
+            trust_domain = TrustDomain.parse(td_text)
+        except InvalidTrustDomain as exc:
+            raise ConfigError(f"trust_domain: {exc.detail}") from None
+        except HallmarkError as exc:
+            raise ConfigError(f"trust_domain {td_text!r}: {exc.detail}") from None
+        trust_bundle = _text(values, "trust_bundle")
+        trust_bundle_url = _text(values, "trust_bundle_url")
+        insecure = values.get("insecure_bootstrap", False)
+        if not isinstance(insecure, bool):
+            raise ConfigError("insecure_bootstrap must be true or false")
+        chosen = [
+            n
+            for n, v in (
+                ("--trust-bundle", trust_bundle),
+                ("--trust-bundle-url", trust_bundle_url),
+                ("--insecure-bootstrap", insecure),
+            )
+            if v
+        ]
+        if len(chosen) != 1:
+            what = "none was given" if not chosen else f"got {' and '.join(chosen)}"
+            raise ConfigError(
+                "give exactly one way to trust the server: --trust-bundle FILE (the tenant's "
+                "bundle, PEM or SPIFFE JSON), --trust-bundle-url URL, or --insecure-bootstrap "
+                f"(development only); {what}"
+            )
+        if trust_bundle_url is not None and not trust_bundle_url.startswith(
+            ("https://", "http://")
+        ):
+            raise ConfigError(f"trust_bundle_url {trust_bundle_url!r} must be an http(s) URL")
+        return cls(
+            server=server,
+            trust_domain=trust_domain,
+            join_token=_text(values, "join_token"),
+            socket=_text(values, "socket") or DEFAULT_SOCKET,
+            data_dir=_text(values, "data_dir") or DEFAULT_DATA_DIR,
+            trust_bundle=trust_bundle,
+            trust_bundle_url=trust_bundle_url,
+            insecure_bootstrap=insecure,
+            sync_interval=_positive(values, "sync_interval", DEFAULT_SYNC_INTERVAL),
+            resync_interval=_positive(values, "resync_interval", DEFAULT_RESYNC_INTERVAL),
+            max_exe_hash_bytes=int(
+                _positive(values, "max_exe_hash_bytes", DEFAULT_MAX_EXE_HASH_BYTES)
+            ),
+            svid_wait=_positive(values, "svid_wait", DEFAULT_SVID_WAIT),
+            taint_jitter=_non_negative(values, "taint_jitter", DEFAULT_TAINT_JITTER),
+            log_level=(_text(values, "log_level") or "INFO").upper(),
+        )
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """The `[agent]` table of a TOML file, or its top level when there is no such table."""
+    try:
+        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = document.get("agent", document)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [agent] must be a table")
+    return table
+
+
+def _text(values: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = values.get(name)
+    if value is None or value == "":
+        if required:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{name} is required: pass {flag} or set {name} in the config file")
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _positive(values: Mapping[str, Any], name: str, default: float) -> float:
+    value = values.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number, not {value!r}")
+    return float(value)
+
+
+def _non_negative(values: Mapping[str, Any], name: str, default: float) -> float:
+    value = values.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{name} must be a number of seconds, 0 or more, not {value!r}")
+    return float(value)

@@ -1,0 +1,374 @@
+"""The SPIFFE Workload API server: the X.509-SVID and JWT-SVID profiles.
+
+grpcio does not show a servicer the accepted socket, so a `hallmark.relay.Relay` accepts
+workload connections on the public socket, reads SO_PEERCRED, and relays each connection to
+the grpc.aio server on a socket in a private (0700) directory; the servicer looks the
+caller's kernel credentials up by `context.peer()`.
+
+Waiting instead of failing: when the caller matches entries whose SVIDs the agent has not
+minted yet (or the agent has not synced yet), the first response is held back for up to
+`svid_wait` seconds (an agent that just started mints within one sync), then the call fails
+with UNAVAILABLE, which SPIFFE clients retry with backoff. A caller matching no entry gets
+PERMISSION_DENIED at once. Bundles are public material: any caller gets the trust domain's
+own bundle; federated bundles only go to callers whose entries federate with them.
+
+JWT-SVIDs come from the agent's cache (agent.jwtcache), minted by the control plane.
+ValidateJWTSVID needs no registration entry for the caller (SPIFFE_Workload_API.md 6.2.3 asks
+none, and SPIRE serves it to any caller): the token is checked against the trust domain's own
+JWT authorities plus the federated bundles of the caller's entries, if it has any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeAlias
+
+import grpc
+
+from agent.jwtcache import JwtSvidCache, MintedJwt
+from agent.state import AgentState, Entry, Snapshot
+from agent.workload.responses import (
+    Denied,
+    Pending,
+    caller_bundles,
+    claims_struct,
+    jwt_bundles_response,
+    matching_entries,
+    unique_hint,
+    x509_bundles_response,
+    x509_svid_response,
+)
+from attestors.workload import unix
+from hallmark.bundle import Bundle
+from hallmark.errors import HallmarkError
+from hallmark.jwtsvid import JwtSvidError, verify_jwt_svid
+from hallmark.protos import workloadapi_pb2, workloadapi_pb2_grpc
+from hallmark.relay import (
+    PeerCredentials,
+    PeerRegistry,
+    Relay,
+    peer_credentials,
+    private_socket_path,
+)
+from hallmark.selectors import Selector
+from hallmark.spiffeid import SpiffeId, TrustDomain
+
+SECURITY_HEADER = ("workload.spiffe.io", "true")
+_log = logging.getLogger(__name__)
+# grpc.aio.ServicerContext; grpcio ships no type stubs.
+Context: TypeAlias = Any
+Attestor: TypeAlias = Callable[[PeerCredentials], Awaitable[frozenset[Selector]]]
+BundleMessage: TypeAlias = Callable[[Snapshot, frozenset[Selector]], Any]
+# The control plane's answers to NewJWTSVID that say "no" rather than "not now".
+_JWT_REFUSALS = {
+    grpc.StatusCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.NOT_FOUND: grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # type: ignore[misc,unused-ignore]
+    """SpiffeWorkloadAPI over the agent state; callers are attested from kernel credentials."""
+
+    def __init__(
+        self,
+        state: AgentState,
+        registry: PeerRegistry[PeerCredentials],
+        attestor: Attestor,
+        svid_wait: float,
+        jwt_svids: JwtSvidCache | None = None,
+    ) -> None:
+        self._state = state
+        self._registry = registry
+        self._attestor = attestor
+        self._svid_wait = svid_wait
+        self._jwt_svids = jwt_svids
+
+    async def _check_header(self, context: Context) -> None:
+        metadata = context.invocation_metadata() or ()
+        if (SECURITY_HEADER[0], SECURITY_HEADER[1]) not in [(k, v) for k, v in metadata]:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "security header missing from request"
+            )
+
+    async def _attest(self, context: Context) -> frozenset[Selector]:
+        credentials = self._registry.lookup(context.peer())
+        if credentials is None:
+            await _abort(
+                context, grpc.StatusCode.PERMISSION_DENIED, "caller could not be identified"
+            )
+        try:
+            return await self._attestor(credentials)
+        except unix.WorkloadAttestationError as exc:
+            _log.warning("workload attestation failed: %s", exc.detail)
+            await _abort(
+                context, grpc.StatusCode.UNAVAILABLE, f"workload attestation failed: {exc.detail}"
+            )
+
+    async def FetchX509SVID(
+        self, request: workloadapi_pb2.X509SVIDRequest, context: Context
+    ) -> AsyncIterator[workloadapi_pb2.X509SVIDResponse]:
+        await self._check_header(context)
+        selectors = await self._attest(context)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._svid_wait
+        snapshot = self._state.snapshot
+        last: bytes | None = None
+        while True:
+            result = x509_svid_response(snapshot, selectors, _utcnow())
+            if isinstance(result, Denied):
+                await _abort(context, grpc.StatusCode.PERMISSION_DENIED, "no identity issued")
+            if isinstance(result, Pending) and last is None and loop.time() >= deadline:
+                await _abort(
+                    context,
+                    grpc.StatusCode.UNAVAILABLE,
+                    "x509_svid_pending: the agent holds no SVID for this workload yet; retry",
+                )
+            if isinstance(result, workloadapi_pb2.X509SVIDResponse):
+                encoded = result.SerializeToString(deterministic=True)
+                if encoded != last:
+                    last = encoded
+                    yield result
+            timeout = max(deadline - loop.time(), 0.01) if last is None else None
+            snapshot = await self._state.wait_for_change(snapshot.version, timeout)
+
+    async def FetchX509Bundles(
+        self, request: workloadapi_pb2.X509BundlesRequest, context: Context
+    ) -> AsyncIterator[workloadapi_pb2.X509BundlesResponse]:
+        def build(snapshot: Snapshot, selectors: frozenset[Selector]) -> Any:
+            bundles = caller_bundles(snapshot, matching_entries(snapshot, selectors))
+            return None if bundles is None else x509_bundles_response(bundles)
+
+        async for message in self._bundle_stream(context, build):
+            yield message
+
+    async def FetchJWTBundles(
+        self, request: workloadapi_pb2.JWTBundlesRequest, context: Context
+    ) -> AsyncIterator[workloadapi_pb2.JWTBundlesResponse]:
+        def build(snapshot: Snapshot, selectors: frozenset[Selector]) -> Any:
+            bundles = caller_bundles(snapshot, matching_entries(snapshot, selectors))
+            if bundles is None or snapshot.bundle is None:
+                return None
+            return jwt_bundles_response(bundles, snapshot.bundle.trust_domain.name)
+
+        async for message in self._bundle_stream(context, build):
+            yield message
+
+    async def _bundle_stream(self, context: Context, build: BundleMessage) -> AsyncIterator[Any]:
+        """First message as soon as the agent has a bundle, then one per change."""
+        await self._check_header(context)
+        selectors = await self._attest(context)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._svid_wait
+        snapshot = self._state.snapshot
+        last: bytes | None = None
+        while True:
+            result = build(snapshot, selectors)
+            if result is None and last is None and loop.time() >= deadline:
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, "agent_not_ready: no bundle yet")
+            if result is not None:
+                encoded = result.SerializeToString(deterministic=True)
+                if encoded != last:
+                    last = encoded
+                    yield result
+            timeout = max(deadline - loop.time(), 0.01) if last is None else None
+            snapshot = await self._state.wait_for_change(snapshot.version, timeout)
+
+    async def _ready_snapshot(self, context: Context) -> Snapshot:
+        """The snapshot once the agent has synced (waiting up to `svid_wait`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._svid_wait
+        snapshot = self._state.snapshot
+        while not snapshot.ready:
+            if loop.time() >= deadline:
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, "agent_not_ready: retry")
+            snapshot = await self._state.wait_for_change(
+                snapshot.version, max(deadline - loop.time(), 0.01)
+            )
+        return snapshot
+
+    async def FetchJWTSVID(
+        self, request: workloadapi_pb2.JWTSVIDRequest, context: Context
+    ) -> workloadapi_pb2.JWTSVIDResponse:
+        await self._check_header(context)
+        audience = list(request.audience)
+        if not audience or not all(audience):
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "jwt_invalid_request: audience is required (one or more non-empty values)",
+            )
+        requested: SpiffeId | None = None
+        if request.spiffe_id:
+            try:
+                requested = SpiffeId.parse(request.spiffe_id)
+            except HallmarkError as exc:
+                await _abort(
+                    context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid spiffe_id: {exc.detail}"
+                )
+        selectors = await self._attest(context)
+        snapshot = await self._ready_snapshot(context)
+        entries = matching_entries(snapshot, selectors)
+        if not entries:
+            await _abort(context, grpc.StatusCode.PERMISSION_DENIED, "no identity issued")
+        if requested is not None:
+            entries = [e for e in entries if e.spiffe_id == requested]
+            if not entries:
+                await _abort(
+                    context,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"no identity issued for {requested}",
+                )
+        if self._jwt_svids is None:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "jwt_svids_unavailable: retry")
+        # One token per SPIFFE ID: entries sharing an ID (other selectors) would mint twins.
+        chosen: dict[SpiffeId, Entry] = {}
+        for entry in entries:
+            chosen.setdefault(entry.spiffe_id, entry)
+        minted = await self._mint(context, self._jwt_svids, list(chosen.values()), audience)
+        hints: set[str] = set()
+        return workloadapi_pb2.JWTSVIDResponse(
+            svids=[
+                workloadapi_pb2.JWTSVID(
+                    spiffe_id=str(entry.spiffe_id),
+                    svid=jwt.token,
+                    hint=unique_hint(entry.hint, hints),
+                )
+                for entry, jwt in zip(chosen.values(), minted, strict=True)
+            ]
+        )
+
+    async def _mint(
+        self, context: Context, cache: JwtSvidCache, entries: list[Entry], audience: list[str]
+    ) -> list[MintedJwt]:
+        failure: tuple[grpc.StatusCode, str] | None = None
+        try:
+            return list(await asyncio.gather(*(cache.fetch(e, audience) for e in entries)))
+        except grpc.aio.AioRpcError as exc:
+            code = _JWT_REFUSALS.get(exc.code(), grpc.StatusCode.UNAVAILABLE)
+            failure = (code, f"jwt_svid_mint_failed: {exc.code().name}: {exc.details()}")
+        except (HallmarkError, OSError, AttributeError) as exc:  # AttributeError: no channel yet
+            failure = (grpc.StatusCode.UNAVAILABLE, f"jwt_svid_mint_failed: {exc}")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the workload went away: nothing to answer
+            # The mint was cancelled under us (its channel closed): the workload still
+            # deserves an answer, and UNAVAILABLE tells it to retry.
+            failure = (grpc.StatusCode.UNAVAILABLE, "jwt_svid_mint_failed: interrupted; retry")
+        _log.warning("%s", failure[1])
+        await _abort(context, *failure)
+
+    async def ValidateJWTSVID(
+        self, request: workloadapi_pb2.ValidateJWTSVIDRequest, context: Context
+    ) -> workloadapi_pb2.ValidateJWTSVIDResponse:
+        await self._check_header(context)
+        if not request.audience or not request.svid:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "jwt_invalid_request: audience and svid are both required",
+            )
+        selectors = await self._attest(context)
+        snapshot = await self._ready_snapshot(context)
+        bundles = caller_bundles(snapshot, matching_entries(snapshot, selectors)) or {}
+        by_domain: dict[TrustDomain, Bundle] = {TrustDomain(n): b for n, b in bundles.items()}
+        try:
+            jwt = verify_jwt_svid(request.svid, audience=request.audience, bundles=by_domain)
+        except JwtSvidError as exc:
+            # As SPIRE: an invalid token is the caller's bad argument, not a server failure.
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{exc.code}: {exc.detail}")
+        response = workloadapi_pb2.ValidateJWTSVIDResponse(spiffe_id=str(jwt.spiffe_id))
+        claims_struct(response, jwt.claims)
+        return response
+
+    # WIT-SVID profile (incubating, optional: SPIFFE_Workload_API.md 7). Not supported yet, and
+    # the standard requires exactly this answer from a server that does not support it:
+    # UNIMPLEMENTED on both RPCs, so clients stop asking. Whether and when Hallmark serves
+    # WIT-SVIDs is the lead's decision (issue 3).
+    async def FetchWITSVID(self, request: Any, context: Context) -> Any:
+        await self._unimplemented(context)
+
+    async def FetchWITBundles(self, request: Any, context: Context) -> Any:
+        await self._unimplemented(context)
+
+    async def _unimplemented(self, context: Context) -> None:
+        await self._check_header(context)
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "wit_svid_unsupported: this agent serves no WIT-SVIDs"
+        )
+
+
+async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
+    await context.abort(code, details)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+async def _identify(writer: asyncio.StreamWriter) -> PeerCredentials | None:
+    sock = writer.get_extra_info("socket")
+    return None if sock is None else peer_credentials(sock)
+
+
+class WorkloadApiServer:
+    """The Workload API on `socket_path` (world-connectable) over `state`."""
+
+    def __init__(
+        self,
+        state: AgentState,
+        *,
+        socket_path: str,
+        data_dir: str,
+        max_exe_hash_bytes: int = unix.DEFAULT_MAX_EXE_HASH_BYTES,
+        svid_wait: float = 10.0,
+        jwt_svids: JwtSvidCache | None = None,
+    ) -> None:
+        self.socket_path = socket_path
+        self._inner_path = private_socket_path(os.path.join(data_dir, "workload-private"))
+        self._registry: PeerRegistry[PeerCredentials] = PeerRegistry()
+        self._max_exe_hash_bytes = max_exe_hash_bytes
+        self._servicer = WorkloadApiServicer(
+            state, self._registry, self._attest, svid_wait, jwt_svids
+        )
+        self._server: grpc.aio.Server | None = None
+        self._relay: Relay[PeerCredentials] | None = None
+
+    async def _attest(self, credentials: PeerCredentials) -> frozenset[Selector]:
+        return await asyncio.to_thread(
+            unix.attest,
+            credentials.pid,
+            credentials.uid,
+            credentials.gid,
+            max_exe_hash_bytes=self._max_exe_hash_bytes,
+        )
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._inner_path)
+        server = grpc.aio.server()
+        workloadapi_pb2_grpc.add_SpiffeWorkloadAPIServicer_to_server(self._servicer, server)  # type: ignore[no-untyped-call,unused-ignore]
+        server.add_insecure_port("unix:" + self._inner_path)
+        await server.start()
+        self._server = server
+        directory = os.path.dirname(os.path.abspath(self.socket_path))
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        relay: Relay[PeerCredentials] = Relay(self._inner_path, self._registry, _identify)
+        await relay.serve_unix(self.socket_path, mode=0o777)
+        self._relay = relay
+        _log.info("Workload API listening on unix:%s", self.socket_path)
+
+    async def stop(self) -> None:
+        if self._relay is not None:
+            await self._relay.close()
+        if self._server is not None:
+            await self._server.stop(grace=1)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)

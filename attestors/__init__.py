@@ -1,0 +1,1 @@
+"""Attestors: node attestors (agent half and server half) and workload attestors, no Django."""

@@ -1,0 +1,1 @@
+"""Node attestors: each has an agent half (build evidence) and a server half (check it)."""

@@ -1,0 +1,1 @@
+"""Workload attestors: what the kernel says about the process calling the Workload API."""

@@ -1,0 +1,120 @@
+"""The `hallmark` command: run the control plane, the demo, and its internal processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8000)")
+    return host, int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hallmark",
+        description="Hallmark: a multi-tenant SPIFFE identity service (the control plane).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--data-dir",
+            type=Path,
+            default=Path(os.environ.get("HALLMARK_DATA_DIR", ".hallmark")),
+            help="where embedded servers and logs live (default: .hallmark)",
+        )
+        sub.add_argument(
+            "--http",
+            type=_address,
+            default=("127.0.0.1", 8000),
+            help="REST API address (default 127.0.0.1:8000)",
+        )
+        sub.add_argument(
+            "--grpc",
+            type=_address,
+            default=("127.0.0.1", 8081),
+            help="agent API address (default 127.0.0.1:8081)",
+        )
+
+    up = commands.add_parser(
+        "up",
+        help="run the whole control plane in the foreground",
+        description="Run PostgreSQL/Redis/OpenBao (embedded unless "
+        "HALLMARK_DATABASE_URL/HALLMARK_REDIS_URL/HALLMARK_VAULT_ADDR are "
+        "set), the REST API, the agent API, a Celery worker and beat.",
+    )
+    common(up)
+    demo = commands.add_parser(
+        "demo",
+        help="up + sign up a tenant + agent + fetch SVIDs",
+        description="Start the control plane, sign up a tenant, register "
+        "a workload, start an agent and fetch an X.509-SVID through the "
+        "SPIFFE Workload API.",
+    )
+    common(demo)
+    demo.add_argument("--exit", action="store_true", help="stop everything and exit 0 when done")
+    agent_api = commands.add_parser("agent-api", help="(internal) serve the agent gRPC API")
+    agent_api.add_argument("--listen", type=_address, default=("127.0.0.1", 8081))
+    commands.add_parser("migrate", help="apply database migrations to public and tenant schemas")
+    manage = commands.add_parser("manage", help="run a Django management command")
+    manage.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in ("up", "demo"):
+        from config.supervisor import ControlPlane, stop_on_signals
+
+        plane = ControlPlane(data_dir=args.data_dir.resolve(), http=args.http, grpc=args.grpc)
+        with stop_on_signals(plane):
+            plane.start()
+            if args.command == "up":
+                plane.print_ready()
+                plane.wait()
+            else:
+                from config.demo import run_demo
+
+                run_demo(plane)
+                if not args.exit:
+                    plane.print_ready()
+                    plane.wait()
+        return 0
+    if args.command == "agent-api":
+        _django()
+        from config.health import start_heartbeat
+        from issuance.agentapi.server import serve
+
+        start_heartbeat("agent-api")
+        serve(args.listen[0], args.listen[1])
+        return 0
+    if args.command == "migrate":
+        _django()
+        from django.core.management import call_command
+
+        call_command("migrate_schemas", interactive=False, verbosity=1)
+        return 0
+    if args.command == "manage":
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        from django.core.management import execute_from_command_line
+
+        execute_from_command_line(["hallmark manage", *args.args])
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""A small typed reader for the environment variables that configure Hallmark."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+def text(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None or value == "":
+        raise ImproperlyConfigured(f"{name} is required; set it in the environment")
+    return value
+
+
+def optional(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def boolean(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use true or false)")
+
+
+def integer(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("HALLMARK_DATA_DIR") or ".hallmark").resolve()

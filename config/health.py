@@ -1,0 +1,88 @@
+"""`GET /healthz`: 200 only when the database, Redis, OpenBao, the agent API and Celery answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+import requests
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+HEARTBEAT_KEY = "hallmark:heartbeat:{component}"
+HEARTBEAT_MAX_AGE = 30.0
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+def beat(component: str, client: redis.Redis | None = None) -> None:
+    """Record that a component (agent-api, worker, beat) is alive."""
+    (client or redis_client()).set(
+        HEARTBEAT_KEY.format(component=component), str(time.time()), ex=int(HEARTBEAT_MAX_AGE * 2)
+    )
+
+
+def _check_database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return "ok"
+
+
+def _check_vault() -> str:
+    answer = requests.get(f"{settings.VAULT_ADDR}/v1/sys/health", timeout=2)
+    return (
+        "ok" if answer.status_code == 200 else f"status {answer.status_code} (sealed or standby?)"
+    )
+
+
+def _check_heartbeats(client: redis.Redis) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for component in ("agent-api", "worker"):
+        value = client.get(HEARTBEAT_KEY.format(component=component))
+        if value is None:
+            found[component] = "no heartbeat"
+        else:
+            age = time.time() - float(value)
+            found[component] = "ok" if age < HEARTBEAT_MAX_AGE else f"stale ({age:.0f}s)"
+    return found
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    checks: dict[str, Any] = {}
+    for name, check in (("database", _check_database), ("vault", _check_vault)):
+        try:
+            checks[name] = check()
+        except Exception as exc:  # every failure is reported, none is raised
+            checks[name] = f"error: {exc.__class__.__name__}: {exc}"
+    try:
+        client = redis_client()
+        client.ping()
+        checks["redis"] = "ok"
+        checks.update(_check_heartbeats(client))
+    except Exception as exc:
+        checks["redis"] = f"error: {exc.__class__.__name__}: {exc}"
+    healthy = all(value == "ok" for value in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": checks},
+        status=200 if healthy else 503,
+    )
+
+
+def start_heartbeat(component: str, interval: float = 5.0) -> None:
+    """Beat for `component` from a daemon thread for as long as the process lives."""
+    import threading
+
+    def loop() -> None:
+        client = redis_client()
+        while True:
+            try:
+                beat(component, client)
+            except Exception:  # Redis down: /healthz reports it; keep trying
+                client = redis_client()
+            time.sleep(interval)
+
+    threading.Thread(target=loop, name=f"heartbeat-{component}", daemon=True).start()

@@ -1,0 +1,184 @@
+"""Django settings, 12-factor: everything comes from HALLMARK_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+from config import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = env.data_dir()
+
+# The embedded default: start our own PostgreSQL/Redis/OpenBao when none is configured.
+if not (
+    os.environ.get("HALLMARK_DATABASE_URL")
+    and os.environ.get("HALLMARK_REDIS_URL")
+    and os.environ.get("HALLMARK_VAULT_ADDR")
+):
+    from config.embedded import EmbeddedServers
+
+    EMBEDDED_SERVERS = EmbeddedServers(DATA_DIR)
+    EMBEDDED_SERVERS.start()
+    EMBEDDED = True
+else:
+    EMBEDDED = env.boolean("HALLMARK_EMBEDDED", False)
+
+DEBUG = env.boolean("HALLMARK_DEBUG", False)
+SECRET_KEY = env.optional("HALLMARK_SECRET_KEY") or (
+    "embedded-development-only-secret-key" if EMBEDDED else env.text("HALLMARK_SECRET_KEY")
+)
+ALLOWED_HOSTS = env.text("HALLMARK_ALLOWED_HOSTS", "*").split(",")
+
+
+def _database(url: str) -> dict[str, object]:
+    parts = urlparse(url)
+    query = parse_qs(parts.query)
+    return {
+        "ENGINE": "django_tenants.postgresql_backend",
+        "NAME": unquote(parts.path.lstrip("/")) or "hallmark",
+        "USER": unquote(parts.username or "postgres"),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": query.get("host", [parts.hostname or ""])[0],
+        "PORT": str(parts.port or ""),
+        "CONN_MAX_AGE": env.integer("HALLMARK_DB_CONN_MAX_AGE", 60),
+        # A kept connection is checked before reuse, so a PostgreSQL restart costs no requests.
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"NAME": env.optional("HALLMARK_TEST_DATABASE") or "test_hallmark"},
+    }
+
+
+DATABASES = {"default": _database(env.text("HALLMARK_DATABASE_URL"))}
+DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SHARED_APPS = [
+    "django_tenants",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "rest_framework",
+    "drf_spectacular",
+    "tenants",
+]
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "trustdomains",
+    "issuance",
+    "federation",
+]
+INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+PUBLIC_SCHEMA_NAME = "public"
+
+MIDDLEWARE = [
+    "tenants.middleware.DatabaseUnavailableMiddleware",
+    "tenants.middleware.PublicSchemaMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": []},
+    }
+]
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.api.authentication.TenantTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "tenants.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hallmark API",
+    "DESCRIPTION": "Multi-tenant SPIFFE identity service.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Redis: Celery broker and the event bus.
+REDIS_URL = env.text("HALLMARK_REDIS_URL")
+
+
+def _celery_broker_url(url: str) -> str:
+    """Celery's spelling of a Redis URL: kombu reads a Unix socket's db from `virtual_host`."""
+    if not url.startswith("unix://"):
+        return url
+    parts = urlparse(url)
+    db = parse_qs(parts.query).get("db", ["0"])[0]
+    return f"redis+socket://{parts.path}?virtual_host={db}"
+
+
+CELERY_BROKER_URL = _celery_broker_url(REDIS_URL)
+
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Key managers.
+VAULT_ADDR = env.text("HALLMARK_VAULT_ADDR")
+VAULT_TOKEN = env.optional("HALLMARK_VAULT_TOKEN")
+VAULT_TOKEN_FILE = env.optional("HALLMARK_VAULT_TOKEN_FILE")
+VAULT_TRANSIT_MOUNT = env.text("HALLMARK_VAULT_TRANSIT_MOUNT", "transit")
+DEFAULT_KEY_MANAGER = env.text("HALLMARK_DEFAULT_KEY_MANAGER", "vault")
+# PKCS#11 (SoftHSM2 in development and tests): a token per tenant, PINs derived from a secret
+# that comes from the environment or a file, never the database. The embedded mode keeps
+# SoftHSM2's config and tokens under DATA_DIR/softhsm and generates the secret there (0600).
+_SOFTHSM_DIR = DATA_DIR / "softhsm"
+PKCS11_MODULE = env.text("HALLMARK_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+PKCS11_PIN_SECRET = env.optional("HALLMARK_PKCS11_PIN_SECRET")
+PKCS11_PIN_SECRET_FILE = env.optional("HALLMARK_PKCS11_PIN_SECRET_FILE") or (
+    str(_SOFTHSM_DIR / "pin-secret") if EMBEDDED else None
+)
+PKCS11_SOFTHSM2_CONF = env.optional("SOFTHSM2_CONF") or (
+    str(_SOFTHSM_DIR / "softhsm2.conf") if EMBEDDED else None
+)
+PKCS11_TOKEN_LOCK_FILE = env.optional("HALLMARK_PKCS11_TOKEN_LOCK_FILE") or (
+    str(_SOFTHSM_DIR / "token-init.lock") if EMBEDDED else None
+)
+PKCS11_SESSIONS_PER_TOKEN = env.integer("HALLMARK_PKCS11_SESSIONS_PER_TOKEN", 4)
+
+# Public endpoints advertised to tenants (signup answers them).
+HTTP_PUBLIC_URL = env.text("HALLMARK_HTTP_PUBLIC_URL", "http://127.0.0.1:8000")
+AGENT_ENDPOINT = env.text("HALLMARK_AGENT_ENDPOINT", "127.0.0.1:8081")
+
+# Defaults as SPIRE's (SPIRE-BEHAVIOUR.md).
+CA_TTL_SECONDS = env.integer("HALLMARK_CA_TTL", 24 * 3600)
+X509_SVID_TTL_SECONDS = env.integer("HALLMARK_X509_SVID_TTL", 3600)
+JWT_SVID_TTL_SECONDS = env.integer("HALLMARK_JWT_SVID_TTL", 300)
+AGENT_SVID_TTL_SECONDS = env.integer("HALLMARK_AGENT_SVID_TTL", 3600)
+# Rotation (trustdomains.tasks): how often beat checks every trust domain's journal, and how
+# long an expired authority stays in the bundle before it is pruned (SPIRE: 24 h).
+ROTATION_INTERVAL_SECONDS = env.integer("HALLMARK_ROTATION_INTERVAL", 10)
+PRUNE_GRACE_SECONDS = env.integer("HALLMARK_PRUNE_GRACE", 24 * 3600)
+
+PASSWORD_HASHERS = (
+    ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    if env.boolean("HALLMARK_FAST_PASSWORD_HASHER", False)
+    else [
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ]
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.text("HALLMARK_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

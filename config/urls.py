@@ -1,0 +1,15 @@
+"""URL routes: the v1 REST API, its OpenAPI schema, and /healthz."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from config.health import healthz
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/v1/", include("tenants.api.urls")),
+    path("api/v1/", include("trustdomains.api.urls")),
+    path("api/v1/", include("issuance.api.urls")),
+    path("", include("federation.api.urls")),
+]

@@ -1,0 +1,43 @@
+"""Serializers for federation relationships."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from federation.models import FederationRelationship
+
+
+class RelationshipSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A federation relationship; `trust_domain_bundle` sets the foreign bundle directly."""
+
+    trust_domain_bundle = serializers.JSONField(required=False, allow_null=True, write_only=True)
+    bundle = serializers.SerializerMethodField()
+
+    class Meta:
+        model = FederationRelationship
+        fields = [
+            "id",
+            "trust_domain",
+            "bundle_endpoint_url",
+            "bundle_endpoint_profile",
+            "endpoint_spiffe_id",
+            "trust_domain_bundle",
+            "bundle",
+            "bundle_sequence",
+            "bundle_updated_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "id",
+            "bundle_sequence",
+            "bundle_updated_at",
+            "created_at",
+            "updated_at",
+        ]
+        extra_kwargs = {"trust_domain": {"validators": []}}
+
+    def get_bundle(self, relationship: FederationRelationship) -> Any:
+        return relationship.bundle_json

@@ -1,0 +1,35 @@
+"""Federation relationships: foreign trust domains whose bundles this tenant's workloads trust."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class FederationRelationship(models.Model):
+    """A foreign trust domain, where to refresh its bundle, and the bundle held now."""
+
+    class Profile(models.TextChoices):
+        HTTPS_WEB = "https_web"
+        HTTPS_SPIFFE = "https_spiffe"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    trust_domain = models.CharField(max_length=255, unique=True)
+    bundle_endpoint_url = models.URLField(max_length=2048, blank=True)
+    bundle_endpoint_profile = models.CharField(
+        max_length=16, choices=Profile.choices, default=Profile.HTTPS_WEB
+    )
+    endpoint_spiffe_id = models.CharField(max_length=2048, blank=True)
+    # The foreign trust domain's SPIFFE bundle (JWKS) as last set or fetched.
+    bundle_json = models.JSONField(null=True, blank=True)
+    bundle_sequence = models.BigIntegerField(default=0)
+    bundle_updated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["trust_domain"]
+
+    def __str__(self) -> str:
+        return self.trust_domain

@@ -1,0 +1,28 @@
+"""The few DER encodings needed to assemble a certificate signed outside `cryptography`."""
+
+from __future__ import annotations
+
+# AlgorithmIdentifier { ecdsa-with-SHA256 } (RFC 5758 3.2: parameters absent).
+ECDSA_WITH_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+
+
+def _length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def sequence(*parts: bytes) -> bytes:
+    body = b"".join(parts)
+    return b"\x30" + _length(len(body)) + body
+
+
+def bit_string(data: bytes) -> bytes:
+    body = b"\x00" + data
+    return b"\x03" + _length(len(body)) + body
+
+
+def signed_certificate(tbs_der: bytes, signature_der: bytes) -> bytes:
+    """Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }."""
+    return sequence(tbs_der, ECDSA_WITH_SHA256, bit_string(signature_der))

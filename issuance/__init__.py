@@ -1,0 +1,1 @@
+"""Registration entries, join tokens, attested agents and the agent gRPC API (tenant schema)."""

@@ -1,0 +1,122 @@
+"""Run the agent API: grpc.aio on a private Unix socket behind the per-tenant TLS relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import signal
+import ssl
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+from django.conf import settings
+
+from hallmark.protos import agent_pb2_grpc
+from hallmark.relay import PeerRegistry, Relay, private_socket_path
+from issuance.agentapi.scoped import OrmThreads
+from issuance.agentapi.servicer import AgentApiServicer, AgentPeer
+from issuance.agentapi.tls import TenantCredentials, TenantSSLContext, base_context
+from issuance.agentapi.watch import ChangeHub
+
+log = logging.getLogger(__name__)
+STOP_GRACE_SECONDS = 5.0
+ORM_WORKERS = 16
+MAX_SOCKET_DIR_LENGTH = 90
+
+
+class AgentApiServer:
+    """One agent API listener; `await start(host, port)` returns the bound port."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        base = Path(directory) if directory else Path(settings.DATA_DIR)
+        self.directory = str(base / f"agentapi-{os.getpid()}-{id(self):x}")
+        if len(self.directory) > MAX_SOCKET_DIR_LENGTH:
+            # sun_path holds 108 bytes; a deep data dir falls back to a private temp dir.
+            self.directory = tempfile.mkdtemp(prefix=f"hallmark-agentapi-{os.getpid()}-")
+        self.registry: PeerRegistry[AgentPeer] = PeerRegistry()
+        self.credentials = TenantCredentials()
+        self.threads = OrmThreads(ORM_WORKERS, "agentapi-orm")
+        self.hub = ChangeHub(self._publish_probe)
+        self.port = 0
+        self._grpc: Any = None
+        self._relay: Relay[AgentPeer] | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        inner = private_socket_path(self.directory)
+        self._grpc = grpc.aio.server()
+        await self.hub.start()
+        servicer = AgentApiServicer(self.registry, self.threads, self.hub)
+        agent_pb2_grpc.add_AgentAPIServicer_to_server(servicer, self._grpc)
+        self._grpc.add_insecure_port("unix:" + inner)
+        await self._grpc.start()
+        context = base_context()
+        context.sni_callback = self.credentials.sni_callback
+        self._relay = Relay(inner, self.registry, self._identify)
+        self.port = await self._relay.serve_tls(host, port, context)
+        log.info("agent API listening on %s:%d", host, self.port)
+        return self.port
+
+    async def _publish_probe(self, tenant_id: uuid.UUID) -> None:
+        from tenants.events import publish_change
+
+        probe = functools.partial(publish_change, tenant_id=tenant_id, kind="entries")
+        await asyncio.wrap_future(self.threads.submit(probe))
+
+    async def _identify(self, writer: asyncio.StreamWriter) -> AgentPeer | None:
+        ssl_object = writer.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        context = ssl_object.context
+        if not isinstance(context, TenantSSLContext):
+            return None  # no SNI switch happened: no tenant, nothing to relay
+        peername = writer.get_extra_info("peername")
+        address = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else ""
+        try:
+            certificate = ssl_object.getpeercert(binary_form=True)
+        except (ValueError, ssl.SSLError):
+            certificate = None
+        return AgentPeer(
+            tenant_id=context.tenant_id,
+            server_name=context.trust_domain,
+            certificate_der=certificate or None,
+            address=address,
+        )
+
+    async def stop(self) -> None:
+        if self._relay is not None:
+            await self._relay.close()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=STOP_GRACE_SECONDS)
+        await self.hub.close()
+        await asyncio.to_thread(self.credentials.close)
+        await asyncio.to_thread(self.threads.close)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def _serve(host: str, port: int) -> None:
+    server = AgentApiServer()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start(host, port)
+        await stop.wait()
+        log.info("agent API stopping")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await server.stop()
+
+
+def serve(host: str, port: int) -> None:
+    """Serve the agent API on host:port until SIGTERM or SIGINT (Django must be set up)."""
+    asyncio.run(_serve(host, port))

@@ -1,0 +1,223 @@
+"""Agents: join-token attestation, SVID renewal, authentication, bans and eviction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from attestors.node import join_token as join_token_attestor
+from hallmark.bundle import Bundle
+from hallmark.errors import HallmarkError, InvalidSvid
+from hallmark.x509svid import LeafRequest, public_key_from_csr, verify_x509_svid
+from issuance.errors import AgentDenied, AgentNotAuthenticated, AttestationDenied
+from issuance.models import Agent
+from issuance.services import join_tokens
+from issuance.services.entries import tenant_trust_domain
+from tenants.events import publish_change
+from tenants.services import record_audit
+from trustdomains import services as trustdomain_services
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
+
+AGENT_PATH_PREFIX = "/spire/agent/"
+# last_seen is a hint for operators; writing it at most this often keeps syncs read-only.
+LAST_SEEN_RESOLUTION = dt.timedelta(seconds=30)
+UNAUTHENTICATED_ACTOR = "agent:unauthenticated"
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """An attested agent, its new SVID chain (leaf first) and the bundle to trust."""
+
+    agent: Agent
+    chain: list[x509.Certificate]
+    bundle: Bundle
+
+
+def serial_hex(certificate: x509.Certificate) -> str:
+    return format(certificate.serial_number, "x")
+
+
+def _agent_svid(spiffe_id: str, csr: bytes) -> list[x509.Certificate]:
+    from hallmark.spiffeid import SpiffeId
+
+    request = LeafRequest(
+        spiffe_id=SpiffeId.parse(spiffe_id),
+        public_key=public_key_from_csr(csr),
+        ttl=dt.timedelta(seconds=settings.AGENT_SVID_TTL_SECONDS),
+    )
+    return trustdomain_services.sign_x509_svids([request])[0]
+
+
+def attest_agent(
+    *,
+    tenant: Tenant,
+    attestation_type: str,
+    attestation_data: bytes,
+    csr: bytes,
+    source: str = "",
+) -> Attestation:
+    """Node attestation (server half of join_token); audited whether it succeeds or not."""
+    try:
+        return _attest(
+            tenant=tenant,
+            attestation_type=attestation_type,
+            attestation_data=attestation_data,
+            csr=csr,
+            source=source,
+        )
+    except HallmarkError as exc:
+        with transaction.atomic():
+            record_audit(
+                tenant=tenant,
+                actor=UNAUTHENTICATED_ACTOR,
+                action="agent.attest",
+                outcome="failure",
+                source=source,
+                detail={
+                    "attestation_type": attestation_type[:64],
+                    "code": exc.code,
+                    "error": exc.detail[:500],
+                },
+            )
+        raise
+
+
+def _attest(
+    *, tenant: Tenant, attestation_type: str, attestation_data: bytes, csr: bytes, source: str
+) -> Attestation:
+    if attestation_type != join_token_attestor.ATTESTATION_TYPE:
+        raise HallmarkError(
+            f"attestation type {attestation_type!r} is not supported; use 'join_token'",
+            code="unsupported_attestation_type",
+        )
+    secret = join_token_attestor.parse_attestation_data(attestation_data)
+    public_key_from_csr(csr)  # refuse a bad CSR before the token is spent
+    trust_domain = tenant_trust_domain()
+    with transaction.atomic():
+        token = join_tokens.redeem(secret)
+        spiffe_id = str(trust_domain.spiffe_id(f"{AGENT_PATH_PREFIX}join_token/{token.id}"))
+        agent = Agent.objects.select_for_update().filter(spiffe_id=spiffe_id).first()
+        if agent is not None and agent.banned:
+            raise AttestationDenied(f"agent {spiffe_id} is banned", code="agent_banned")
+        chain = _agent_svid(spiffe_id, csr)
+        agent = agent or Agent(spiffe_id=spiffe_id)
+        agent.attestation_type = attestation_type
+        agent.serial = serial_hex(chain[0])
+        agent.new_serial = ""
+        agent.expires_at = chain[0].not_valid_after_utc
+        agent.node_aliases = [token.spiffe_id] if token.spiffe_id else []
+        agent.last_seen = timezone.now()
+        agent.full_sync_revision = 0  # its first sync replaces whatever set it held
+        agent.save()
+        token.agent = agent
+        token.save(update_fields=["used_at", "agent"])
+        record_audit(
+            tenant=tenant,
+            actor=f"agent:{spiffe_id}",
+            action="agent.attest",
+            target=spiffe_id,
+            source=source,
+            detail={
+                "attestation_type": attestation_type,
+                "join_token": str(token.id),
+                "serial": agent.serial,
+                "node_aliases": agent.node_aliases,
+            },
+        )
+    return Attestation(agent=agent, chain=chain, bundle=trustdomain_services.current_bundle())
+
+
+def authenticate_agent(certificate: x509.Certificate | None) -> Agent:
+    """The agent behind a TLS client certificate, checked against the tenant's bundle now."""
+    if certificate is None:
+        raise AgentNotAuthenticated(
+            "this call needs the agent's X.509-SVID as TLS client certificate; attest first",
+            code="no_client_certificate",
+        )
+    bundle = trustdomain_services.current_bundle()
+    try:
+        spiffe_id = verify_x509_svid([certificate], bundle.x509_authorities)
+    except InvalidSvid as exc:
+        raise AgentNotAuthenticated(exc.detail, code="invalid_agent_svid") from None
+    if spiffe_id.trust_domain != bundle.trust_domain:
+        raise AgentNotAuthenticated(
+            f"{spiffe_id} is not in trust domain {bundle.trust_domain}", code="invalid_agent_svid"
+        )
+    agent = Agent.objects.filter(spiffe_id=str(spiffe_id)).first()
+    if agent is None:
+        raise AgentDenied(f"{spiffe_id} is not an attested agent", code="agent_not_attested")
+    if agent.banned:
+        raise AgentDenied(f"agent {spiffe_id} is banned", code="agent_banned")
+    serial = serial_hex(certificate)
+    now = timezone.now()
+    if serial == agent.new_serial:
+        # The first call with a renewed SVID retires the previous one (as SPIRE does).
+        Agent.objects.filter(pk=agent.pk, new_serial=serial).update(
+            serial=serial, new_serial="", last_seen=now
+        )
+        agent.serial, agent.new_serial, agent.last_seen = serial, "", now
+    elif serial != agent.serial:
+        raise AgentDenied(
+            f"this SVID of {spiffe_id} was superseded by a newer one", code="agent_svid_superseded"
+        )
+    elif agent.last_seen is None or now - agent.last_seen > LAST_SEEN_RESOLUTION:
+        Agent.objects.filter(pk=agent.pk).update(last_seen=now)
+        agent.last_seen = now
+    return agent
+
+
+def renew_agent(
+    *, tenant: Tenant, agent: Agent, csr: bytes, source: str = ""
+) -> list[x509.Certificate]:
+    """A new agent SVID for a new key; the old one works until the new one is first used."""
+    with transaction.atomic():
+        locked = Agent.objects.select_for_update().get(pk=agent.pk)
+        if locked.banned:
+            raise AgentDenied(f"agent {locked.spiffe_id} is banned", code="agent_banned")
+        chain = _agent_svid(locked.spiffe_id, csr)
+        locked.new_serial = serial_hex(chain[0])
+        locked.expires_at = chain[0].not_valid_after_utc
+        locked.save(update_fields=["new_serial", "expires_at"])
+        record_audit(
+            tenant=tenant,
+            actor=f"agent:{locked.spiffe_id}",
+            action="agent.renew",
+            target=locked.spiffe_id,
+            source=source,
+            detail={"serial": locked.new_serial},
+        )
+    return chain
+
+
+def ban_agent(*, tenant: Tenant, actor: str, agent_id: uuid.UUID, source: str = "") -> Agent:
+    """Ban the agent: every later call, renewal or re-attestation with its ID is refused."""
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent_id)
+        agent.banned = True
+        agent.save(update_fields=["banned"])
+        record_audit(
+            tenant=tenant, actor=actor, action="agent.ban", target=agent.spiffe_id, source=source
+        )
+        publish_change(tenant_id=tenant.id, kind="agents")  # ends its open watch streams
+    return agent
+
+
+def evict_agent(*, tenant: Tenant, actor: str, agent_id: uuid.UUID, source: str = "") -> None:
+    """Forget the agent: its SVID stops working; it may attest again with a new token."""
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent_id)
+        spiffe_id = agent.spiffe_id
+        agent.delete()
+        record_audit(
+            tenant=tenant, actor=actor, action="agent.evict", target=spiffe_id, source=source
+        )
+        publish_change(tenant_id=tenant.id, kind="agents")

@@ -1,0 +1,24 @@
+"""Serializers for signup and audit events."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from tenants.models import AuditEvent
+
+
+class SignupSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """What a new tenant sends to sign up."""
+
+    name = serializers.CharField(max_length=200)
+    trust_domain = serializers.CharField(max_length=300)
+    email = serializers.EmailField()
+    password = serializers.CharField(write_only=True, max_length=200)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """One audit row as a tenant sees it."""
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "at", "actor", "action", "target", "outcome", "source", "detail"]

@@ -1,0 +1,52 @@
+"""Public signup and the tenant's audit trail."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import generics, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tenants import services
+from tenants.api.serializers import AuditEventSerializer, SignupSerializer
+from tenants.models import AuditEvent
+from tenants.scoping import public_schema
+
+
+class SignupView(APIView):
+    """`POST /api/v1/signup`: a new tenant with its trust domain, CA and first API token."""
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    def post(self, request: Request) -> Response:
+        serializer = SignupSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.signup(
+            **serializer.validated_data, source=request.META.get("REMOTE_ADDR", "")
+        )
+        tenant = result.tenant
+        return Response(
+            {
+                "tenant": {"id": str(tenant.id), "slug": tenant.slug, "name": tenant.name},
+                "trust_domain": tenant.trust_domain,
+                "token": result.token,
+                "agent_endpoint": settings.AGENT_ENDPOINT,
+                "bundle_url": f"{settings.HTTP_PUBLIC_URL.rstrip('/')}"
+                f"/bundle/{tenant.trust_domain}",
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class AuditEventList(generics.ListAPIView):  # type: ignore[type-arg]
+    """`GET /api/v1/audit-events`: the caller's tenant's audit trail, newest first."""
+
+    serializer_class = AuditEventSerializer
+
+    def list(self, request: Request, *args: object, **kwargs: object) -> Response:
+        with public_schema():
+            rows = list(AuditEvent.objects.filter(tenant=request.tenant)[:500])  # type: ignore[attr-defined]
+        return Response(AuditEventSerializer(rows, many=True).data)

@@ -1,0 +1,79 @@
+"""The embedded default: real servers under the data dir that keep their data across restarts."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import hvac
+import psycopg
+import pytest
+import redis
+
+from config.embedded import EmbeddedServers
+
+SERVER_VARIABLES = ("HALLMARK_DATABASE_URL", "HALLMARK_REDIS_URL", "HALLMARK_VAULT_ADDR")
+
+
+@pytest.fixture
+def no_external_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget the session's servers so EmbeddedServers starts a fresh set of its own."""
+    for name in (*SERVER_VARIABLES, "HALLMARK_VAULT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _start(data_dir: Path) -> tuple[EmbeddedServers, dict[str, str]]:
+    for name in (*SERVER_VARIABLES, "HALLMARK_VAULT_TOKEN"):  # start() exports them
+        os.environ.pop(name, None)
+    servers = EmbeddedServers(data_dir)
+    return servers, servers.start()
+
+
+def test_embedded_servers_keep_their_data_across_a_restart(
+    tmp_path: Path, no_external_servers: None
+) -> None:
+    servers, urls = _start(tmp_path)
+    try:
+        with psycopg.connect(urls["HALLMARK_DATABASE_URL"], autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (v text)")
+            conn.execute("INSERT INTO kept VALUES ('postgres survives')")
+        redis.Redis.from_url(urls["HALLMARK_REDIS_URL"]).set("kept", "redis survives")
+        vault = hvac.Client(url=urls["HALLMARK_VAULT_ADDR"], token=urls["HALLMARK_VAULT_TOKEN"])
+        vault.secrets.transit.create_key("kept", key_type="ecdsa-p256", exportable=False)
+    finally:
+        servers.stop()
+
+    servers, urls = _start(tmp_path)
+    try:
+        with psycopg.connect(urls["HALLMARK_DATABASE_URL"]) as conn:
+            assert conn.execute("SELECT v FROM kept").fetchone() == ("postgres survives",)
+        assert redis.Redis.from_url(urls["HALLMARK_REDIS_URL"]).get("kept") == b"redis survives"
+        vault = hvac.Client(url=urls["HALLMARK_VAULT_ADDR"], token=urls["HALLMARK_VAULT_TOKEN"])
+        assert not vault.sys.is_sealed()
+        assert vault.secrets.transit.read_key("kept")["data"]["exportable"] is False
+    finally:
+        servers.stop()
+
+
+def test_openbao_unseal_material_is_private_and_storage_is_persistent(
+    tmp_path: Path, no_external_servers: None
+) -> None:
+    servers, _ = _start(tmp_path)
+    servers.stop()
+
+    init_file = tmp_path / "openbao" / "init.json"
+    assert stat.S_IMODE(init_file.stat().st_mode) == 0o600
+    config = (tmp_path / "openbao" / "config.hcl").read_text()
+    assert 'storage "raft"' in config  # not the in-memory dev mode
+
+
+def test_configured_external_servers_start_nothing_embedded(tmp_path: Path) -> None:
+    assert all(os.environ.get(name) for name in SERVER_VARIABLES)  # the session's servers
+
+    servers = EmbeddedServers(tmp_path)
+    exported = servers.start()
+
+    assert exported == {}
+    assert servers.started == []
+    assert not (tmp_path / "postgres").exists() and not (tmp_path / "openbao").exists()

@@ -1,0 +1,190 @@
+"""End-to-end fixtures: a real `hallmark up` and real `hallmark-agent` processes.
+
+The control plane runs against the test session's embedded PostgreSQL, Redis and OpenBao as if
+they were external servers (HALLMARK_*_URL set), in a database of its own, so this also covers
+the "external servers" mode of `hallmark up`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+import pytest
+import requests
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _database_for_e2e(url: str) -> str:
+    """A fresh database on the session's PostgreSQL for this control plane."""
+    name = f"hallmark_e2e_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlparse(url)
+    return urlunparse(parts._replace(path=f"/{name}"))
+
+
+@dataclass
+class ControlPlaneProcess:
+    """A running `hallmark up` and how to reach it."""
+
+    http: str
+    grpc: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def signup(self, label: str) -> dict[str, str]:
+        trust_domain = f"{label}-{secrets.token_hex(3)}.e2e.test"
+        answer = requests.post(
+            f"{self.http}/api/v1/signup",
+            json={
+                "name": label,
+                "trust_domain": trust_domain,
+                "email": f"ops@{trust_domain}",
+                "password": "correct horse battery staple",
+            },
+            timeout=60,
+        )
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    def call(self, token: str, method: str, path: str, **kwargs: object) -> requests.Response:
+        return requests.request(
+            method,
+            f"{self.http}/api/v1/{path}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}"},
+            **kwargs,
+        )  # type: ignore[arg-type]
+
+    def start_agent(
+        self, trust_domain: str, join_token: str | None, work: Path, *extra: str
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start `hallmark-agent run`; without a join token it resumes from its data dir."""
+        work.mkdir(parents=True, exist_ok=True)
+        socket_path = work / "agent.sock"
+        log = open(work / "agent.log", "ab")  # noqa: SIM115
+        token = [f"--join-token={join_token}"] if join_token else []
+        agent = subprocess.Popen(
+            [
+                str(BIN / "hallmark-agent"),
+                "run",
+                "--server",
+                self.grpc,
+                "--trust-domain",
+                trust_domain,
+                *token,
+                "--socket",
+                str(socket_path),
+                "--data-dir",
+                str(work / "data"),
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.agents.append(agent)
+        return agent, socket_path
+
+
+def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def launch_control_plane(
+    data_dir: Path, env: dict[str, str], http_port: int, grpc_port: int
+) -> ControlPlaneProcess:
+    """Start `hallmark up` and wait until /healthz answers 200."""
+    log = open(data_dir / "up.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            str(BIN / "hallmark"),
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--http",
+            f"127.0.0.1:{http_port}",
+            "--grpc",
+            f"127.0.0.1:{grpc_port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    plane = ControlPlaneProcess(
+        f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", data_dir, process
+    )
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"hallmark up exited: {(data_dir / 'up.log').read_text()[-3000:]}")
+        try:
+            return requests.get(f"{plane.http}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(healthy, 180, "hallmark up to become healthy")
+    return plane
+
+
+def stop_control_plane(plane: ControlPlaneProcess, *, agents: bool = True) -> None:
+    if agents:
+        for agent in plane.agents:
+            if agent.poll() is None:
+                agent.terminate()
+                agent.wait(timeout=10)
+    plane.process.send_signal(signal.SIGTERM)
+    try:
+        plane.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        plane.process.kill()
+
+
+def control_plane_env(redis_db: int = 1) -> dict[str, str]:
+    """The session's servers as external ones, in a database (and Redis db) of its own."""
+    from django.conf import settings  # the session's embedded servers are up by now
+
+    env = dict(os.environ)
+    env["HALLMARK_DATABASE_URL"] = _database_for_e2e(os.environ["HALLMARK_DATABASE_URL"])
+    env["HALLMARK_REDIS_URL"] = settings.REDIS_URL.replace("db=0", f"db={redis_db}")
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["HALLMARK_SECRET_KEY"] = "e2e-" + secrets.token_hex(16)
+    return env
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
+) -> Iterator[ControlPlaneProcess]:
+    plane = launch_control_plane(
+        tmp_path_factory.mktemp("hallmark-up"), control_plane_env(), free_port(), free_port()
+    )
+    try:
+        yield plane
+    finally:
+        stop_control_plane(plane)

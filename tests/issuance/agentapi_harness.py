@@ -1,0 +1,166 @@
+"""A real agent API server (TLS relay + grpc.aio) in a thread, and a plain grpc client for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attestors.node import join_token
+from hallmark.protos import agent_pb2, agent_pb2_grpc
+from hallmark.x509svid import make_csr
+from issuance.agentapi.server import AgentApiServer
+
+TIMEOUT = 30.0
+
+
+class ServerThread:
+    """Runs AgentApiServer on 127.0.0.1:0 in its own event loop thread."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="hallmark-agentapi-test-")
+        self.server = AgentApiServer(self._dir.name)
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop)
+        self.port = future.result(timeout=TIMEOUT)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=TIMEOUT)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=TIMEOUT)
+        self._dir.cleanup()
+
+
+@contextlib.contextmanager
+def running_server() -> Iterator[ServerThread]:
+    thread = ServerThread()
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+@dataclass
+class AgentIdentity:
+    """An agent's key and, after attestation, its SVID chain."""
+
+    key: ec.EllipticCurvePrivateKey
+    chain: list[x509.Certificate]
+    spiffe_id: str
+
+    @classmethod
+    def fresh(cls) -> AgentIdentity:
+        return cls(key=ec.generate_private_key(ec.SECP256R1()), chain=[], spiffe_id="")
+
+
+class AgentApiClient:
+    """One TLS (or mTLS) connection to the agent API, as an agent of `trust_domain` makes it.
+
+    `server_name` is the SNI / TLS target name (the trust domain being talked to); `metadata_td`
+    is what goes into the `x-hallmark-trust-domain` metadata (normally the same).
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        server_name: str,
+        roots_pem: bytes,
+        identity: AgentIdentity | None = None,
+        metadata_td: str | None = None,
+    ) -> None:
+        key = chain = None
+        if identity is not None and identity.chain:
+            chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in identity.chain)
+            key = identity.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=roots_pem, private_key=key, certificate_chain=chain
+        )
+        self.channel = grpc.secure_channel(
+            f"127.0.0.1:{port}",
+            credentials,
+            options=[
+                ("grpc.ssl_target_name_override", server_name),
+                ("grpc.default_authority", server_name),
+            ],
+        )
+        self.stub = agent_pb2_grpc.AgentAPIStub(self.channel)
+        self.metadata = (("x-hallmark-trust-domain", metadata_td or server_name),)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def attest(self, trust_domain: str, token: str, identity: AgentIdentity) -> Any:
+        response = self.stub.AttestAgent(
+            agent_pb2.AttestAgentRequest(
+                trust_domain=trust_domain,
+                attestation_type="join_token",
+                attestation_data=join_token.attestation_data(token),
+                csr=make_csr(identity.key),
+            ),
+            metadata=self.metadata,
+            timeout=TIMEOUT,
+        )
+        identity.chain = [x509.load_der_x509_certificate(d) for d in response.svid_chain]
+        identity.spiffe_id = response.spiffe_id
+        return response
+
+    def sync(self, since_revision: int = 0, page_size: int = 0) -> Any:
+        return self.stub.SyncAuthorizedEntries(
+            agent_pb2.SyncAuthorizedEntriesRequest(
+                since_revision=since_revision, page_size=page_size
+            ),
+            metadata=self.metadata,
+            timeout=TIMEOUT,
+        )
+
+    def new_jwt_svid(self, entry_id: str, audience: list[str]) -> Any:
+        return self.stub.NewJWTSVID(
+            agent_pb2.NewJWTSVIDRequest(entry_id=entry_id, audience=audience),
+            metadata=self.metadata,
+            timeout=TIMEOUT,
+        )
+
+    def watch(self, timeout: float = TIMEOUT) -> Any:
+        """The WatchUpdates stream: iterate it for notices, `.cancel()` it when done."""
+        return self.stub.WatchUpdates(
+            agent_pb2.WatchUpdatesRequest(), metadata=self.metadata, timeout=timeout
+        )
+
+    def fetch_bundle(self) -> Any:
+        return self.stub.FetchBundle(
+            agent_pb2.FetchBundleRequest(), metadata=self.metadata, timeout=TIMEOUT
+        )
+
+    def renew(self, key: ec.EllipticCurvePrivateKey) -> Any:
+        return self.stub.RenewAgent(
+            agent_pb2.RenewAgentRequest(csr=make_csr(key)), metadata=self.metadata, timeout=TIMEOUT
+        )
+
+    def new_svids(self, csrs: dict[str, bytes]) -> Any:
+        return self.stub.BatchNewX509SVID(
+            agent_pb2.BatchNewX509SVIDRequest(
+                params=[agent_pb2.NewX509SVIDParams(entry_id=k, csr=v) for k, v in csrs.items()]
+            ),
+            metadata=self.metadata,
+            timeout=TIMEOUT,
+        )

@@ -1,0 +1,165 @@
+"""WatchUpdates over the real TLS agent API: notices pushed through Redis, bans end streams."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import grpc
+import pytest
+
+from issuance.agentapi.watch import ChangeHub
+from tenants.events import ChangeEvent
+from tests.issuance.agent_steps import attested
+from tests.issuance.agentapi_harness import AgentApiClient
+from tests.issuance.conftest import bundle_pem, create_entry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _head(handle) -> int:
+    from issuance import services
+
+    with handle.schema():
+        return services.current_revisions().head
+
+
+def test_first_notice_comes_at_once_with_the_current_revisions(agent_api, tenant_a):
+    # given an agent and an entry
+    identity, _, client = attested(agent_api, tenant_a)
+    create_entry(tenant_a, "/w", parent_id=identity.spiffe_id)
+
+    # when it opens the stream
+    stream = client.watch()
+    notice = next(stream)
+    stream.cancel()
+    client.close()
+
+    # then the first notice carries the tenant's head revision and bundle sequence
+    bundle = tenant_a.client.get("/api/v1/bundle").json()
+    assert notice.entries_revision == _head(tenant_a)
+    assert notice.bundle_sequence == bundle["spiffe_sequence"]
+    assert not notice.resync
+
+
+def test_a_new_entry_is_pushed_to_the_agent(agent_api, tenant_a):
+    # given an agent watching
+    identity, _, client = attested(agent_api, tenant_a)
+    stream = client.watch()
+    first = next(stream)
+    latencies = []
+
+    # when entries are created, one at a time
+    for i in range(5):
+        created_at = time.perf_counter()
+        entry = create_entry(tenant_a, f"/pushed/{i}", parent_id=identity.spiffe_id)
+        notice = next(stream)
+        latencies.append(time.perf_counter() - created_at)
+
+        # then a notice arrives with the new revision, and a sync from the old one finds it
+        assert notice.entries_revision == entry["revision"] > first.entries_revision
+    page = client.sync(first.entries_revision)
+    stream.cancel()
+    client.close()
+    assert len(page.entries) == 5
+    print(
+        "\npush latency (REST create call started -> notice read), ms: "
+        + ", ".join(f"{s * 1000:.1f}" for s in latencies)
+    )
+
+
+def test_a_banned_agents_stream_ends_with_permission_denied(agent_api, tenant_a):
+    # given an agent watching
+    _, _, client = attested(agent_api, tenant_a)
+    stream = client.watch()
+    next(stream)
+
+    # when the tenant bans it
+    [agent] = tenant_a.client.get("/api/v1/agents").json()
+    assert tenant_a.client.post(f"/api/v1/agents/{agent['id']}/ban").status_code == 200
+
+    # then its stream ends, refused
+    with pytest.raises(grpc.RpcError) as failure:
+        next(stream)
+    client.close()
+    assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert failure.value.details().startswith("agent_banned:")
+
+
+def test_an_evicted_agents_stream_ends(agent_api, tenant_a):
+    _, _, client = attested(agent_api, tenant_a)
+    stream = client.watch()
+    next(stream)
+    [agent] = tenant_a.client.get("/api/v1/agents").json()
+    assert tenant_a.client.delete(f"/api/v1/agents/{agent['id']}").status_code == 204
+    with pytest.raises(grpc.RpcError) as failure:
+        next(stream)
+    client.close()
+    assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert failure.value.details().startswith("agent_not_attested:")
+
+
+def test_watch_without_an_agent_svid_is_refused(agent_api, tenant_a):
+    client = AgentApiClient(
+        agent_api.port, server_name=tenant_a.trust_domain, roots_pem=bundle_pem(tenant_a)
+    )
+    with pytest.raises(grpc.RpcError) as failure:
+        next(client.watch())
+    client.close()
+    assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert failure.value.details().startswith("no_client_certificate:")
+
+
+def test_another_tenants_changes_do_not_wake_an_agent(agent_api, tenant_a, tenant_b):
+    # given agents of A and B watching
+    a_identity, _, a_client = attested(agent_api, tenant_a)
+    b_identity, _, b_client = attested(agent_api, tenant_b)
+    a_stream, b_stream = a_client.watch(), b_client.watch()
+    a_first, b_first = next(a_stream), next(b_stream)
+
+    # when B registers an entry, and then A does
+    b_entry = create_entry(tenant_b, "/b", parent_id=b_identity.spiffe_id)
+    assert next(b_stream).entries_revision == b_entry["revision"]
+    a_entry = create_entry(tenant_a, "/a", parent_id=a_identity.spiffe_id)
+
+    # then A's next notice is about A's entry (B's woke nothing of A's), at A's revision
+    a_notice = next(a_stream)
+    a_stream.cancel()
+    b_stream.cancel()
+    a_client.close()
+    b_client.close()
+    assert a_notice.entries_revision == a_entry["revision"] > a_first.entries_revision
+    assert b_first.entries_revision < b_entry["revision"]
+
+
+def test_hub_wakes_only_the_event_tenants_streams_and_coalesces_bursts():
+    async def scenario():
+        async def publish(tenant_id):
+            return None
+
+        hub = ChangeHub(publish)
+        a, b = uuid.uuid4(), uuid.uuid4()
+        a_watcher, b_watcher = hub.subscribe(a), hub.subscribe(b)
+        for _ in range(50):
+            hub.dispatch(ChangeEvent(tenant_id=b, kind="entries", at=time.time()))
+        hub.dispatch(ChangeEvent(tenant_id=b, kind="bundle", at=time.time()))
+        a_kinds = await a_watcher.wait(0.05)
+        b_kinds = await b_watcher.wait(0.05)
+        b_again = await b_watcher.wait(0.05)
+        reads = []
+
+        async def read():
+            reads.append(1)
+            return (7, 3)
+
+        shared = await asyncio.gather(*(hub.revisions(b, read) for _ in range(10)))
+        hub.unsubscribe(a_watcher)
+        hub.unsubscribe(b_watcher)
+        return a_kinds, b_kinds, b_again, shared, len(reads), hub.watching(b)
+
+    a_kinds, b_kinds, b_again, shared, reads, left = asyncio.run(scenario())
+    assert a_kinds == set()
+    assert b_kinds == {"entries", "bundle"} and b_again == set()
+    assert shared == [(7, 3)] * 10 and reads == 1
+    assert left == 0

@@ -1,0 +1,1 @@
+"""Tenant trust domains: their X.509 authorities, key managers and bundles."""

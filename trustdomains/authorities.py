@@ -1,0 +1,154 @@
+"""The two kinds of authority (X.509 CA, JWT key) and the bookkeeping every journal change shares.
+
+Rotation (`trustdomains.journal`) and forced operations (`trustdomains.localauthority`) both
+change the journal through these: a new authority is created in the trust domain's own key
+manager (key first, row second), and each committed change bumps the bundle sequence, is
+audited and announces a "bundle" change to agents.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from django.conf import settings
+
+from hallmark.signing import Signer
+from hallmark.spiffeid import TrustDomain as SpiffeTrustDomain
+from hallmark.x509svid import BACKDATE, build_signing_certificate
+from tenants.events import publish_change
+from tenants.services import record_audit
+from trustdomains import jwtauthorities
+from trustdomains.keymanagers import get_key_manager
+from trustdomains.models import JwtAuthority, TrustDomain, X509Authority
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
+
+Authority = X509Authority | JwtAuthority
+
+
+@dataclass(frozen=True)
+class JournalChange:
+    """One journal step that changed the bundle: `operation` on an authority of `kind`."""
+
+    kind: str
+    operation: str
+    authority_id: str
+    target: str
+
+
+@dataclass(frozen=True)
+class AuthorityKind:
+    """What differs between X.509 CAs and JWT keys; the journal rules are the same."""
+
+    name: str
+    model: type[X509Authority] | type[JwtAuthority]
+    create: Callable[..., Any]
+    target: Callable[[Any], str]
+
+    def live(self, trust_domain_pk: int) -> list[Authority]:
+        """The authorities still in the journal: neither revoked nor pruned, oldest first."""
+        return list(
+            self.model.objects.filter(
+                trust_domain_id=trust_domain_pk, revoked=False, pruned_at__isnull=True
+            ).order_by("not_before", "created_at")
+        )
+
+    def get(self, trust_domain_pk: int, authority_id: object) -> Authority | None:
+        return self.model.objects.filter(trust_domain_id=trust_domain_pk, pk=authority_id).first()
+
+    def demote_active(self, rows: Sequence[Authority]) -> Authority | None:
+        """The active authority becomes old (call before another one becomes active)."""
+        for authority in rows:
+            if authority.status == "active":
+                authority.status = "old"
+                authority.save(update_fields=["status"])
+                return authority
+        return None
+
+
+def self_signed_ca(
+    domain: SpiffeTrustDomain, signer: Signer, *, now: dt.datetime
+) -> x509.Certificate:
+    """A self-signed CA certificate for the trust domain living CA_TTL_SECONDS from `now`."""
+    certificate = build_signing_certificate(
+        trust_domain=domain,
+        subject_key=signer.public_key(),
+        signer=signer,
+        not_before=now - BACKDATE,
+        not_after=now + dt.timedelta(seconds=settings.CA_TTL_SECONDS),
+    )
+    # The key manager signed the TBS bytes; make sure the result is a valid self-signature.
+    certificate.verify_directly_issued_by(certificate)
+    return certificate
+
+
+def create_x509_authority(
+    trust_domain: TrustDomain, *, tenant: Tenant, status: str, now: dt.datetime
+) -> X509Authority:
+    """A new CA: key in the trust domain's key manager, self-signed there, then its row."""
+    manager = get_key_manager(trust_domain.key_manager)
+    key_ref = manager.create_key(tenant_id=tenant.id, purpose="x509")
+    certificate = self_signed_ca(
+        SpiffeTrustDomain(trust_domain.name), manager.signer(key_ref), now=now
+    )
+    return X509Authority.objects.create(
+        trust_domain=trust_domain,
+        status=status,
+        key_manager=trust_domain.key_manager,
+        key_ref=key_ref,
+        certificate_der=certificate.public_bytes(serialization.Encoding.DER),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+    )
+
+
+def create_jwt_authority(
+    trust_domain: TrustDomain, *, tenant: Tenant, status: str, now: dt.datetime
+) -> JwtAuthority:
+    """A new JWT key: created in the trust domain's key manager, then its row."""
+    key = jwtauthorities.create_key(get_key_manager(trust_domain.key_manager), tenant.id)
+    return jwtauthorities.store(trust_domain, trust_domain.key_manager, key, status, now=now)
+
+
+X509 = AuthorityKind(
+    name="x509", model=X509Authority, create=create_x509_authority, target=lambda a: str(a.pk)
+)
+JWT = AuthorityKind(
+    name="jwt", model=JwtAuthority, create=create_jwt_authority, target=lambda a: a.key_id
+)
+KINDS = {kind.name: kind for kind in (X509, JWT)}
+
+
+def publish_changes(
+    trust_domain: TrustDomain,
+    *,
+    tenant: Tenant,
+    changes: Sequence[JournalChange],
+    actor: str,
+    source: str = "",
+) -> None:
+    """Bump the bundle sequence once, audit each change, announce "bundle" after commit.
+
+    Call inside the transaction holding the trust domain's row lock.
+    """
+    trust_domain.bundle_sequence += 1
+    trust_domain.save(update_fields=["bundle_sequence"])
+    for change in changes:
+        record_audit(
+            tenant=tenant,
+            actor=actor,
+            action=f"{change.kind}_authority.{change.operation}",
+            target=change.target,
+            source=source,
+            detail={
+                f"{change.kind}_authority": change.authority_id,
+                "bundle_sequence": trust_domain.bundle_sequence,
+            },
+        )
+    publish_change(tenant_id=tenant.id, kind="bundle")
