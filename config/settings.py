@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from config import env
+from config import embedded, env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env.data_dir()
@@ -151,6 +151,18 @@ PKCS11_TOKEN_LOCK_FILE = env.optional("HALLMARK_PKCS11_TOKEN_LOCK_FILE") or (
     str(_SOFTHSM_DIR / "token-init.lock") if EMBEDDED else None
 )
 PKCS11_SESSIONS_PER_TOKEN = env.integer("HALLMARK_PKCS11_SESSIONS_PER_TOKEN", 4)
+
+# Upstream authorities (optional per trust domain, as SPIRE's UpstreamAuthority): the trust
+# domain's CAs become intermediates signed by a Vault/OpenBao PKI mount. Named here by the
+# operator (a JSON file: {"name": {"address", "mount", "token" | "token_file", "ca_file"}});
+# tenants choose one by name. Credentials live in configuration, never in the database. The
+# embedded default offers "embedded": a PKI mount of the embedded OpenBao with its own root.
+UPSTREAM_AUTHORITIES_FILE = env.optional("HALLMARK_UPSTREAM_AUTHORITIES_FILE")
+EMBEDDED_UPSTREAM_MOUNT = embedded.EMBEDDED_UPSTREAM_MOUNT
+
+# Agent API: how many processes `hallmark up` runs on the one gRPC port (SO_REUSEPORT); each
+# is one event loop, so more processes mint more SVIDs a second on more cores.
+AGENT_API_PROCESSES = env.integer("HALLMARK_AGENT_API_PROCESSES", 2)
 
 # Public endpoints advertised to tenants (signup answers them).
 HTTP_PUBLIC_URL = env.text("HALLMARK_HTTP_PUBLIC_URL", "http://127.0.0.1:8000")

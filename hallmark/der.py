@@ -23,6 +23,21 @@ def bit_string(data: bytes) -> bytes:
     return b"\x03" + _length(len(body)) + body
 
 
+# CertificationRequestInfo parts (RFC 2986 4.1): version 0 and an empty attribute set.
+CSR_VERSION_1 = bytes.fromhex("020100")
+NO_ATTRIBUTES = bytes.fromhex("a000")
+
+
+def certification_request_info(subject_der: bytes, public_key_info_der: bytes) -> bytes:
+    """CertificationRequestInfo ::= SEQUENCE { version, subject, subjectPKInfo, [0] attrs }."""
+    return sequence(CSR_VERSION_1, subject_der, public_key_info_der, NO_ATTRIBUTES)
+
+
 def signed_certificate(tbs_der: bytes, signature_der: bytes) -> bytes:
     """Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }."""
     return sequence(tbs_der, ECDSA_WITH_SHA256, bit_string(signature_der))
+
+
+def signed_request(info_der: bytes, signature_der: bytes) -> bytes:
+    """CertificationRequest ::= SEQUENCE { info, signatureAlgorithm, signature }."""
+    return sequence(info_der, ECDSA_WITH_SHA256, bit_string(signature_der))

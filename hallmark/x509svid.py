@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hallmark.der import signed_certificate
+from hallmark.der import certification_request_info, signed_certificate, signed_request
 from hallmark.errors import InvalidSvid
 from hallmark.signing import Signer, sha256
 from hallmark.spiffeid import SpiffeId, TrustDomain
@@ -107,6 +108,62 @@ def build_signing_certificate(
         )
     )
     return _finish(builder, signer)
+
+
+def signing_certificate_csr(trust_domain: TrustDomain, signer: Signer) -> bytes:
+    """A DER CSR for the trust domain's CA key, signed by the key manager (for an upstream CA).
+
+    `cryptography` can only build a CSR with a private key in hand, so the request info is
+    assembled here and signed through the Signer. The upstream takes the key from it; the
+    subject and SAN it puts in the certificate are checked by `check_upstream_signed_ca`.
+    """
+    subject = _subject(trust_domain, f"Hallmark CA {trust_domain.name}")
+    key_info = signer.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    info = certification_request_info(subject.public_bytes(), key_info)
+    request = signed_request(info, signer.sign_digest(sha256(info)))
+    if not x509.load_der_x509_csr(request).is_signature_valid:
+        raise InvalidSvid("the key manager's signature over the CA's CSR does not verify")
+    return request
+
+
+def check_upstream_signed_ca(
+    certificate: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    *,
+    trust_domain: TrustDomain,
+    public_key: ec.EllipticCurvePublicKey,
+    at: dt.datetime | None = None,
+) -> None:
+    """Refuse an upstream-signed CA certificate that cannot serve as the trust domain's CA.
+
+    `chain` is what links it to a trust anchor: intermediates first, the anchor last. The
+    certificate must hold our key, be a CA that may sign certificates (X509-SVID.md 4.1,
+    4.3), name the trust domain as its one URI SAN (X509-SVID.md 3), be valid now, and
+    each certificate must be issued by the next.
+    """
+    if certificate.public_key() != public_key:
+        raise InvalidSvid("the upstream's certificate is not for the CA key it was asked to sign")
+    constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+    usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    if not constraints.ca or not usage.key_cert_sign:
+        raise InvalidSvid("the upstream's certificate is not a CA that may sign certificates")
+    if spiffe_id_of(certificate) != trust_domain.id:
+        raise InvalidSvid(f"the upstream's certificate does not name {trust_domain.id}")
+    moment = at or utcnow()
+    if not certificate.not_valid_before_utc <= moment < certificate.not_valid_after_utc:
+        raise InvalidSvid("the upstream's certificate is not valid now")
+    if not chain:
+        raise InvalidSvid("the upstream returned no chain to a trust anchor")
+    for child, parent in zip((certificate, *chain), chain, strict=False):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature):
+            raise InvalidSvid(
+                f"the upstream's chain is broken: {child.subject.rfc4514_string()} is not "
+                f"issued by {parent.subject.rfc4514_string()}"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ class ChangeEvent:
     at: float
 
 
-def _redis() -> redis.Redis:
+def shared_redis() -> redis.Redis:
+    """This process's Redis client (change events, the bundle cache)."""
     global _client  # noqa: PLW0603 - one connection pool per process
     with _client_lock:
         if _client is None:
@@ -58,7 +59,7 @@ def publish_change(*, tenant_id: uuid.UUID | str, kind: str) -> None:
 
     def send() -> None:
         try:
-            _redis().publish(channel, payload)
+            shared_redis().publish(channel, payload)
         except redis.RedisError:
             # Agents also resync periodically: a lost event delays, it does not lose data.
             log.warning("could not publish %s change for tenant %s", kind, tenant_id)

@@ -81,8 +81,14 @@ def _unique_slug(base: str) -> str:
     return candidate
 
 
-def signup(
-    *, name: str, trust_domain: str, email: str, password: str, source: str = ""
+def signup(  # noqa: PLR0913 - the signup form's fields
+    *,
+    name: str,
+    trust_domain: str,
+    email: str,
+    password: str,
+    upstream_authority: str = "",
+    source: str = "",
 ) -> SignupResult:
     """Create the tenant, its schema, trust domain and CA, the owner and a first API token.
 
@@ -122,7 +128,9 @@ def signup(
             token = issue_api_token(tenant=tenant, created_by=user)
             tenant.create_schema(check_if_exists=True, verbosity=0)
             with tenant_schema(tenant):
-                trustdomain_services.provision_trust_domain(tenant=tenant, name=domain.name)
+                trustdomain_services.provision_trust_domain(
+                    tenant=tenant, name=domain.name, upstream_authority=upstream_authority
+                )
             connection.set_schema_to_public()
             record_audit(
                 tenant=tenant,

@@ -30,7 +30,7 @@ class TenantHandle:
             yield self.tenant
 
 
-def make_tenant(label: str) -> TenantHandle:
+def make_tenant(label: str, *, upstream_authority: str = "") -> TenantHandle:
     from tenants import services
 
     suffix = uuid.uuid4().hex[:8]
@@ -39,6 +39,7 @@ def make_tenant(label: str) -> TenantHandle:
         trust_domain=f"{label}-{suffix}.test",
         email=f"owner-{label}-{suffix}@example.com",
         password="correct horse battery staple",
+        upstream_authority=upstream_authority,
     )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {result.token}")

@@ -17,12 +17,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 
+from hallmark.bundle import der_chain
 from hallmark.signing import Signer
 from hallmark.spiffeid import TrustDomain as SpiffeTrustDomain
 from hallmark.x509svid import BACKDATE, build_signing_certificate
-from tenants.events import publish_change
 from tenants.services import record_audit
-from trustdomains import jwtauthorities
+from trustdomains import bundles, jwtauthorities
+from trustdomains import upstream as upstreams
 from trustdomains.keymanagers import get_key_manager
 from trustdomains.models import JwtAuthority, TrustDomain, X509Authority
 
@@ -88,23 +89,57 @@ def self_signed_ca(
     return certificate
 
 
+@dataclass(frozen=True)
+class NewCa:
+    """A CA certificate for a key in the key manager: self-signed, or signed by an upstream."""
+
+    certificate: x509.Certificate
+    upstream: str = ""
+    intermediates: tuple[x509.Certificate, ...] = ()
+    roots: tuple[x509.Certificate, ...] = ()
+
+    def row_fields(self) -> dict[str, Any]:
+        """The X509Authority fields that describe this certificate."""
+        return {
+            "certificate_der": self.certificate.public_bytes(serialization.Encoding.DER),
+            "not_before": self.certificate.not_valid_before_utc,
+            "not_after": self.certificate.not_valid_after_utc,
+            "upstream_authority": self.upstream,
+            "upstream_chain_der": der_chain(self.intermediates),
+            "upstream_roots_der": der_chain(self.roots),
+        }
+
+
+def issue_ca(
+    domain: SpiffeTrustDomain, signer: Signer, *, upstream: str, now: dt.datetime
+) -> NewCa:
+    """Certify the CA key behind `signer`: by the named upstream authority, else self-signed."""
+    if not upstream:
+        return NewCa(self_signed_ca(domain, signer, now=now))
+    signed = upstreams.get(upstream, trust_domain=domain.name).sign_ca(
+        domain, signer, ttl=dt.timedelta(seconds=settings.CA_TTL_SECONDS)
+    )
+    return NewCa(signed.certificate, upstream, signed.intermediates, signed.roots)
+
+
 def create_x509_authority(
     trust_domain: TrustDomain, *, tenant: Tenant, status: str, now: dt.datetime
 ) -> X509Authority:
-    """A new CA: key in the trust domain's key manager, self-signed there, then its row."""
+    """A new CA: key in the trust domain's key manager, certified (self or upstream), its row."""
     manager = get_key_manager(trust_domain.key_manager)
     key_ref = manager.create_key(tenant_id=tenant.id, purpose="x509")
-    certificate = self_signed_ca(
-        SpiffeTrustDomain(trust_domain.name), manager.signer(key_ref), now=now
+    ca = issue_ca(
+        SpiffeTrustDomain(trust_domain.name),
+        manager.signer(key_ref),
+        upstream=trust_domain.upstream_authority,
+        now=now,
     )
     return X509Authority.objects.create(
         trust_domain=trust_domain,
         status=status,
         key_manager=trust_domain.key_manager,
         key_ref=key_ref,
-        certificate_der=certificate.public_bytes(serialization.Encoding.DER),
-        not_before=certificate.not_valid_before_utc,
-        not_after=certificate.not_valid_after_utc,
+        **ca.row_fields(),
     )
 
 
@@ -151,4 +186,4 @@ def publish_changes(
                 "bundle_sequence": trust_domain.bundle_sequence,
             },
         )
-    publish_change(tenant_id=tenant.id, kind="bundle")
+    bundles.announce_change(tenant)

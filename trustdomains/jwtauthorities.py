@@ -20,8 +20,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from hallmark.signing import Signer
-from tenants.events import publish_change
 from tenants.services import record_audit
+from trustdomains import bundles
 from trustdomains.keymanagers import KeyManager, get_key_manager
 from trustdomains.models import JwtAuthority, TrustDomain
 
@@ -135,7 +135,7 @@ def add(
             "bundle_sequence": trust_domain.bundle_sequence,
         },
     )
-    publish_change(tenant_id=tenant.id, kind="bundle")
+    bundles.announce_change(tenant)
     log.info("%s: new %s JWT authority %s", trust_domain.name, status, authority.key_id)
     return authority
 

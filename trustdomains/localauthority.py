@@ -171,6 +171,14 @@ def revoke(kind: AuthorityKind, authority_id: object, *, actor: str, source: str
     def change(trust_domain: TrustDomain) -> Authority:
         authority = _find(kind, trust_domain, authority_id)
         _refuse_revoked(kind, authority)
+        if getattr(authority, "upstream_authority", ""):
+            raise AuthorityConflict(
+                f"{kind.name} authority {authority.pk} is signed by upstream authority "
+                f"{authority.upstream_authority!r}: the bundle holds the upstream's root, not "
+                "this CA, so revoking it here would not stop what it signed from verifying. "
+                "Taint it (agents replace everything it signed) and revoke it at the upstream",
+                code="upstream_signed_authority",
+            )
         if not authority.tainted:
             raise AuthorityConflict(
                 f"{kind.name} authority {authority.pk} must be tainted before it is revoked",

@@ -9,6 +9,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.db import models
 
+from hallmark.bundle import load_der_certificates
+
 
 class TrustDomain(models.Model):
     """The tenant's SPIFFE trust domain; exactly one row in each tenant schema."""
@@ -22,6 +24,9 @@ class TrustDomain(models.Model):
     key_manager = models.CharField(max_length=32)
     # Bumped whenever the published bundle changes (SPIFFE bundle `spiffe_sequence`).
     bundle_sequence = models.PositiveBigIntegerField(default=1)
+    # The upstream authority (trustdomains.upstream) that signs the CAs made from now on;
+    # empty: self-signed CAs.
+    upstream_authority = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -82,6 +87,12 @@ class X509Authority(Authority):
         TrustDomain, on_delete=models.CASCADE, related_name="x509_authorities"
     )
     certificate_der = models.BinaryField()
+    # Upstream-signed CAs only: who signed it, the intermediates between it and the upstream
+    # root (concatenated DER, may be empty) and the upstream's trust anchors (concatenated
+    # DER), which the bundle publishes instead of the CA itself.
+    upstream_authority = models.CharField(max_length=64, blank=True, default="")
+    upstream_chain_der = models.BinaryField(default=b"")
+    upstream_roots_der = models.BinaryField(default=b"")
 
     class Meta(Authority.Meta):
         constraints = [
@@ -104,6 +115,18 @@ class X509Authority(Authority):
     @property
     def certificate(self) -> x509.Certificate:
         return x509.load_der_x509_certificate(bytes(self.certificate_der))
+
+    @property
+    def upstream_intermediates(self) -> list[x509.Certificate]:
+        """What an SVID chain carries after this CA: the upstream's intermediates, if any."""
+        return load_der_certificates(bytes(self.upstream_chain_der))
+
+    @property
+    def trust_anchors(self) -> list[x509.Certificate]:
+        """What the bundle publishes for this CA: itself, or the upstream's roots."""
+        if not self.upstream_authority:
+            return [self.certificate]
+        return load_der_certificates(bytes(self.upstream_roots_der))
 
 
 class JwtAuthority(Authority):

@@ -23,13 +23,12 @@ from hallmark.bundle import JwtAuthority as BundleJwtAuthority
 from hallmark.errors import HallmarkError, InvalidSvid
 from hallmark.jwtsvid import JwtSvidRequest
 from hallmark.jwtsvid import mint_jwt_svids as mint_jwt_svids_with
-from hallmark.signing import Signer
 from hallmark.spiffeid import TrustDomain as SpiffeTrustDomain
 from hallmark.x509svid import LeafRequest, build_leaves
-from tenants.events import publish_change
 from tenants.scoping import current_tenant, tenant_schema
 from tenants.services import record_audit
-from trustdomains import authorities, journal, jwtauthorities, localauthority
+from trustdomains import authorities, bundles, journal, jwtauthorities, localauthority
+from trustdomains import upstream as upstreams
 from trustdomains.jwtauthorities import jwt_svid_ttl
 from trustdomains.keymanagers import KeyManagerUnavailable, get_key_manager
 from trustdomains.models import JwtAuthority, TrustDomain, X509Authority
@@ -62,24 +61,34 @@ class NoActiveAuthority(HallmarkError):
     http_status = 503
 
 
-def provision_trust_domain(*, tenant: Tenant, name: str, actor: str = SYSTEM_ACTOR) -> TrustDomain:
+def provision_trust_domain(
+    *, tenant: Tenant, name: str, upstream_authority: str = "", actor: str = SYSTEM_ACTOR
+) -> TrustDomain:
     """Create the tenant's trust domain, its first active X.509 CA and JWT signing key.
 
-    Both keys are generated inside the key manager; the self-signed CA certificate is signed
-    there too. The database gets public material and key references only. If this fails
-    after the key was created, the caller compensates with `discard_key_material`.
+    Both keys are generated inside the key manager; the CA certificate is self-signed there,
+    or signed by `upstream_authority` over a CSR the key manager signed. The database gets
+    public material and key references only. If this fails after the key was created, the
+    caller compensates with `discard_key_material`.
     """
     current_tenant()
     domain = SpiffeTrustDomain(name)
     if TrustDomain.objects.exists():
         raise TrustDomainExists("this tenant already has a trust domain")
+    if upstream_authority:
+        upstreams.get(upstream_authority, trust_domain=domain.name)  # refuse before any key
     manager_name = settings.DEFAULT_KEY_MANAGER
     manager = get_key_manager(manager_name)
     key_ref = manager.create_key(tenant_id=tenant.id, purpose="x509")
-    certificate = _self_signed_ca(domain, manager.signer(key_ref))
+    ca = authorities.issue_ca(
+        domain, manager.signer(key_ref), upstream=upstream_authority, now=timezone.now()
+    )
+    certificate = ca.certificate
     jwt_key = jwtauthorities.create_key(manager, tenant.id)
     with transaction.atomic():
-        trust_domain = TrustDomain.objects.create(name=domain.name, key_manager=manager_name)
+        trust_domain = TrustDomain.objects.create(
+            name=domain.name, key_manager=manager_name, upstream_authority=upstream_authority
+        )
         jwt_authority = jwtauthorities.store(
             trust_domain, manager_name, jwt_key, JwtAuthority.Status.ACTIVE
         )
@@ -88,9 +97,7 @@ def provision_trust_domain(*, tenant: Tenant, name: str, actor: str = SYSTEM_ACT
             status=X509Authority.Status.ACTIVE,
             key_manager=manager_name,
             key_ref=key_ref,
-            certificate_der=certificate.public_bytes(serialization.Encoding.DER),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
+            **ca.row_fields(),
         )
         record_audit(
             tenant=tenant,
@@ -99,19 +106,16 @@ def provision_trust_domain(*, tenant: Tenant, name: str, actor: str = SYSTEM_ACT
             target=domain.name,
             detail={
                 "key_manager": manager_name,
+                "upstream_authority": upstream_authority,
                 "x509_authority": str(authority.id),
                 "jwt_authority": str(jwt_authority.id),
                 "jwt_key_id": jwt_authority.key_id,
                 "not_after": certificate.not_valid_after_utc.isoformat(),
             },
         )
-        publish_change(tenant_id=tenant.id, kind="bundle")
+        bundles.announce_change(tenant)
     log.info("provisioned trust domain %s with X.509 authority %s", domain.name, authority.id)
     return trust_domain
-
-
-def _self_signed_ca(domain: SpiffeTrustDomain, signer: Signer) -> x509.Certificate:
-    return authorities.self_signed_ca(domain, signer, now=timezone.now())
 
 
 def discard_key_material(*, tenant: Tenant) -> None:
@@ -153,6 +157,41 @@ def get_trust_domain() -> TrustDomain:
     return trust_domain
 
 
+def set_upstream_authority(name: str, *, actor: str, source: str = "") -> TrustDomain:
+    """Choose who certifies the CAs prepared from now on: an upstream authority, or "" (self).
+
+    The active CA keeps signing until rotation (or a forced prepare and activate) replaces
+    it; the new CA's trust anchors are in the bundle from the moment it is prepared. A
+    refused name is audited as denied and changes nothing.
+    """
+    tenant = current_tenant()
+    trust_domain = get_trust_domain()
+    name = name.strip()
+    audit = {"tenant": tenant, "actor": actor, "source": source, "target": trust_domain.name}
+    if name:
+        try:
+            upstreams.get(name, trust_domain=trust_domain.name)
+        except upstreams.UnknownUpstreamAuthority as exc:
+            record_audit(
+                action="trust_domain.set_upstream_authority",
+                outcome="denied",
+                detail={"upstream_authority": name, "code": exc.code},
+                **audit,
+            )
+            raise
+    with transaction.atomic():
+        trust_domain = TrustDomain.objects.select_for_update().get(pk=trust_domain.pk)
+        previous = trust_domain.upstream_authority
+        trust_domain.upstream_authority = name
+        trust_domain.save(update_fields=["upstream_authority"])
+        record_audit(
+            action="trust_domain.set_upstream_authority",
+            detail={"upstream_authority": name, "previous": previous},
+            **audit,
+        )
+    return trust_domain
+
+
 def published_x509_authorities(trust_domain: TrustDomain) -> list[X509Authority]:
     """Authorities in the bundle: prepared, active or old; neither revoked nor pruned.
 
@@ -163,7 +202,15 @@ def published_x509_authorities(trust_domain: TrustDomain) -> list[X509Authority]
 
 
 def current_bundle() -> Bundle:
-    """The tenant's SPIFFE bundle as published now."""
+    """The tenant's SPIFFE bundle as published now (cached by sequence, trustdomains.bundles)."""
+    trust_domain = get_trust_domain()
+    return bundles.published(
+        current_tenant(), trust_domain.name, trust_domain.bundle_sequence, build_bundle
+    )
+
+
+def build_bundle() -> tuple[Bundle, bool]:
+    """The bundle from the journal, and whether it is complete (it has its JWT keys)."""
     trust_domain = get_trust_domain()
     jwt_authorities = jwtauthorities.published(trust_domain)
     if not jwt_authorities:
@@ -175,15 +222,38 @@ def current_bundle() -> Bundle:
             log.warning("bundle of %s served without JWT keys: %s", trust_domain.name, exc)
         trust_domain.refresh_from_db()
         jwt_authorities = jwtauthorities.published(trust_domain)
-    return Bundle(
+    bundle = Bundle(
         trust_domain=SpiffeTrustDomain(trust_domain.name),
-        x509_authorities=tuple(a.certificate for a in published_x509_authorities(trust_domain)),
+        x509_authorities=_trust_anchors(published_x509_authorities(trust_domain)),
         jwt_authorities=tuple(
             BundleJwtAuthority(key_id=a.key_id, public_key=a.public_key) for a in jwt_authorities
         ),
         sequence=trust_domain.bundle_sequence,
         refresh_hint=DEFAULT_REFRESH_HINT,
     )
+    return bundle, bool(jwt_authorities)
+
+
+def published_intermediates() -> list[x509.Certificate]:
+    """The upstream-signed CAs in the journal and the intermediates above them.
+
+    A TLS peer presents only its leaf to Python's `getpeercert`; these complete its chain up
+    to the bundle's upstream roots. Empty for a self-signed trust domain.
+    """
+    intermediates: list[x509.Certificate] = []
+    for authority in published_x509_authorities(get_trust_domain()):
+        if authority.upstream_authority:
+            intermediates += [authority.certificate, *authority.upstream_intermediates]
+    return intermediates
+
+
+def _trust_anchors(authorities: Sequence[X509Authority]) -> tuple[x509.Certificate, ...]:
+    """Each published CA itself, or the upstream roots above it: once each, oldest first."""
+    anchors: dict[bytes, x509.Certificate] = {}
+    for authority in authorities:
+        for anchor in authority.trust_anchors:
+            anchors.setdefault(anchor.public_bytes(serialization.Encoding.DER), anchor)
+    return tuple(anchors.values())
 
 
 def active_x509_authority() -> X509Authority:
@@ -215,16 +285,20 @@ def _require_in_trust_domain(
 def sign_x509_svids(requests: Sequence[LeafRequest]) -> list[list[x509.Certificate]]:
     """Sign leaf X.509-SVIDs with the active authority, in one key-manager batch.
 
-    Each result is the chain to hand out, leaf first (the self-signed CA itself is in the
-    bundle, not in the chain). Every SPIFFE ID must be in this tenant's trust domain.
+    Each result is the chain to hand out, leaf first. A self-signed CA is in the bundle, not
+    in the chain; an upstream-signed CA and the upstream's intermediates follow the leaf, and
+    the bundle holds the upstream's roots. Every SPIFFE ID must be in this tenant's trust
+    domain.
     """
     if not requests:
         return []
     authority = active_x509_authority()
     _require_in_trust_domain(requests, authority.trust_domain.name)
     signer = get_key_manager(authority.key_manager).signer(authority.key_ref)
-    leaves = build_leaves(requests, ca=authority.certificate, signer=signer)
-    return [[leaf] for leaf in leaves]
+    ca = authority.certificate
+    leaves = build_leaves(requests, ca=ca, signer=signer)
+    above = [ca, *authority.upstream_intermediates] if authority.upstream_authority else []
+    return [[leaf, *above] for leaf in leaves]
 
 
 # -- JWT authorities and JWT-SVIDs -------------------------------------------------------------

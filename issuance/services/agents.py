@@ -145,7 +145,8 @@ def authenticate_agent(certificate: x509.Certificate | None) -> Agent:
         )
     bundle = trustdomain_services.current_bundle()
     try:
-        spiffe_id = verify_x509_svid([certificate], bundle.x509_authorities)
+        chain = [certificate, *trustdomain_services.published_intermediates()]
+        spiffe_id = verify_x509_svid(chain, bundle.x509_authorities)
     except InvalidSvid as exc:
         raise AgentNotAuthenticated(exc.detail, code="invalid_agent_svid") from None
     if spiffe_id.trust_domain != bundle.trust_domain:

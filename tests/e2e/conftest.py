@@ -7,6 +7,7 @@ the "external servers" mode of `hallmark up`.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import psycopg
@@ -52,7 +54,7 @@ class ControlPlaneProcess:
     process: subprocess.Popen[bytes]
     agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def signup(self, label: str) -> dict[str, str]:
+    def signup(self, label: str, **extra: str) -> dict[str, str]:
         trust_domain = f"{label}-{secrets.token_hex(3)}.e2e.test"
         answer = requests.post(
             f"{self.http}/api/v1/signup",
@@ -61,6 +63,7 @@ class ControlPlaneProcess:
                 "trust_domain": trust_domain,
                 "email": f"ops@{trust_domain}",
                 "password": "correct horse battery staple",
+                **extra,
             },
             timeout=60,
         )
@@ -174,7 +177,24 @@ def control_plane_env(redis_db: int = 1) -> dict[str, str]:
     env["HALLMARK_REDIS_URL"] = settings.REDIS_URL.replace("db=0", f"db={redis_db}")
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["HALLMARK_SECRET_KEY"] = "e2e-" + secrets.token_hex(16)
+    env["HALLMARK_UPSTREAM_AUTHORITIES_FILE"] = _upstream_authorities_file(settings)
     return env
+
+
+def _upstream_authorities_file(settings: Any) -> str:
+    """Offer the session OpenBao's upstream PKI as "embedded", as an operator's file would."""
+    path = Path(settings.DATA_DIR) / "e2e-upstream-authorities.json"
+    document = {
+        "embedded": {
+            "address": settings.VAULT_ADDR,
+            "mount": settings.EMBEDDED_UPSTREAM_MOUNT,
+            "token": settings.VAULT_TOKEN,
+        }
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(document, handle)
+    return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,35 @@ def test_workload_gets_an_svid_that_verifies_against_the_tenant_bundle(
     assert dt.timedelta(seconds=890) <= lifetime <= dt.timedelta(seconds=920)  # 900 s + backdate
 
 
+def test_an_upstream_signed_trust_domain_serves_workloads_chains_through_its_ca(
+    control_plane, tmp_path
+) -> None:
+    # given a tenant whose CA is signed by the embedded upstream PKI
+    tenant = control_plane.signup("upco", upstream_authority="embedded")
+    workload, join_token, _ = _register(control_plane, tenant)
+    bundle_json = control_plane.call(tenant["token"], "GET", "bundle").content
+    bundle = Bundle.parse(TrustDomain(tenant["trust_domain"]), bundle_json)
+    [root] = bundle.x509_authorities
+
+    # when an agent bootstraps from that bundle (mTLS to the agent API through the chain)
+    _, socket_path = control_plane.start_agent(
+        tenant["trust_domain"],
+        join_token,
+        tmp_path / "agent",
+        "--trust-bundle-url",
+        tenant["bundle_url"],
+    )
+    context = _fetch_x509_context(socket_path)
+
+    # then py-spiffe holds leaf + the tenant's CA, and the upstream root as the bundle
+    svid = context.default_svid
+    assert len(svid.cert_chain) == 2
+    svid.cert_chain[1].verify_directly_issued_by(root)
+    held = context.x509_bundle_set.get_bundle_for_trust_domain(svid.spiffe_id.trust_domain)
+    assert list(held.x509_authorities) == [root]
+    assert str(verify_x509_svid(svid.cert_chain, [root])) == workload
+
+
 def test_bootstrap_from_the_public_bundle_url_and_cli_fetch(control_plane, tmp_path) -> None:
     tenant = control_plane.signup("bolt")
     workload, join_token, _ = _register(control_plane, tenant)

@@ -40,8 +40,12 @@ def test_trust_domain_endpoint_describes_the_callers_trust_domain(tenant_a):
         "not_before",
         "not_after",
         "certificate_pem",
+        "upstream_authority",
+        "upstream_chain_pem",
     }
     assert authority["status"] == "active" and authority["tainted"] is False
+    assert authority["upstream_authority"] == "" and authority["upstream_chain_pem"] == ""
+    assert body["upstream_authority"] == ""
     pem = x509.load_pem_x509_certificate(authority["certificate_pem"].encode())
     assert pem == active_ca(tenant_a)
     assert "key_ref" not in response.content.decode()

@@ -14,7 +14,14 @@ from django.test import override_settings
 
 from hallmark.errors import InvalidSvid
 from hallmark.spiffeid import SpiffeId, TrustDomain
-from hallmark.x509svid import LeafRequest, spiffe_id_of, utcnow, verify_x509_svid
+from hallmark.signing import LocalSigner
+from hallmark.x509svid import (
+    LeafRequest,
+    build_signing_certificate,
+    spiffe_id_of,
+    utcnow,
+    verify_x509_svid,
+)
 from tenants.models import AuditEvent
 from trustdomains import services
 from trustdomains.keymanagers import KeyManagerUnavailable, get_key_manager, reset_key_managers
@@ -147,22 +154,29 @@ def test_an_expired_authority_stays_in_the_bundle_until_it_is_pruned(tenant_a):
     # given an old authority that expired a minute ago and was not pruned yet
     with tenant_a.schema():
         active = X509Authority.objects.get(status="active")
-        expired = X509Authority.objects.create(
+        signer = LocalSigner.generate()
+        expired_ca = build_signing_certificate(
+            trust_domain=TrustDomain(tenant_a.trust_domain),
+            subject_key=signer.public_key(),
+            signer=signer,
+            not_before=utcnow() - dt.timedelta(hours=2),
+            not_after=utcnow() - dt.timedelta(minutes=1),
+        )
+        X509Authority.objects.create(
             trust_domain=active.trust_domain,
             status="old",
             key_manager=active.key_manager,
             key_ref="hallmark-x-expired",
-            certificate_der=active.certificate_der,
-            not_before=active.not_before,
-            not_after=utcnow() - dt.timedelta(minutes=1),
+            certificate_der=expired_ca.public_bytes(serialization.Encoding.DER),
+            not_before=expired_ca.not_valid_before_utc,
+            not_after=expired_ca.not_valid_after_utc,
         )
 
-        # when the bundle is built
-        bundle = services.current_bundle()
+        # when the bundle is built from the journal
+        bundle, _ = services.build_bundle()
 
     # then it is still published: the bundle changes only with a sequence bump (pruning)
-    assert len(bundle.x509_authorities) == 2
-    assert expired.pk is not None
+    assert bundle.x509_authorities == (expired_ca, active.certificate)  # oldest first
 
 
 def test_signed_svid_chains_verify_against_the_current_bundle(tenant_a):

@@ -14,6 +14,7 @@ class X509AuthoritySerializer(serializers.ModelSerializer):
     """An X.509 CA: its journal state and public certificate; never the key reference."""
 
     certificate_pem = serializers.SerializerMethodField()
+    upstream_chain_pem = serializers.SerializerMethodField()
 
     class Meta:
         model = X509Authority
@@ -25,11 +26,21 @@ class X509AuthoritySerializer(serializers.ModelSerializer):
             "not_before",
             "not_after",
             "certificate_pem",
+            "upstream_authority",
+            "upstream_chain_pem",
         ]
         read_only_fields = fields
 
     def get_certificate_pem(self, authority: X509Authority) -> str:
         return authority.certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+    @extend_schema_field(serializers.CharField())
+    def get_upstream_chain_pem(self, authority: X509Authority) -> str:
+        """The upstream's intermediates and roots above an upstream-signed CA ("" if none)."""
+        if not authority.upstream_authority:
+            return ""
+        above = [*authority.upstream_intermediates, *authority.trust_anchors]
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in above).decode()
 
 
 class JwtAuthoritySerializer(serializers.ModelSerializer):
@@ -65,7 +76,15 @@ class TrustDomainSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = TrustDomain
-        fields = ["name", "status", "key_manager", "x509_authorities", "jwt_authorities"]
+        fields = [
+            "name",
+            "status",
+            "key_manager",
+            "upstream_authority",
+            "bundle_sequence",
+            "x509_authorities",
+            "jwt_authorities",
+        ]
         read_only_fields = fields
 
     @extend_schema_field(X509AuthoritySerializer(many=True))
@@ -81,3 +100,9 @@ class TrustDomainSerializer(serializers.ModelSerializer):
             revoked=False, pruned_at__isnull=True
         ).order_by("created_at")
         return list(JwtAuthoritySerializer(authorities, many=True).data)
+
+
+class TrustDomainUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """`PATCH /api/v1/trust-domain`: what a tenant may change about its trust domain."""
+
+    upstream_authority = serializers.CharField(max_length=64, allow_blank=True)

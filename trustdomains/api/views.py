@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from trustdomains import services
-from trustdomains.api.serializers import TrustDomainSerializer
+from trustdomains.api.serializers import TrustDomainSerializer, TrustDomainUpdateSerializer
 
 BUNDLE_MEDIA_TYPE = "application/json"
 PEM_MEDIA_TYPE = "application/x-pem-file"
@@ -47,6 +47,18 @@ class TrustDomainView(APIView):
     @extend_schema(responses=TrustDomainSerializer)
     def get(self, request: Request) -> Response:
         trust_domain = services.get_trust_domain()
+        return Response(TrustDomainSerializer(trust_domain).data)
+
+    @extend_schema(request=TrustDomainUpdateSerializer, responses=TrustDomainSerializer)
+    def patch(self, request: Request) -> Response:
+        """Choose the upstream authority ("" for self-signed) of the CAs prepared from now on."""
+        serializer = TrustDomainUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        trust_domain = services.set_upstream_authority(
+            serializer.validated_data["upstream_authority"],
+            actor=str(getattr(request, "actor", "unknown")),
+            source=str(request.META.get("REMOTE_ADDR", "")),
+        )
         return Response(TrustDomainSerializer(trust_domain).data)
 
 
