@@ -13,8 +13,8 @@ from django.db import connection
 from django.test import override_settings
 
 from hallmark.errors import InvalidSvid
-from hallmark.spiffeid import SpiffeId, TrustDomain
 from hallmark.signing import LocalSigner
+from hallmark.spiffeid import SpiffeId, TrustDomain
 from hallmark.x509svid import (
     LeafRequest,
     build_signing_certificate,

@@ -151,7 +151,9 @@ def test_tenant_token_is_recreated_when_near_expiry(tenant_id):
     # given a key manager whose tenant tokens live 6 s (re-created after half of that)
     import time
 
-    short = VaultTransitKeyManager(address=settings.VAULT_ADDR, token=settings.VAULT_TOKEN, token_ttl=6)
+    short = VaultTransitKeyManager(
+        address=settings.VAULT_ADDR, token=settings.VAULT_TOKEN, token_ttl=6
+    )
     signer = short.signer(short.create_key(tenant_id=tenant_id, purpose="x509"))
     signer.sign_digest(sha256(b"first"))
     first = tenant_token_accessors(tenant_id)
