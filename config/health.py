@@ -1,4 +1,10 @@
-"""`GET /healthz`: 200 only when the database, Redis, OpenBao, the agent API and Celery answer."""
+"""Health: `GET /healthz` for the whole control plane, `GET /readyz` for one web process.
+
+`/healthz` answers 200 only when the database, Redis, OpenBao, the agent API and Celery all
+answer (what `hallmark up` waits for). `/readyz` answers 200 when this web process can serve
+requests — its database and Redis answer — so a load balancer keeps sending it traffic while
+a worker or the agent API is being replaced elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +39,9 @@ def _check_database() -> str:
 
 
 def _check_vault() -> str:
-    answer = requests.get(f"{settings.VAULT_ADDR}/v1/sys/health", timeout=2)
+    answer = requests.get(
+        f"{settings.VAULT_ADDR}/v1/sys/health", timeout=2, verify=settings.VAULT_CACERT or True
+    )
     return (
         "ok" if answer.status_code == 200 else f"status {answer.status_code} (sealed or standby?)"
     )
@@ -51,9 +59,10 @@ def _check_heartbeats(client: redis.Redis) -> dict[str, str]:
     return found
 
 
-def healthz(request: HttpRequest) -> JsonResponse:
+def _run_checks(*, whole_plane: bool) -> dict[str, Any]:
     checks: dict[str, Any] = {}
-    for name, check in (("database", _check_database), ("vault", _check_vault)):
+    named = [("database", _check_database)] + ([("vault", _check_vault)] if whole_plane else [])
+    for name, check in named:
         try:
             checks[name] = check()
         except Exception as exc:  # every failure is reported, none is raised
@@ -62,14 +71,29 @@ def healthz(request: HttpRequest) -> JsonResponse:
         client = redis_client()
         client.ping()
         checks["redis"] = "ok"
-        checks.update(_check_heartbeats(client))
+        if whole_plane:
+            checks.update(_check_heartbeats(client))
     except Exception as exc:
         checks["redis"] = f"error: {exc.__class__.__name__}: {exc}"
+    return checks
+
+
+def _answer(checks: dict[str, Any]) -> JsonResponse:
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse(
         {"status": "ok" if healthy else "unavailable", "checks": checks},
         status=200 if healthy else 503,
     )
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The whole control plane: database, Redis, OpenBao, agent API and worker heartbeats."""
+    return _answer(_run_checks(whole_plane=True))
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """This web process: its database and Redis (a readiness probe per replica)."""
+    return _answer(_run_checks(whole_plane=False))
 
 
 def start_heartbeat(component: str, interval: float = 5.0) -> None:

@@ -134,6 +134,8 @@ VAULT_ADDR = env.text("HALLMARK_VAULT_ADDR")
 VAULT_TOKEN = env.optional("HALLMARK_VAULT_TOKEN")
 VAULT_TOKEN_FILE = env.optional("HALLMARK_VAULT_TOKEN_FILE")
 VAULT_TRANSIT_MOUNT = env.text("HALLMARK_VAULT_TRANSIT_MOUNT", "transit")
+# PEM CA bundle that signs Vault's TLS certificate (as VAULT_CACERT); unset: the system roots.
+VAULT_CACERT = env.optional("HALLMARK_VAULT_CACERT")
 DEFAULT_KEY_MANAGER = env.text("HALLMARK_DEFAULT_KEY_MANAGER", "vault")
 # PKCS#11 (SoftHSM2 in development and tests): a token per tenant, PINs derived from a secret
 # that comes from the environment or a file, never the database. The embedded mode keeps

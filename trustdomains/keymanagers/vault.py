@@ -125,9 +125,12 @@ class VaultTransitKeyManager:
         mount: str = "transit",
         timeout: float = REQUEST_TIMEOUT_SECONDS,
         token_ttl: int = TOKEN_TTL_SECONDS,
+        ca_file: str | None = None,
     ) -> None:
         self.address = address.rstrip("/")
         self.mount = mount
+        # TLS to Vault: its CA bundle (HALLMARK_VAULT_CACERT), else the system's roots.
+        self._verify: str | bool = ca_file or True
         self._platform_token = token
         self._timeout = timeout
         self._token_ttl = token_ttl
@@ -147,7 +150,12 @@ class VaultTransitKeyManager:
                 "HALLMARK_VAULT_TOKEN (or HALLMARK_VAULT_TOKEN_FILE) is required for the "
                 "vault key manager"
             )
-        return cls(address=settings.VAULT_ADDR, token=token, mount=settings.VAULT_TRANSIT_MOUNT)
+        return cls(
+            address=settings.VAULT_ADDR,
+            token=token,
+            mount=settings.VAULT_TRANSIT_MOUNT,
+            ca_file=settings.VAULT_CACERT,
+        )
 
     # -- KeyManager ------------------------------------------------------------------------
     def create_key(self, *, tenant_id: uuid.UUID, purpose: str) -> str:
@@ -324,7 +332,9 @@ class VaultTransitKeyManager:
 
     # -- plumbing ----------------------------------------------------------------------------
     def _client(self, token: str) -> hvac.Client:
-        return hvac.Client(url=self.address, token=token, timeout=self._timeout)
+        return hvac.Client(
+            url=self.address, token=token, timeout=self._timeout, verify=self._verify
+        )
 
     def _platform(self) -> hvac.Client:
         self._check_fork()
