@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -20,6 +21,14 @@ from hallmark.bundle import Bundle, der_chain
 from hallmark.selectors import Selector
 from hallmark.spiffeid import SpiffeId
 from hallmark.x509svid import BACKDATE
+
+RENEWAL_JITTER = 0.1  # of the half-life, either way
+
+
+def renewal_jitter(serial_number: int) -> float:
+    """A fraction in [-RENEWAL_JITTER, +RENEWAL_JITTER], spread uniformly over serials."""
+    unit = int.from_bytes(hashlib.sha256(str(serial_number).encode()).digest()[:8], "big")
+    return RENEWAL_JITTER * (2 * unit / 2**64 - 1)
 
 
 @dataclass(frozen=True)
@@ -60,15 +69,19 @@ class X509Svid:
 
     @property
     def renew_at(self) -> dt.datetime:
-        """Half-life, as SPIRE: renew when half the lifetime has passed.
+        """Half-life with ±10% jitter, as SPIRE: renew when about half the lifetime has passed.
 
         The lifetime counts from issue, not from `not_before`, which the server backdates
         (BACKDATE) against clock skew: otherwise a 10 s SVID would be "half spent" at once.
+        The jitter comes from the certificate's random serial, so one SVID always answers
+        the same time while SVIDs issued together (after a restart, a taint, a CA rotation)
+        spread their renewals instead of reaching the server at one instant.
         """
         issued = self.not_before + BACKDATE
         if issued >= self.not_after:
             issued = self.not_before
-        return issued + (self.not_after - issued) / 2
+        half = (self.not_after - issued) / 2
+        return issued + half * (1 + renewal_jitter(self.leaf.serial_number))
 
     def chain_der(self) -> bytes:
         return der_chain(self.chain)
