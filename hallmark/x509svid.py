@@ -9,6 +9,7 @@ certificate is assembled in DER.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hallmark.der import certification_request_info, signed_certificate, signed_request
 from hallmark.errors import InvalidSvid
+from hallmark.leafder import LeafTemplate
 from hallmark.signing import Signer, sha256
 from hallmark.spiffeid import SpiffeId, TrustDomain
 
@@ -37,17 +39,6 @@ def _finish(builder: x509.CertificateBuilder, signer: Signer) -> x509.Certificat
     tbs = draft.tbs_certificate_bytes
     signature = signer.sign_digest(sha256(tbs))
     return x509.load_der_x509_certificate(signed_certificate(tbs, signature))
-
-
-def _finish_many(
-    builders: Sequence[x509.CertificateBuilder], signer: Signer
-) -> list[x509.Certificate]:
-    tbs_list = [b.sign(_THROWAWAY_KEY, hashes.SHA256()).tbs_certificate_bytes for b in builders]
-    signatures = signer.sign_digests([sha256(t) for t in tbs_list])
-    return [
-        x509.load_der_x509_certificate(signed_certificate(t, s))
-        for t, s in zip(tbs_list, signatures, strict=True)
-    ]
 
 
 def _subject(trust_domain: TrustDomain, common_name: str | None = None) -> x509.Name:
@@ -239,9 +230,36 @@ def build_leaves(
     signer: Signer,
     now: dt.datetime | None = None,
 ) -> list[x509.Certificate]:
-    """Several leaves in one batch: one round trip to a key manager that can batch."""
-    moment = now or utcnow()
-    return _finish_many([_leaf_builder(r, ca, moment) for r in requests], signer)
+    """Several leaves in one batch: one round trip to a key manager that can batch.
+
+    The TBS certificates come from `LeafTemplate` (DER pieces): byte for byte what
+    `_leaf_builder` describes, without CertificateBuilder's cost per leaf.
+    """
+    template = LeafTemplate(ca, now or utcnow(), BACKDATE)
+    tbs_list = []
+    for request in requests:
+        if not request.spiffe_id.path:
+            raise InvalidSvid("a leaf X.509-SVID needs a SPIFFE ID with a non-root path")
+        common_name = request.dns_names[0] if request.dns_names else None
+        tbs_list.append(
+            template.tbs(
+                subject=_subject_der(request.spiffe_id.trust_domain.name, common_name),
+                public_key=request.public_key,
+                spiffe_id=str(request.spiffe_id),
+                dns_names=request.dns_names,
+                ttl=request.ttl,
+            )
+        )
+    signatures = signer.sign_digests([sha256(t) for t in tbs_list])
+    return [
+        x509.load_der_x509_certificate(signed_certificate(t, s))
+        for t, s in zip(tbs_list, signatures, strict=True)
+    ]
+
+
+@functools.lru_cache(maxsize=1024)
+def _subject_der(trust_domain: str, common_name: str | None) -> bytes:
+    return _subject(TrustDomain(trust_domain), common_name).public_bytes()
 
 
 def public_key_from_csr(csr_der: bytes) -> ec.EllipticCurvePublicKey:

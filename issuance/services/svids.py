@@ -53,7 +53,11 @@ def new_x509_svids(
     """
     if len(requests) > MAX_BATCH:
         raise InvalidEntry(f"at most {MAX_BATCH} CSRs per batch", code="batch_too_large")
-    entries = authorized_entries_by_id(agent, [r.entry_id for r in requests])
+    entries = authorized_entries_by_id(
+        agent,
+        [r.entry_id for r in requests],
+        only=("spiffe_id", "x509_svid_ttl", "dns_names"),
+    )
     results: list[SvidResult | None] = [None] * len(requests)
     to_sign: list[tuple[int, LeafRequest]] = []
     for index, request in enumerate(requests):
