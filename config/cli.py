@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--exit", action="store_true", help="stop everything and exit 0 when done")
     agent_api = commands.add_parser("agent-api", help="(internal) serve the agent gRPC API")
     agent_api.add_argument("--listen", type=_address, default=("127.0.0.1", 8081))
+    agent_api.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other agent-api processes of this user (SO_REUSEPORT); "
+        "`hallmark up` runs HALLMARK_AGENT_API_PROCESSES of them this way",
+    )
     commands.add_parser("migrate", help="apply database migrations to public and tenant schemas")
     manage = commands.add_parser("manage", help="run a Django management command")
     manage.add_argument("args", nargs=argparse.REMAINDER)
@@ -98,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         from config.health import start_heartbeat
         from issuance.agentapi.server import serve
 
-        start_heartbeat("agent-api")
-        serve(args.listen[0], args.listen[1])
+        serve(
+            args.listen[0],
+            args.listen[1],
+            reuse_port=args.reuse_port,
+            on_listening=lambda: start_heartbeat("agent-api"),
+        )
         return 0
     if args.command == "migrate":
         _django()

@@ -33,6 +33,9 @@ class ControlPlane:
     http: tuple[str, int]
     grpc: tuple[str, int]
     web_workers: int = 2
+    # None: settings.AGENT_API_PROCESSES (HALLMARK_AGENT_API_PROCESSES), read once the
+    # environment is complete.
+    agent_api_processes: int | None = None
     embedded: EmbeddedServers | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
@@ -92,9 +95,7 @@ class ControlPlane:
                 "5",
             ],
         )
-        self._spawn(
-            "agent-api", [python, "-m", "config.cli", "agent-api", "--listen", self.grpc_address]
-        )
+        self._spawn_agent_apis(python)
         self._spawn(
             "worker",
             [
@@ -125,6 +126,24 @@ class ControlPlane:
         )
         self._wait_healthy(started + timeout)
         say(f"ready in {time.monotonic() - started:.1f}s")
+
+    def _spawn_agent_apis(self, python: str) -> None:
+        """N agent-API processes on the one gRPC port (SO_REUSEPORT), each its own child.
+
+        Each is restarted on its own when it dies; meanwhile the kernel sends new connections
+        only to the live ones, and agents of the dead one reconnect to them.
+        """
+        count = self.agent_api_processes
+        if count is None:
+            from django.conf import settings
+
+            count = int(settings.AGENT_API_PROCESSES)
+        if count < 1:
+            raise SystemExit(f"hallmark: HALLMARK_AGENT_API_PROCESSES={count}; it must be >= 1")
+        self.agent_api_processes = count
+        argv = [python, "-m", "config.cli", "agent-api", "--listen", self.grpc_address]
+        for number in range(1, count + 1):
+            self._spawn(f"agent-api-{number}", [*argv, "--reuse-port"])
 
     def _check_ports_free(self) -> None:
         import socket
@@ -244,7 +263,7 @@ class ControlPlane:
             f"""
   REST API       {self.http_url}/api/v1/   (OpenAPI: {self.http_url}/api/v1/schema/)
   health         {self.http_url}/healthz
-  agent API      {self.grpc_address}  (gRPC, TLS per trust domain)
+  agent API      {self.grpc_address}  (gRPC, TLS; {self.agent_api_processes} processes)
 
 Next:
   sign up a tenant:   POST {self.http_url}/api/v1/signup   (README.md, 'A quick session')

@@ -124,9 +124,21 @@ class Relay(Generic[T]):
         os.chmod(path, mode)
         self._servers.append(server)
 
-    async def serve_tls(self, host: str, port: int, context: ssl.SSLContext) -> int:
+    async def serve_tls(
+        self, host: str, port: int, context: ssl.SSLContext, *, reuse_port: bool = False
+    ) -> int:
+        """Listen on host:port; with `reuse_port`, peer processes may listen on it too.
+
+        SO_REUSEPORT lets several processes of the same user bind one port; the kernel
+        spreads new connections across them and stops sending to a listener that closes.
+        """
         server = await asyncio.start_server(
-            self._handle, host=host, port=port, ssl=context, ssl_handshake_timeout=10
+            self._handle,
+            host=host,
+            port=port,
+            ssl=context,
+            ssl_handshake_timeout=10,
+            reuse_port=reuse_port or None,
         )
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])

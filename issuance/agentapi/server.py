@@ -12,6 +12,7 @@ import signal
 import ssl
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +46,26 @@ class AgentApiServer:
         self.threads = OrmThreads(ORM_WORKERS, "agentapi-orm")
         self.hub = ChangeHub(self._publish_probe)
         self.port = 0
+        self.connections = 0
+        self.servicer = AgentApiServicer(self.registry, self.threads, self.hub)
         self._grpc: Any = None
         self._relay: Relay[AgentPeer] | None = None
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Listen on host:port; `reuse_port` lets peer processes share it (SO_REUSEPORT)."""
         inner = private_socket_path(self.directory)
         self._grpc = grpc.aio.server()
         await self.hub.start()
-        servicer = AgentApiServicer(self.registry, self.threads, self.hub)
-        agent_pb2_grpc.add_AgentAPIServicer_to_server(servicer, self._grpc)
+        self.hub.on_event(self.credentials.bundle_changed)
+        agent_pb2_grpc.add_AgentAPIServicer_to_server(self.servicer, self._grpc)
         self._grpc.add_insecure_port("unix:" + inner)
         await self._grpc.start()
         context = base_context()
         context.sni_callback = self.credentials.sni_callback
         self._relay = Relay(inner, self.registry, self._identify)
-        self.port = await self._relay.serve_tls(host, port, context)
-        log.info("agent API listening on %s:%d", host, self.port)
+        self.port = await self._relay.serve_tls(host, port, context, reuse_port=reuse_port)
+        shared = " (port shared with peer processes)" if reuse_port else ""
+        log.info("agent API pid %d listening on %s:%d%s", os.getpid(), host, self.port, shared)
         return self.port
 
     async def _publish_probe(self, tenant_id: uuid.UUID) -> None:
@@ -76,6 +81,7 @@ class AgentApiServer:
         context = ssl_object.context
         if not isinstance(context, TenantSSLContext):
             return None  # no SNI switch happened: no tenant, nothing to relay
+        self.connections += 1
         peername = writer.get_extra_info("peername")
         address = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else ""
         try:
@@ -90,6 +96,13 @@ class AgentApiServer:
         )
 
     async def stop(self) -> None:
+        # Per-process totals: with several processes on one port, each says what it served.
+        log.info(
+            "agent API pid %d stopping after %d calls on %d connections",
+            os.getpid(),
+            self.servicer.calls,
+            self.connections,
+        )
         if self._relay is not None:
             await self._relay.close()
         if self._grpc is not None:
@@ -100,16 +113,19 @@ class AgentApiServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(
+    host: str, port: int, reuse_port: bool, on_listening: Callable[[], None] | None
+) -> None:
     server = AgentApiServer()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await server.start(host, port)
+        await server.start(host, port, reuse_port=reuse_port)
+        if on_listening is not None:
+            on_listening()
         await stop.wait()
-        log.info("agent API stopping")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
@@ -117,6 +133,16 @@ async def _serve(host: str, port: int) -> None:
         await server.stop()
 
 
-def serve(host: str, port: int) -> None:
-    """Serve the agent API on host:port until SIGTERM or SIGINT (Django must be set up)."""
-    asyncio.run(_serve(host, port))
+def serve(
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Serve the agent API on host:port until SIGTERM or SIGINT (Django must be set up).
+
+    `on_listening` runs once the port is bound (the health heartbeat starts there, so
+    /healthz never reports an agent API that does not accept connections yet).
+    """
+    asyncio.run(_serve(host, port, reuse_port, on_listening))

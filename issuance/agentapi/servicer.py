@@ -106,6 +106,7 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         self.registry = registry
         self.threads = threads
         self.hub = hub
+        self.calls = 0  # calls received by this process, logged when it stops
 
     # -- boundary ----------------------------------------------------------------------------
     async def _abort(self, context: Any, code: grpc.StatusCode, slug: str, detail: str) -> NoReturn:
@@ -117,6 +118,7 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         raise AssertionError("unreachable")  # context.abort raises
 
     async def _peer(self, context: Any) -> AgentPeer:
+        self.calls += 1
         peer = self.registry.lookup(context.peer())
         if peer is None:
             await self._abort(

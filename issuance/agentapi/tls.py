@@ -4,8 +4,10 @@ Each tenant's context presents `spiffe://<td>/spire/server` (DNS SAN `<td>`) sig
 tenant's CA and trusts only that tenant's X.509 authorities for client certificates, so an
 agent SVID of another tenant fails the handshake. The server key exists only in this
 process's memory (handed to OpenSSL through an anonymous memfd, never a file on disk). The
-SVID is renewed at half-life and the trusted authorities are re-read every few seconds, in
-the background; only the first connection for a tenant waits for its credentials.
+SVID is renewed at half-life, and at once when the authority that signed it is tainted or
+leaves the bundle (revoked, pruned). The trusted authorities are re-read every few seconds and
+on each of the tenant's bundle change events, in the background; only the first connection
+for a tenant waits for its credentials.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
@@ -29,6 +33,7 @@ from hallmark.errors import HallmarkError, InvalidTrustDomain
 from hallmark.spiffeid import TrustDomain
 from hallmark.x509svid import LeafRequest, utcnow
 from issuance.agentapi.scoped import OrmThreads
+from tenants.events import ChangeEvent
 
 log = logging.getLogger(__name__)
 SERVER_PATH = "/spire/server"
@@ -53,6 +58,7 @@ class _Credentials:
     certificate_pem: bytes
     key_pem: bytes
     roots_pem: bytes
+    issuer_der: bytes  # the trust domain's X.509 authority that signed the server SVID
     renew_at: dt.datetime
     not_after: dt.datetime
     context: TenantSSLContext
@@ -111,9 +117,17 @@ def _issue(trust_domain_name: str) -> _Credentials | None:
         with tenant_schema(tenant):
             chain = trustdomain_services.sign_x509_svids([request])[0]
             roots_pem = trustdomain_services.current_bundle().x509_pem()
+            published = trustdomain_services.published_x509_authorities(
+                trustdomain_services.get_trust_domain()
+            )
     finally:
         connection.set_schema_to_public()
     leaf = chain[0]
+    issuer_der = _issuer_der(leaf, [bytes(a.certificate_der) for a in published])
+    if not issuer_der:
+        log.warning(
+            "agent API: no published authority of %s signed its server SVID", trust_domain_name
+        )
     chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -127,6 +141,7 @@ def _issue(trust_domain_name: str) -> _Credentials | None:
         certificate_pem=chain_pem,
         key_pem=key_pem,
         roots_pem=roots_pem,
+        issuer_der=issuer_der,
         renew_at=not_before + (not_after - not_before) / 2,
         not_after=not_after,
         context=_tenant_context(tenant.id, trust_domain.name, chain_pem, key_pem, roots_pem),
@@ -134,8 +149,20 @@ def _issue(trust_domain_name: str) -> _Credentials | None:
     )
 
 
-def _refresh_roots(credentials: _Credentials) -> _Credentials | None:
-    """Re-read the tenant's authorities; a new context only if they changed."""
+def _issuer_der(leaf: x509.Certificate, authorities_der: list[bytes]) -> bytes:
+    """The DER of the authority that signed `leaf` (b"" if none of them did)."""
+    for der in authorities_der:
+        try:
+            leaf.verify_directly_issued_by(x509.load_der_x509_certificate(der))
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return der
+    return b""
+
+
+def _refresh(credentials: _Credentials) -> _Credentials | None:
+    """Re-read the tenant's authorities: a new SVID if its issuer is tainted or unpublished,
+    else a new context only if the trusted authorities changed."""
     from tenants.scoping import get_tenant, tenant_schema
     from trustdomains import services as trustdomain_services
 
@@ -144,8 +171,28 @@ def _refresh_roots(credentials: _Credentials) -> _Credentials | None:
         tenant = get_tenant(credentials.tenant_id)
         with tenant_schema(tenant):
             roots_pem = trustdomain_services.current_bundle().x509_pem()
+            issuer = next(
+                (
+                    a
+                    for a in trustdomain_services.published_x509_authorities(
+                        trustdomain_services.get_trust_domain()
+                    )
+                    if bytes(a.certificate_der) == credentials.issuer_der
+                ),
+                None,
+            )
     finally:
         connection.set_schema_to_public()
+    # An issuer not identified at issue time (b"") is left to the half-life renewal: checking
+    # it would re-issue on every refresh.
+    if credentials.issuer_der and (issuer is None or issuer.tainted):
+        why = "is tainted" if issuer is not None else "is no longer published"
+        log.info(
+            "agent API: the authority of %s's server SVID %s; issuing a new one",
+            credentials.trust_domain,
+            why,
+        )
+        return _issue(credentials.trust_domain)
     if roots_pem == credentials.roots_pem:
         credentials.roots_checked = time.monotonic()
         return credentials
@@ -173,6 +220,7 @@ class TenantCredentials:
         self._cache: dict[str, _Credentials] = {}
         self._unknown: dict[str, float] = {}
         self._pending: set[str] = set()
+        self._again: set[str] = set()  # changed while a refresh was running: refresh again
         self._threads = OrmThreads(workers, "agentapi-tls")
 
     def close(self) -> None:
@@ -207,13 +255,33 @@ class TenantCredentials:
             if now >= cached.renew_at:
                 self._background(name, lambda: _issue(name))
             elif time.monotonic() - cached.roots_checked > ROOTS_REFRESH_SECONDS:
-                self._background(name, lambda: _refresh_roots(cached))
+                self._background(name, lambda: _refresh(cached))
             return cached.context
         if time.monotonic() < unknown_until:
             return None
         fresh = self._threads.submit(_issue, name).result(timeout=BUILD_TIMEOUT_SECONDS)
         self._store(name, fresh)
         return fresh.context if fresh is not None else None
+
+    def bundle_changed(self, event: ChangeEvent) -> None:
+        """A tenant's bundle changed (rotation, taint, revoke): refresh its credentials now.
+
+        Called on the event loop for every tenant's events; it only queues work.
+        """
+        if event.kind != "bundle":
+            return
+        with self._lock:
+            names = [n for n, c in self._cache.items() if c.tenant_id == event.tenant_id]
+        for name in names:
+            self._background(name, self._refresh_cached(name))
+
+    def _refresh_cached(self, name: str) -> Callable[[], _Credentials | None]:
+        def build() -> _Credentials | None:
+            with self._lock:
+                cached = self._cache.get(name)
+            return _refresh(cached) if cached is not None else _issue(name)
+
+        return build
 
     def _store(self, name: str, credentials: _Credentials | None) -> None:
         with self._lock:
@@ -229,6 +297,8 @@ class TenantCredentials:
     def _background(self, name: str, build: Callable[[], _Credentials | None]) -> None:
         with self._lock:
             if name in self._pending:
+                # The running refresh may have read the database before this change.
+                self._again.add(name)
                 return
             self._pending.add(name)
 
@@ -242,5 +312,9 @@ class TenantCredentials:
             finally:
                 with self._lock:
                     self._pending.discard(name)
+                    again = name in self._again
+                    self._again.discard(name)
+            if again:
+                self._background(name, self._refresh_cached(name))
 
         self._threads.submit(run)

@@ -25,6 +25,7 @@ READY_TIMEOUT_SECONDS = 10.0
 
 Listen = Callable[[], AsyncIterator[events.ChangeEvent]]
 Publish = Callable[[uuid.UUID], Awaitable[None]]
+Listener = Callable[[events.ChangeEvent], None]
 
 
 class Watcher:
@@ -67,6 +68,7 @@ class ChangeHub:
         self._tenants: dict[uuid.UUID, _TenantState] = {}
         self._task: asyncio.Task[None] | None = None
         self._probe: tuple[uuid.UUID, asyncio.Event] | None = None
+        self._listeners: list[Listener] = []
 
     # -- the listener --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -85,6 +87,10 @@ class ChangeHub:
         if not probe[1].is_set():
             log.warning("change events not heard back from Redis; agents fall back to polling")
         self._probe = None
+
+    def on_event(self, listener: Listener) -> None:
+        """Also hand every tenant's events to `listener` (on the event loop; must not block)."""
+        self._listeners.append(listener)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -109,6 +115,11 @@ class ChangeHub:
         if self._probe is not None and event.tenant_id == self._probe[0]:
             self._probe[1].set()
             return
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("change listener %r failed on %s", listener, event)
         state = self._tenants.get(event.tenant_id)
         if state is None:
             return

@@ -136,8 +136,10 @@ class Rig:
         )
 
     def log_text(self, component: str) -> str:
-        path = self.plane.data_dir / "logs" / f"{component}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        """The component's log; for the agent API, all its processes' (agent-api-N.log)."""
+        logs = self.plane.data_dir / "logs"
+        paths = [logs / f"{component}.log", *sorted(logs.glob(f"{component}-[0-9]*.log"))]
+        return "".join(p.read_text(errors="replace") for p in paths if p.exists())
 
     def relaunch(self) -> None:
         agents = self.plane.agents

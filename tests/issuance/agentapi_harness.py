@@ -101,6 +101,9 @@ class AgentApiClient:
             options=[
                 ("grpc.ssl_target_name_override", server_name),
                 ("grpc.default_authority", server_name),
+                # One TCP connection per client, as separate agents have (gRPC would otherwise
+                # share a connection between channels that look alike).
+                ("grpc.use_local_subchannel_pool", 1),
             ],
         )
         self.stub = agent_pb2_grpc.AgentAPIStub(self.channel)
