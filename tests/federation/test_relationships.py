@@ -20,7 +20,9 @@ def _foreign_bundle(tenant) -> dict:
     return tenant.client.get("/api/v1/bundle").json()
 
 
-def test_relationship_with_a_bundle_set_directly_is_stored_and_served_to_agents(tenant_a, tenant_b) -> None:
+def test_relationship_with_a_bundle_set_directly_is_stored_and_served_to_agents(
+    tenant_a, tenant_b
+) -> None:
     bundle = _foreign_bundle(tenant_b)
 
     response = tenant_a.client.post(
@@ -41,7 +43,9 @@ def test_relationship_is_read_patched_and_deleted_by_trust_domain_name(tenant_a,
     tenant_a.client.post(PATH, {"trust_domain": tenant_b.trust_domain}, format="json")
     item = f"{PATH}/{tenant_b.trust_domain}"
 
-    patched = tenant_a.client.patch(item, {"trust_domain_bundle": _foreign_bundle(tenant_b)}, format="json")
+    patched = tenant_a.client.patch(
+        item, {"trust_domain_bundle": _foreign_bundle(tenant_b)}, format="json"
+    )
     assert patched.status_code == 200
     assert patched.json()["bundle_sequence"] >= 1
     assert tenant_a.client.delete(item).status_code == 204
@@ -63,10 +67,16 @@ def test_another_tenant_cannot_see_or_change_the_relationship(tenant_a, tenant_b
     ("body", "code"),
     [
         ({"trust_domain": "Partner.test"}, "invalid_trust_domain"),
-        ({"trust_domain": "partner.test", "trust_domain_bundle": {"keys": "nope"}}, "invalid_bundle"),
+        (
+            {"trust_domain": "partner.test", "trust_domain_bundle": {"keys": "nope"}},
+            "invalid_bundle",
+        ),
         ({"trust_domain": "partner.test", "trust_domain_bundle": {"keys": []}}, "invalid_bundle"),
         ({"trust_domain": "partner.test", "trust_domain_bundle": "not json"}, "invalid_bundle"),
-        ({"trust_domain": "partner.test", "bundle_endpoint_profile": "https_spiffe"}, "invalid_profile"),
+        (
+            {"trust_domain": "partner.test", "bundle_endpoint_profile": "https_spiffe"},
+            "invalid_profile",
+        ),
         ({"trust_domain": "partner.test", "bundle_endpoint_url": "not a url"}, "invalid_request"),
     ],
 )
@@ -81,7 +91,10 @@ def test_bad_relationships_are_refused_and_nothing_is_stored(tenant_a, body, cod
 def test_federating_with_itself_or_twice_is_refused(tenant_a) -> None:
     itself = tenant_a.client.post(PATH, {"trust_domain": tenant_a.trust_domain}, format="json")
     assert itself.status_code == 400 and itself.json()["code"] == "self_federation"
-    assert tenant_a.client.post(PATH, {"trust_domain": "partner.test"}, format="json").status_code == 201
+    assert (
+        tenant_a.client.post(PATH, {"trust_domain": "partner.test"}, format="json").status_code
+        == 201
+    )
     again = tenant_a.client.post(PATH, {"trust_domain": "partner.test"}, format="json")
     assert again.status_code == 409 and again.json()["code"] == "federation_relationship_exists"
 

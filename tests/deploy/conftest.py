@@ -1,0 +1,21 @@
+"""The parsed Terraform module, once per session; these tests need no database."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.deploy.terraform_module import ROOT, Module, load_module, setting_reads
+
+
+@pytest.fixture(scope="session")
+def module() -> Module:
+    return load_module()
+
+
+@pytest.fixture(scope="session")
+def settings_names() -> set[str]:
+    """Every environment variable config/settings.py and config/env.py read."""
+    reads = setting_reads(ROOT / "config" / "settings.py", ROOT / "config" / "env.py")
+    names = {name for _, name, _ in reads}
+    assert "HALLMARK_DATABASE_URL" in names and "HALLMARK_DATA_DIR" in names
+    return names
