@@ -145,7 +145,10 @@ def authenticate_agent(certificate: x509.Certificate | None) -> Agent:
         )
     bundle = trustdomain_services.current_bundle()
     try:
-        chain = [certificate, *trustdomain_services.published_intermediates()]
+        chain = [certificate]
+        if certificate.issuer not in {root.subject for root in bundle.x509_authorities}:
+            # Issued below an upstream root: complete the chain with the published CAs.
+            chain += trustdomain_services.published_intermediates()
         spiffe_id = verify_x509_svid(chain, bundle.x509_authorities)
     except InvalidSvid as exc:
         raise AgentNotAuthenticated(exc.detail, code="invalid_agent_svid") from None
