@@ -40,6 +40,7 @@ from hallmark.errors import HallmarkError, InvalidSvid
 from hallmark.signing import Signer
 from hallmark.spiffeid import TrustDomain
 from hallmark.x509svid import BACKDATE, check_upstream_signed_ca, signing_certificate_csr
+from trustdomains.keymanagers.vault import vault_error_text
 
 log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
@@ -151,8 +152,8 @@ class UpstreamAuthority:
         except hvac.exceptions.VaultError as exc:
             raise UpstreamAuthorityRefused(
                 f"upstream authority {self.name!r} refused to sign the CA of {trust_domain.name} "
-                f"at {self.mount}/root/sign-intermediate: {_first(exc)}; check its token's policy "
-                "and the mount's maximum TTL"
+                f"at {self.mount}/root/sign-intermediate: {vault_error_text(exc)}; check its "
+                "token's policy and the mount's maximum TTL"
             ) from None
         data = response.get("data") if isinstance(response, dict) else None
         if not isinstance(data, dict):
@@ -184,12 +185,6 @@ def _self_signed(certificate: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
-
-
-def _first(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    text = "; ".join(str(e) for e in errors) if errors else str(exc).split(", on ", 1)[0]
-    return " ".join(text.split())
 
 
 @cache

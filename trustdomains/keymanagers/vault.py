@@ -77,7 +77,9 @@ def _describe(  # noqa: PLR0911 - one answer per kind of failure
             f"{where} is sealed or in maintenance, so Hallmark cannot {action}; unseal it"
         )
     if isinstance(exc, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized):
-        return KeyAccessDenied(f"{where} refused the credential used to {action}: {_first(exc)}")
+        return KeyAccessDenied(
+            f"{where} refused the credential used to {action}: {vault_error_text(exc)}"
+        )
     if isinstance(exc, hvac.exceptions.InvalidPath):
         return KeyManagerUnavailable(
             f"{where} has no such key or mount while trying to {action}; check that the "
@@ -85,14 +87,15 @@ def _describe(  # noqa: PLR0911 - one answer per kind of failure
         )
     if isinstance(exc, hvac.exceptions.InternalServerError | hvac.exceptions.BadGateway):
         return KeyManagerUnavailable(
-            f"{where} failed to {action} ({_first(exc)}); check the server's logs"
+            f"{where} failed to {action} ({vault_error_text(exc)}); check the server's logs"
         )
     if isinstance(exc, hvac.exceptions.VaultError):
-        return KeyManagerUnavailable(f"{where} refused to {action}: {_first(exc)}")
+        return KeyManagerUnavailable(f"{where} refused to {action}: {vault_error_text(exc)}")
     return KeyManagerUnavailable(f"{where}: unexpected error while trying to {action}: {exc}")
 
 
-def _first(exc: Exception) -> str:
+def vault_error_text(exc: Exception) -> str:
+    """The errors an hvac exception carries, on one line (without the request URL)."""
     errors = getattr(exc, "errors", None)
     text = "; ".join(str(e) for e in errors) if errors else str(exc).split(", on ", 1)[0]
     return " ".join(text.split())
