@@ -9,6 +9,7 @@ audited and announces a "bundle" change to agents.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,18 +19,20 @@ from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 
 from hallmark.bundle import der_chain
+from hallmark.errors import HallmarkError
 from hallmark.signing import Signer
 from hallmark.spiffeid import TrustDomain as SpiffeTrustDomain
 from hallmark.x509svid import BACKDATE, build_signing_certificate
 from tenants.services import record_audit
 from trustdomains import bundles, jwtauthorities
 from trustdomains import upstream as upstreams
-from trustdomains.keymanagers import get_key_manager
+from trustdomains.keymanagers import KeyManager, get_key_manager
 from trustdomains.models import JwtAuthority, TrustDomain, X509Authority
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
+log = logging.getLogger(__name__)
 Authority = X509Authority | JwtAuthority
 
 
@@ -122,18 +125,29 @@ def issue_ca(
     return NewCa(signed.certificate, upstream, signed.intermediates, signed.roots)
 
 
+def _discard_key(manager: KeyManager, key_ref: str) -> None:
+    try:
+        manager.delete_key(key_ref)
+    except HallmarkError as exc:  # the certification error matters more; keep the trace
+        log.warning("could not delete the uncertified CA key %s: %s", key_ref, exc)
+
+
 def create_x509_authority(
     trust_domain: TrustDomain, *, tenant: Tenant, status: str, now: dt.datetime
 ) -> X509Authority:
     """A new CA: key in the trust domain's key manager, certified (self or upstream), its row."""
     manager = get_key_manager(trust_domain.key_manager)
     key_ref = manager.create_key(tenant_id=tenant.id, purpose="x509")
-    ca = issue_ca(
-        SpiffeTrustDomain(trust_domain.name),
-        manager.signer(key_ref),
-        upstream=trust_domain.upstream_authority,
-        now=now,
-    )
+    try:
+        ca = issue_ca(
+            SpiffeTrustDomain(trust_domain.name),
+            manager.signer(key_ref),
+            upstream=trust_domain.upstream_authority,
+            now=now,
+        )
+    except HallmarkError:
+        _discard_key(manager, key_ref)  # no row will ever name it
+        raise
     return X509Authority.objects.create(
         trust_domain=trust_domain,
         status=status,

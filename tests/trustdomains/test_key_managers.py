@@ -112,6 +112,20 @@ def test_deleted_keys_can_no_longer_sign_and_other_tenants_keys_still_can(manage
     assert manager.signer(key_b).sign_digest(sha256(b"after"))
 
 
+def test_deleting_one_key_leaves_the_tenants_other_keys_signing(manager, tenant_ids):
+    # given two keys of one tenant, and a signer already used with the first (pooled state)
+    doomed, kept = (manager.create_key(tenant_id=tenant_ids[0], purpose="x509") for _ in "ab")
+    manager.signer(doomed).sign_digest(sha256(b"before"))
+
+    # when only the first is deleted
+    manager.delete_key(doomed)
+
+    # then it can no longer sign, through a new signer or the pooled one; the other still can
+    with pytest.raises(KeyManagerUnavailable):
+        manager.signer(doomed).sign_digest(sha256(b"after"))
+    assert manager.signer(kept).sign_digest(sha256(b"after"))
+
+
 def test_deleting_a_tenant_without_keys_is_harmless(manager, tenant_ids):
     # given a tenant that never had keys; when its keys are deleted; then nothing fails
     manager.delete_keys(tenant_id=tenant_ids[0])

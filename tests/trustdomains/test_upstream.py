@@ -17,6 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings as django_settings
+from pkcs11 import Attribute
 
 from hallmark.bundle import Bundle
 from hallmark.errors import InvalidSvid
@@ -27,6 +28,7 @@ from tests.conftest import make_tenant
 from tests.trustdomains.conftest import closed_port
 from trustdomains import services, upstream
 from trustdomains.keymanagers import get_key_manager
+from trustdomains.keymanagers.pkcs11 import Pkcs11KeyManager
 from trustdomains.models import X509Authority
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -212,6 +214,18 @@ def test_an_upstream_limited_to_other_trust_domains_is_not_offered(tenant_a, ups
     assert "corp" not in response.json()["detail"].split("choose one of:")[-1]
 
 
+def tenant_keys(handle) -> set[str]:
+    """The names of every key the tenant has in its trust domain's key manager."""
+    with handle.schema():
+        manager = get_key_manager(X509Authority.objects.first().key_manager)
+    if isinstance(manager, Pkcs11KeyManager):
+        with manager.session(handle.tenant.id) as pooled:
+            return {o[Attribute.LABEL] for o in pooled.session.get_objects()}
+    admin = hvac.Client(url=django_settings.VAULT_ADDR, token=django_settings.VAULT_TOKEN)
+    names = admin.secrets.transit.list_keys(mount_point=django_settings.VAULT_TRANSIT_MOUNT)
+    return {n for n in names["data"]["keys"] if n.startswith(f"hallmark-{handle.tenant.id.hex}-")}
+
+
 @pytest.mark.parametrize(
     ("entry", "status", "code"),
     [
@@ -222,8 +236,9 @@ def test_an_upstream_limited_to_other_trust_domains_is_not_offered(tenant_a, ups
     ids=["unreachable", "bad-token", "no-mount"],
 )
 def test_an_upstream_that_cannot_sign_fails_the_prepare_and_stores_nothing(  # noqa: PLR0913
-    tenant_a, upstream_file, entry, status, code
+    default_key_manager, upstream_file, entry, status, code
 ):
+    tenant_a = make_tenant("broken")
     # given a tenant whose upstream is unreachable, refuses its token, or has no such mount
     document = {
         "address": django_settings.VAULT_ADDR,
@@ -242,18 +257,20 @@ def test_an_upstream_that_cannot_sign_fails_the_prepare_and_stores_nothing(  # n
     )
     with tenant_a.schema():
         before = X509Authority.objects.count()
-    published = bundle_of(tenant_a)
+    published, keys = bundle_of(tenant_a), tenant_keys(tenant_a)
 
     # when a CA is prepared
     response = tenant_a.client.post(f"{X509}/prepare", format="json")
 
-    # then a clear, named error; no authority row and the same bundle
+    # then a clear, named error; no authority row, the same bundle, and the new CA key that
+    # could not be certified is gone from the key manager again
     assert response.status_code == status, response.content
     assert response.json()["code"] == code
     assert "broken" in response.json()["detail"]
     with tenant_a.schema():
         assert X509Authority.objects.count() == before
     assert bundle_of(tenant_a) == published
+    assert tenant_keys(tenant_a) == keys
 
 
 def test_an_upstream_signed_ca_is_tainted_but_not_revoked_here(upstream_tenant):

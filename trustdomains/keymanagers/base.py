@@ -50,6 +50,10 @@ class KeyManager(Protocol):
         """Destroy every key and credential of the tenant (failed signup, tenant deletion)."""
         ...
 
+    def delete_key(self, key_ref: str) -> None:
+        """Destroy one key of its tenant (a new CA whose certification failed)."""
+        ...
+
 
 def key_prefix(tenant_id: uuid.UUID) -> str:
     """The prefix of every key name of the tenant: `hallmark-<tenant uuid hex>-`."""

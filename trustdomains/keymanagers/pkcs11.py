@@ -208,6 +208,14 @@ class Pkcs11KeyManager:
         except (ModuleFailure, pkcs11.PKCS11Error) as exc:
             raise _describe(exc, self.module, label, "delete the tenant's keys") from exc
 
+    def delete_key(self, key_ref: str) -> None:
+        def destroy(pooled: PooledSession) -> None:
+            for found in list(pooled.session.get_objects({Attribute.LABEL: key_ref})):
+                found.destroy()
+            pooled.private_keys.pop(key_ref, None)
+
+        self._as_tenant(tenant_of_key(key_ref), "delete a key", destroy)
+
     # -- signing -----------------------------------------------------------------------------
     def public_key(self, key_ref: str, tenant_id: uuid.UUID) -> ec.EllipticCurvePublicKey:
         def read(pooled: PooledSession) -> ec.EllipticCurvePublicKey:

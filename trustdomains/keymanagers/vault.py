@@ -211,6 +211,22 @@ class VaultTransitKeyManager:
             lambda: platform.sys.delete_policy(tenant_policy_name(tenant_id)),
         )
 
+    def delete_key(self, key_ref: str) -> None:
+        tenant_of_key(key_ref)  # only Hallmark's own key names
+        transit = self._platform().secrets.transit
+        self._call(
+            "allow deleting a transit key",
+            partial(
+                transit.update_key_configuration,
+                key_ref,
+                deletion_allowed=True,
+                mount_point=self.mount,
+            ),
+        )
+        self._call(
+            "delete a transit key", partial(transit.delete_key, key_ref, mount_point=self.mount)
+        )
+
     # -- signing with the tenant's token -----------------------------------------------------
     def public_key(self, key_ref: str, tenant_id: uuid.UUID) -> ec.EllipticCurvePublicKey:
         answer = self._as_tenant(
