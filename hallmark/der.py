@@ -13,14 +13,17 @@ def _length(n: int) -> bytes:
     return bytes([0x80 | len(body)]) + body
 
 
+def tlv(tag: int, body: bytes) -> bytes:
+    """One DER element: tag, definite length, contents."""
+    return bytes([tag]) + _length(len(body)) + body
+
+
 def sequence(*parts: bytes) -> bytes:
-    body = b"".join(parts)
-    return b"\x30" + _length(len(body)) + body
+    return tlv(0x30, b"".join(parts))
 
 
 def bit_string(data: bytes) -> bytes:
-    body = b"\x00" + data
-    return b"\x03" + _length(len(body)) + body
+    return tlv(0x03, b"\x00" + data)
 
 
 # CertificationRequestInfo parts (RFC 2986 4.1): version 0 and an empty attribute set.

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hallmark.der import ECDSA_WITH_SHA256, _length, sequence
+from hallmark.der import ECDSA_WITH_SHA256, sequence, tlv
 
 _V3 = bytes.fromhex("a003020102")
 # The extensions `_leaf_builder` adds with fixed values, DER, critical where it says so.
@@ -34,16 +34,12 @@ _SAN_OID = bytes.fromhex("0603551d11")
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _tlv(tag: int, body: bytes) -> bytes:
-    return bytes([tag]) + _length(len(body)) + body
-
-
 def _time(moment: dt.datetime) -> bytes:
     """RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime after."""
     moment = moment.astimezone(dt.UTC)
     if moment.year < 2050:
-        return _tlv(0x17, moment.strftime("%y%m%d%H%M%SZ").encode())
-    return _tlv(0x18, moment.strftime("%Y%m%d%H%M%SZ").encode())
+        return tlv(0x17, moment.strftime("%y%m%d%H%M%SZ").encode())
+    return tlv(0x18, moment.strftime("%Y%m%d%H%M%SZ").encode())
 
 
 def _spki_and_key_id(key: ec.EllipticCurvePublicKey) -> tuple[bytes, bytes]:
@@ -63,7 +59,7 @@ class LeafTemplate:
             raise TypeError("an X.509 authority's key is EC")
         _, key_id = _spki_and_key_id(key)
         self._issuer = ca.subject.public_bytes()
-        self._aki = sequence(_AKI_OID, _tlv(0x04, sequence(_tlv(0x80, key_id))))
+        self._aki = sequence(_AKI_OID, tlv(0x04, sequence(tlv(0x80, key_id))))
         self._ca_not_after = ca.not_valid_after_utc
         self._now = now
         self._not_before = _time(now - backdate)
@@ -87,26 +83,26 @@ class LeafTemplate:
         serial: int | None = None,
     ) -> bytes:
         spki, key_id = _spki_and_key_id(public_key)
-        sans = _tlv(0x86, spiffe_id.encode()) + b"".join(_tlv(0x82, n.encode()) for n in dns_names)
+        sans = tlv(0x86, spiffe_id.encode()) + b"".join(tlv(0x82, n.encode()) for n in dns_names)
         extensions = b"".join(
             (
                 _BASIC_CONSTRAINTS,
                 _KEY_USAGE,
                 _EXTENDED_KEY_USAGE,
-                sequence(_SKI_OID, _tlv(0x04, _tlv(0x04, key_id))),
+                sequence(_SKI_OID, tlv(0x04, tlv(0x04, key_id))),
                 self._aki,
-                sequence(_SAN_OID, _tlv(0x04, sequence(sans))),
+                sequence(_SAN_OID, tlv(0x04, sequence(sans))),
             )
         )
         if serial is None:  # as x509.random_serial_number: 159 random bits
             serial = int.from_bytes(os.urandom(20), "big") >> 1
         return sequence(
             _V3,
-            _tlv(0x02, serial.to_bytes((serial.bit_length() + 8) // 8, "big")),
+            tlv(0x02, serial.to_bytes((serial.bit_length() + 8) // 8, "big")),
             ECDSA_WITH_SHA256,
             self._issuer,
             self._validity_for(ttl),
             subject,
             spki,
-            _tlv(0xA3, sequence(extensions)),
+            tlv(0xA3, sequence(extensions)),
         )

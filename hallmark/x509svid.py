@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from hallmark.der import certification_request_info, signed_certificate, signed_request
 from hallmark.errors import InvalidSvid
@@ -167,60 +167,11 @@ class LeafRequest:
     dns_names: tuple[str, ...] = ()
 
 
-def _leaf_builder(
-    request: LeafRequest, ca: x509.Certificate, now: dt.datetime
-) -> x509.CertificateBuilder:
-    if not request.spiffe_id.path:
-        raise InvalidSvid("a leaf X.509-SVID needs a SPIFFE ID with a non-root path")
-    not_before = now - BACKDATE
-    not_after = min(now + request.ttl, ca.not_valid_after_utc)
-    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(request.spiffe_id))]
-    sans += [x509.DNSName(name) for name in request.dns_names]
-    common_name = request.dns_names[0] if request.dns_names else None
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_subject(request.spiffe_id.trust_domain, common_name))
-        .issuer_name(ca.subject)
-        .public_key(request.public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(request.public_key), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    )
-
-
 def build_leaf(
     request: LeafRequest, *, ca: x509.Certificate, signer: Signer, now: dt.datetime | None = None
 ) -> x509.Certificate:
-    return _finish(_leaf_builder(request, ca, now or utcnow()), signer)
+    """One leaf X.509-SVID (the same path as a batch)."""
+    return build_leaves([request], ca=ca, signer=signer, now=now)[0]
 
 
 def build_leaves(
@@ -233,7 +184,8 @@ def build_leaves(
     """Several leaves in one batch: one round trip to a key manager that can batch.
 
     The TBS certificates come from `LeafTemplate` (DER pieces): byte for byte what
-    `_leaf_builder` describes, without CertificateBuilder's cost per leaf.
+    CertificateBuilder makes of the same leaf (tests/hallmark/test_leafder.py holds that
+    reference), without its cost per leaf.
     """
     template = LeafTemplate(ca, now or utcnow(), BACKDATE)
     tbs_list = []

@@ -1,4 +1,4 @@
-"""LeafTemplate makes exactly the TBS certificate that CertificateBuilder makes from _leaf_builder.
+"""LeafTemplate makes exactly the TBS certificate that CertificateBuilder makes of a leaf.
 
 Minting builds leaves from DER pieces for speed; the certificate must not change by a byte.
 """
@@ -8,9 +8,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from hallmark.errors import InvalidSvid
 from hallmark.leafder import LeafTemplate
 from hallmark.signing import LocalSigner
 from hallmark.spiffeid import SpiffeId, TrustDomain
@@ -18,7 +21,6 @@ from hallmark.x509svid import (
     _THROWAWAY_KEY,
     BACKDATE,
     LeafRequest,
-    _leaf_builder,
     _subject,
     build_leaves,
     build_signing_certificate,
@@ -27,6 +29,56 @@ from hallmark.x509svid import (
 )
 
 TD = TrustDomain("leafder.test")
+
+
+def _leaf_builder(  # the reference: every leaf field through CertificateBuilder
+    request: LeafRequest, ca: x509.Certificate, now: dt.datetime
+) -> x509.CertificateBuilder:
+    if not request.spiffe_id.path:
+        raise InvalidSvid("a leaf X.509-SVID needs a SPIFFE ID with a non-root path")
+    not_before = now - BACKDATE
+    not_after = min(now + request.ttl, ca.not_valid_after_utc)
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(request.spiffe_id))]
+    sans += [x509.DNSName(name) for name in request.dns_names]
+    common_name = request.dns_names[0] if request.dns_names else None
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_subject(request.spiffe_id.trust_domain, common_name))
+        .issuer_name(ca.subject)
+        .public_key(request.public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(request.public_key), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    )
 
 
 def _ca(days: int):
