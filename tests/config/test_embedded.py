@@ -77,3 +77,34 @@ def test_configured_external_servers_start_nothing_embedded(tmp_path: Path) -> N
     assert exported == {}
     assert servers.started == []
     assert not (tmp_path / "postgres").exists() and not (tmp_path / "openbao").exists()
+
+
+def test_openbao_that_aborts_while_starting_is_started_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an OpenBao that aborts on its first start (as seen once under load) and then runs:
+    # a wrapper that kills itself with SIGABRT once, and execs the real binary after that
+    servers = EmbeddedServers(tmp_path / "data")
+    real = servers._bao_binary()
+    marker = tmp_path / "aborted-once"
+    wrapper = tmp_path / "bao"
+    wrapper.write_text(
+        f'#!/bin/sh\nif [ ! -e "{marker}" ]; then touch "{marker}"; kill -ABRT $$; fi\n'
+        f'exec "{real}" "$@"\n'
+    )
+    wrapper.chmod(0o700)
+    monkeypatch.setattr(servers, "_bao_binary", lambda: str(wrapper))
+    said: list[str] = []
+    monkeypatch.setattr(servers, "_progress", said.append)
+
+    # when only OpenBao is started
+    try:
+        address, token = servers._start_openbao()
+
+        # then the abort was reported and the second start serves the Vault API, unsealed
+        assert marker.exists()
+        assert any("exited with -6" in s and "starting it once more" in s for s in said)
+        client = hvac.Client(url=address, token=token)
+        assert client.sys.is_initialized() and not client.sys.is_sealed()
+    finally:
+        servers.stop()
