@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint up protos check-protos softhsm clean
+.PHONY: demo test test-fast lint up protos check-protos softhsm clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,16 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(VENV)/bin/hallmark up
 
-## test: the whole suite against real PostgreSQL, Redis, OpenBao, gRPC and py-spiffe.
+## test: the whole suite against real PostgreSQL, Redis, OpenBao, gRPC and py-spiffe,
+## on TEST_WORKERS parallel workers (pytest-xdist; tests/conftest.py groups and orders them).
+TEST_WORKERS ?= 2
 test: $(STAMP) softhsm
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
+## test-fast: the inner loop: everything but the end-to-end planes and the embedded-server
+## restarts, in parallel, stopping at the first failure.
+test-fast: $(STAMP) softhsm
+	$(PY) -m pytest -q -x -n $(TEST_WORKERS) --dist loadgroup -m "not e2e and not slow"
 
 ## softhsm: Debian's SoftHSM2 for the PKCS#11 key manager (installed when root and missing).
 softhsm:

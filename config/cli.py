@@ -74,7 +74,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _django() -> None:
+    """Set Django up, first starting (or joining) the embedded servers it needs, if any."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from config import embedded, env
+
+    embedded.ensure_started(env.data_dir())
     import django
 
     django.setup()
@@ -116,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         from django.core.management import call_command
 
         call_command("migrate_schemas", interactive=False, verbosity=1)
+        from tenants.schemas import migrate_template
+
+        migrate_template(verbosity=1)  # new tenant schemas are copies of it
         return 0
     if args.command == "manage":
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        _django()
         from django.core.management import execute_from_command_line
 
         execute_from_command_line(["hallmark manage", *args.args])

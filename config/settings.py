@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded, env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env.data_dir()
 
-# The embedded default: start our own PostgreSQL/Redis/OpenBao when none is configured.
-if not (
-    os.environ.get("HALLMARK_DATABASE_URL")
-    and os.environ.get("HALLMARK_REDIS_URL")
-    and os.environ.get("HALLMARK_VAULT_ADDR")
-):
-    from config.embedded import EmbeddedServers
+# The embedded default (config.embedded) is started explicitly by `hallmark up`, the
+# `hallmark` commands that need a database, manage.py and the test session, which export
+# HALLMARK_DATABASE_URL/REDIS_URL/VAULT_ADDR and HALLMARK_EMBEDDED=true before Django loads
+# these settings. Importing the settings never starts a server.
+EMBEDDED = env.boolean("HALLMARK_EMBEDDED", False)
 
-    EMBEDDED_SERVERS = EmbeddedServers(DATA_DIR)
-    EMBEDDED_SERVERS.start()
-    EMBEDDED = True
-else:
-    EMBEDDED = env.boolean("HALLMARK_EMBEDDED", False)
+
+def _server_url(name: str) -> str:
+    value = env.optional(name)
+    if value is None:
+        raise ImproperlyConfigured(
+            f"{name} is not set. Point it at your server, or run through `hallmark up`, "
+            "`hallmark manage` or manage.py, which start the embedded servers and set it."
+        )
+    return value
+
 
 DEBUG = env.boolean("HALLMARK_DEBUG", False)
 SECRET_KEY = env.optional("HALLMARK_SECRET_KEY") or (
@@ -49,7 +53,7 @@ def _database(url: str) -> dict[str, object]:
     }
 
 
-DATABASES = {"default": _database(env.text("HALLMARK_DATABASE_URL"))}
+DATABASES = {"default": _database(_server_url("HALLMARK_DATABASE_URL"))}
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -109,7 +113,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Redis: Celery broker and the event bus.
-REDIS_URL = env.text("HALLMARK_REDIS_URL")
+REDIS_URL = _server_url("HALLMARK_REDIS_URL")
 
 
 def _celery_broker_url(url: str) -> str:
@@ -130,7 +134,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Key managers.
-VAULT_ADDR = env.text("HALLMARK_VAULT_ADDR")
+VAULT_ADDR = _server_url("HALLMARK_VAULT_ADDR")
 VAULT_TOKEN = env.optional("HALLMARK_VAULT_TOKEN")
 VAULT_TOKEN_FILE = env.optional("HALLMARK_VAULT_TOKEN_FILE")
 VAULT_TRANSIT_MOUNT = env.text("HALLMARK_VAULT_TRANSIT_MOUNT", "transit")

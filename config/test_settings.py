@@ -1,7 +1,12 @@
-"""Settings for the test suite: its own embedded data dir and a fast password hasher."""
+"""Settings for the test suite: its own embedded data dir, a fast password hasher, and a
+Redis database of its own for each xdist worker (events, caches and Celery queues stay apart).
+
+The servers themselves are started by the test session (tests/embedded_servers.py).
+"""
 
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlparse
 
 os.environ.setdefault(
     "HALLMARK_DATA_DIR", str(Path(__file__).resolve().parent.parent / ".hallmark-test")
@@ -9,3 +14,28 @@ os.environ.setdefault(
 os.environ.setdefault("HALLMARK_FAST_PASSWORD_HASHER", "true")
 
 from config.settings import *  # noqa: E402,F403
+from config.settings import REDIS_URL, _celery_broker_url  # noqa: E402
+
+# Each worker owns databases [8k, 8k + 8) of the session's Redis: the suite's own (base 0) and
+# those of the control planes its end-to-end tests start (bases 1-7).
+REDIS_DATABASES_PER_WORKER = 8
+
+
+def worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker.startswith("gw") else 0
+
+
+def redis_url_with_db(url: str, base: int) -> str:
+    """`url` moved to this worker's database number `base` (0-7)."""
+    db = worker_index() * REDIS_DATABASES_PER_WORKER + base
+    parts = urlparse(url)
+    if parts.scheme == "unix":
+        query = parse_qs(parts.query)
+        query["db"] = [str(db)]
+        return f"unix://{parts.path}?{urlencode(query, doseq=True)}"
+    return parts._replace(path=f"/{db}").geturl()
+
+
+REDIS_URL = redis_url_with_db(REDIS_URL, 0)
+CELERY_BROKER_URL = _celery_broker_url(REDIS_URL)

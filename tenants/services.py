@@ -12,6 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils.text import slugify
 
 from hallmark.spiffeid import TrustDomain
+from tenants import schemas
 from tenants.api.errors import ApiError
 from tenants.models import ApiToken, AuditEvent, Domain, Membership, Tenant
 from tenants.scoping import tenant_schema
@@ -111,6 +112,7 @@ def signup(  # noqa: PLR0913 - the signup form's fields
             "email_taken", f"an account for {email!r} already exists; sign in instead", 409
         )
 
+    schemas.ensure_template()
     tenant_id = uuid.uuid4()
     tenant = Tenant(
         id=tenant_id,
@@ -126,7 +128,7 @@ def signup(  # noqa: PLR0913 - the signup form's fields
             user = User.objects.create_user(username=email.lower(), email=email, password=password)
             Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.OWNER)
             token = issue_api_token(tenant=tenant, created_by=user)
-            tenant.create_schema(check_if_exists=True, verbosity=0)
+            schemas.create_tenant_schema(tenant.schema_name)
             with tenant_schema(tenant):
                 trustdomain_services.provision_trust_domain(
                     tenant=tenant, name=domain.name, upstream_authority=upstream_authority

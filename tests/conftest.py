@@ -12,6 +12,36 @@ from rest_framework.test import APIClient
 
 from tenants.models import Tenant
 
+# Parallel runs (`make test`: pytest-xdist, --dist loadgroup): a file's tests stay on one
+# worker, so module fixtures start once; the files that share the session's `hallmark up`
+# (the control_plane fixture) share a worker, so it starts once. The heaviest groups are
+# queued first so the workers finish together (figures from `pytest --durations`).
+SHARED_PLANE_GROUP = "control-plane"
+HEAVIEST_FIRST = (
+    "tests/e2e/test_rotation_e2e.py",
+    "tests/e2e/test_faults.py",
+    "tests/e2e/test_agent_survival.py",
+    "tests/config/test_embedded.py",
+    SHARED_PLANE_GROUP,
+    "tests/issuance/test_agentapi_scaleout.py",
+    "tests/issuance/test_agent_api_sync_scale.py",
+    "tests/e2e/test_demo.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def path(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    on_shared_plane = {path(item) for item in items if "control_plane" in item.fixturenames}
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = SHARED_PLANE_GROUP if path(item) in on_shared_plane else path(item)
+            item.add_marker(pytest.mark.xdist_group(group))
+    rank = {group: position for position, group in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.get_closest_marker("xdist_group").args[0], len(rank)))
+
 
 @dataclass
 class TenantHandle:
@@ -84,3 +114,12 @@ def vault_unreachable(settings) -> Iterator[None]:  # type: ignore[no-untyped-de
     reset_key_managers()
     yield
     reset_key_managers()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker) -> None:  # type: ignore[no-untyped-def]
+    """The test database, with the tenant template that every signup copies migrated once."""
+    from tenants.schemas import migrate_template
+
+    with django_db_blocker.unblock():
+        migrate_template()

@@ -13,6 +13,7 @@ import redis
 
 from config.embedded import EmbeddedServers
 
+pytestmark = pytest.mark.slow
 SERVER_VARIABLES = ("HALLMARK_DATABASE_URL", "HALLMARK_REDIS_URL", "HALLMARK_VAULT_ADDR")
 
 

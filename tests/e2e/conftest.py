@@ -172,9 +172,11 @@ def control_plane_env(redis_db: int = 1) -> dict[str, str]:
     """The session's servers as external ones, in a database (and Redis db) of its own."""
     from django.conf import settings  # the session's embedded servers are up by now
 
+    from config.test_settings import redis_url_with_db
+
     env = dict(os.environ)
     env["HALLMARK_DATABASE_URL"] = _database_for_e2e(os.environ["HALLMARK_DATABASE_URL"])
-    env["HALLMARK_REDIS_URL"] = settings.REDIS_URL.replace("db=0", f"db={redis_db}")
+    env["HALLMARK_REDIS_URL"] = redis_url_with_db(os.environ["HALLMARK_REDIS_URL"], redis_db)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["HALLMARK_SECRET_KEY"] = "e2e-" + secrets.token_hex(16)
     env["HALLMARK_UPSTREAM_AUTHORITIES_FILE"] = _upstream_authorities_file(settings)

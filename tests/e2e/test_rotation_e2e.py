@@ -1,7 +1,7 @@
 """Compressed-time rotation: a workload's py-spiffe sources ride CA rotations without a gap.
 
-A control plane of its own with a CA TTL of a minute and SVIDs of seconds, once per key-manager
-backend. A workload keeps an `X509Source` and a `JwtSource` open and, twice a second, checks
+A control plane of its own with a CA TTL of a minute and SVIDs of seconds for each key-manager
+backend, the two side by side. A workload keeps an `X509Source` and a `JwtSource` open and, twice a second, checks
 that the SVID its X509Source holds verifies against the X.509 bundle that same source holds at
 that moment, and that a JWT-SVID fetched through the JwtSource verifies against the JWT bundle
 the JwtSource holds at that moment, until it has seen two X.509 CA and two JWT key rotations.
@@ -10,10 +10,12 @@ the JwtSource holds at that moment, until it has seen two X.509 CA and two JWT k
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,7 @@ SAMPLE_EVERY = 0.5
 HARD_CAP = 200.0
 AUDIENCE = "rotation-e2e"
 FETCH_TIMEOUT = 10.0
+BACKENDS = ("vault", "pkcs11")
 REDIS_DB = {"vault": 3, "pkcs11": 4}
 
 
@@ -203,42 +206,73 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("backend", ["vault", "pkcs11"])
 def test_workload_sources_ride_two_ca_rotations_with_every_svid_verifying(
-    backend: str, tmp_path: Path, django_db_setup: None
+    tmp_path: Path, django_db_setup: None
 ) -> None:
-    # given a control plane whose CAs live a minute and whose SVIDs live seconds
-    data_dir = tmp_path / "plane"
-    data_dir.mkdir()
-    plane = launch_control_plane(data_dir, _plane_env(backend, data_dir), free_port(), free_port())
-    seen = Observations()
+    # given, for each key-manager backend, a control plane whose CAs live a minute and whose
+    # SVIDs live seconds (both at once: the rotations take the same minutes side by side)
+    with ThreadPoolExecutor(len(BACKENDS)) as pool:
+        planes = dict(zip(BACKENDS, pool.map(_launch, BACKENDS, [tmp_path] * 2), strict=True))
+    seen = {backend: Observations() for backend in BACKENDS}
     try:
-        tenant, td, socket_path = _start_workload_agent(plane, tmp_path / "agent")
-        trust_domain = plane.call(tenant["token"], "GET", "trust-domain").json()
-        assert trust_domain["key_manager"] == backend, trust_domain
+        workloads = {
+            backend: _start_workload_agent(plane, tmp_path / f"agent-{backend}")
+            for backend, plane in planes.items()
+        }
+        for backend, (tenant, _, _) in workloads.items():
+            trust_domain = planes[backend].call(tenant["token"], "GET", "trust-domain").json()
+            assert trust_domain["key_manager"] == backend, trust_domain
 
-        # when a workload keeps both sources open through the rotations
-        endpoint = f"unix:{socket_path}"
-        with (
-            X509Source(socket_path=endpoint, timeout_in_seconds=60) as x509_source,
-            JwtSource(socket_path=endpoint, timeout_in_seconds=60) as jwt_source,
-        ):
-            seen = Observations()
-            while not seen.done() and seen.elapsed < HARD_CAP:
-                _sample(x509_source, jwt_source, td, seen)
-                if x509_source.is_closed() or jwt_source.is_closed():
-                    seen.errors.append(f"{seen.elapsed:6.1f}s a source closed itself")
-                    break
+        # when a workload on each keeps both sources open through the rotations
+        with contextlib.ExitStack() as stack:
+            sources = {
+                backend: (
+                    stack.enter_context(
+                        X509Source(socket_path=f"unix:{socket_path}", timeout_in_seconds=60)
+                    ),
+                    stack.enter_context(
+                        JwtSource(socket_path=f"unix:{socket_path}", timeout_in_seconds=60)
+                    ),
+                    td,
+                )
+                for backend, (_, td, socket_path) in workloads.items()
+            }
+            seen = {backend: Observations() for backend in BACKENDS}
+            watching = set(BACKENDS)
+            while watching and max(s.elapsed for s in seen.values()) < HARD_CAP:
+                for backend in sorted(watching):
+                    x509_source, jwt_source, td = sources[backend]
+                    _sample(x509_source, jwt_source, td, seen[backend])
+                    if x509_source.is_closed() or jwt_source.is_closed():
+                        seen[backend].errors.append(
+                            f"{seen[backend].elapsed:6.1f}s a source closed itself"
+                        )
+                        watching.discard(backend)
+                    elif seen[backend].done():
+                        watching.discard(backend)
                 time.sleep(SAMPLE_EVERY)
     finally:
-        stop_control_plane(plane)
-        print("\n" + seen.summary(backend))
+        for plane in planes.values():
+            stop_control_plane(plane)
+        for backend in BACKENDS:
+            print("\n" + seen[backend].summary(backend))
 
-    # then everything the workload held verified, through two rotations of each kind of key
-    logs = f"agent.log:\n{_tail(tmp_path / 'agent' / 'agent.log')}\nup.log: {data_dir}/up.log"
-    assert not seen.errors, "\n".join(seen.errors[:20]) + "\n" + logs
-    assert seen.ca_rotations() >= ROTATIONS, seen.summary(backend) + "\n" + logs
-    assert seen.jwt_rotations() >= ROTATIONS, seen.summary(backend) + "\n" + logs
-    # SVIDs renew at half-life: several per CA, let alone per rotation
-    assert len(seen.x509_serials) >= 3 * (ROTATIONS + 1), seen.summary(backend)
-    assert len(seen.jwt_tokens) >= 3 * (ROTATIONS + 1), seen.summary(backend)
+    # then everything each workload held verified, through two rotations of each kind of key
+    for backend in BACKENDS:
+        observed = seen[backend]
+        logs = (
+            f"agent.log:\n{_tail(tmp_path / f'agent-{backend}' / 'agent.log')}\n"
+            f"up.log: {planes[backend].data_dir}/up.log"
+        )
+        assert not observed.errors, "\n".join(observed.errors[:20]) + "\n" + logs
+        assert observed.ca_rotations() >= ROTATIONS, observed.summary(backend) + "\n" + logs
+        assert observed.jwt_rotations() >= ROTATIONS, observed.summary(backend) + "\n" + logs
+        # SVIDs renew at half-life: several per CA, let alone per rotation
+        assert len(observed.x509_serials) >= 3 * (ROTATIONS + 1), observed.summary(backend)
+        assert len(observed.jwt_tokens) >= 3 * (ROTATIONS + 1), observed.summary(backend)
+
+
+def _launch(backend: str, tmp_path: Path) -> ControlPlaneProcess:
+    data_dir = tmp_path / f"plane-{backend}"
+    data_dir.mkdir()
+    return launch_control_plane(data_dir, _plane_env(backend, data_dir), free_port(), free_port())

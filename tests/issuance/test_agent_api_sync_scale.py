@@ -18,7 +18,7 @@ from issuance.models import Entry
 from tests.issuance.agent_steps import attested
 from tests.issuance.sync_mirror import EntryMirror, authorised_in_db
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 WRITES_PER_WRITER = 60
 GRPC_MESSAGE_LIMIT = 4 * 1024 * 1024
 
