@@ -43,8 +43,11 @@ softhsm:
 	  else echo "note: softhsm2 is missing and you are not root; install Debian's softhsm2"; fi; \
 	fi
 
+## lint: ruff (rules and formatting) and mypy (strict for hallmark/ and agent/, pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy hallmark agent attestors config tenants trustdomains issuance federation
 
 ## protos: regenerate the committed gRPC code; check-protos fails when it drifted.
 protos: $(STAMP)

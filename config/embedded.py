@@ -169,7 +169,9 @@ class EmbeddedServers:
         import pgserver
 
         started = time.monotonic()
-        server = pgserver.get_server(self.data_dir / "postgres", cleanup_mode="stop")
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            self.data_dir / "postgres", cleanup_mode="stop"
+        )
         query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"  # noqa: S608 - constant
         exists = server.psql(query).strip()
         if "1 row" not in exists:

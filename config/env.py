@@ -8,10 +8,12 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 
-def text(name: str, default: str | None = None) -> str:
+def text(name: str, default: str | None = None, *, hint: str = "") -> str:
     value = os.environ.get(name, default)
     if value is None or value == "":
-        raise ImproperlyConfigured(f"{name} is required; set it in the environment")
+        raise ImproperlyConfigured(
+            f"{name} is required; set it in the environment" + (f" ({hint})" if hint else "")
+        )
     return value
 
 

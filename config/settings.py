@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from django.core.exceptions import ImproperlyConfigured
-
 from config import embedded, env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -19,15 +17,11 @@ DATA_DIR = env.data_dir()
 EMBEDDED = env.boolean("HALLMARK_EMBEDDED", False)
 
 
-def _server_url(name: str) -> str:
-    value = env.optional(name)
-    if value is None:
-        raise ImproperlyConfigured(
-            f"{name} is not set. Point it at your server, or run through `hallmark up`, "
-            "`hallmark manage` or manage.py, which start the embedded servers and set it."
-        )
-    return value
-
+# Where a missing server address comes from, for the error that names it.
+SERVERS_HINT = (
+    "point it at your server, or run through `hallmark up`, `hallmark manage` or manage.py, "
+    "which start the embedded servers and set it"
+)
 
 DEBUG = env.boolean("HALLMARK_DEBUG", False)
 SECRET_KEY = env.optional("HALLMARK_SECRET_KEY") or (
@@ -53,7 +47,7 @@ def _database(url: str) -> dict[str, object]:
     }
 
 
-DATABASES = {"default": _database(_server_url("HALLMARK_DATABASE_URL"))}
+DATABASES = {"default": _database(env.text("HALLMARK_DATABASE_URL", hint=SERVERS_HINT))}
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -113,7 +107,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Redis: Celery broker and the event bus.
-REDIS_URL = _server_url("HALLMARK_REDIS_URL")
+REDIS_URL = env.text("HALLMARK_REDIS_URL", hint=SERVERS_HINT)
 
 
 def _celery_broker_url(url: str) -> str:
@@ -134,7 +128,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Key managers.
-VAULT_ADDR = _server_url("HALLMARK_VAULT_ADDR")
+VAULT_ADDR = env.text("HALLMARK_VAULT_ADDR", hint=SERVERS_HINT)
 VAULT_TOKEN = env.optional("HALLMARK_VAULT_TOKEN")
 VAULT_TOKEN_FILE = env.optional("HALLMARK_VAULT_TOKEN_FILE")
 VAULT_TRANSIT_MOUNT = env.text("HALLMARK_VAULT_TRANSIT_MOUNT", "transit")

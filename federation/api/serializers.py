@@ -37,7 +37,7 @@ class RelationshipSerializer(serializers.ModelSerializer):  # type: ignore[type-
             "created_at",
             "updated_at",
         ]
-        extra_kwargs = {"trust_domain": {"validators": []}}
+        extra_kwargs: dict[str, dict[str, list[object]]] = {"trust_domain": {"validators": []}}
 
     def get_bundle(self, relationship: FederationRelationship) -> Any:
         return relationship.bundle_json

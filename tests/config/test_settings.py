@@ -22,3 +22,33 @@ def test_a_unix_socket_redis_db_reaches_celery_as_that_db() -> None:
 
 def test_a_tcp_redis_url_is_passed_to_celery_unchanged() -> None:
     assert _celery_broker_url("redis://redis.internal:6379/3") == "redis://redis.internal:6379/3"
+
+
+def test_importing_the_settings_starts_no_server_and_names_what_is_missing(tmp_path) -> None:
+    # given an environment with no servers configured and an empty data dir
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HALLMARK_") and k != "DJANGO_SETTINGS_MODULE"
+    }
+    env["HALLMARK_DATA_DIR"] = str(tmp_path / "data")
+
+    # when a process imports the settings
+    result = subprocess.run(
+        [sys.executable, "-c", "import config.settings"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    # then it fails with a message that says what to set, and nothing was started
+    assert result.returncode != 0
+    assert "HALLMARK_DATABASE_URL is required" in result.stderr
+    assert "hallmark up" in result.stderr
+    assert not (tmp_path / "data").exists()
