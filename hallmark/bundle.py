@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from hallmark.errors import InvalidBundle, UnsupportedKeyType
@@ -179,10 +180,11 @@ def _x509_authority(jwk: dict[str, Any]) -> x509.Certificate | None:
         raise InvalidBundle("x5c certificate is too large", code="bundle_too_large")
     try:
         cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
-        key = cert.public_key()
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, x509.InvalidVersion) as exc:
         raise InvalidBundle(f"x5c is not a DER certificate: {str(exc)[:200]}") from None
-    except Exception as exc:  # cryptography raises its own types for unknown key algorithms
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise UnsupportedKeyType(f"x5c certificate key cannot be used: {str(exc)[:200]}") from None
     check_supported_key(key)
     return cert
@@ -200,7 +202,7 @@ def _jwt_authority(jwk: dict[str, Any]) -> JwtAuthority | None:
 def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise InvalidBundle(f"not PEM certificates: {exc}") from None
 
 
@@ -225,7 +227,7 @@ def load_der_certificates(data: bytes) -> list[x509.Certificate]:
             raise InvalidBundle("truncated DER certificate")
         try:
             certs.append(x509.load_der_x509_certificate(data[offset:end]))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise InvalidBundle(f"not a DER certificate: {str(exc)[:200]}") from None
         offset = end
     return certs

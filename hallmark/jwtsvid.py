@@ -223,7 +223,9 @@ def _parse_header(segment: str) -> tuple[str, str]:
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
         raise _fail("jwt_unsupported_algorithm", f"alg {alg!r} is not allowed for JWT-SVIDs")
-    if "typ" in header and header["typ"] not in ALLOWED_TYPES:
+    if "typ" in header and (
+        not isinstance(header["typ"], str) or header["typ"] not in ALLOWED_TYPES
+    ):
         raise _fail("jwt_malformed", f"typ {header['typ']!r} must be JWT or JOSE")
     kid = header.get("kid")
     if kid is None or kid == "":
