@@ -123,3 +123,23 @@ def test_a_stored_bundle_that_became_unreadable_does_not_break_the_agents_bundle
         client.close()
     assert answer.trust_domain == tenant_a.trust_domain
     assert PARTNER not in answer.federated_bundles
+
+
+def test_a_foreign_bundle_set_by_one_tenant_never_reaches_another_tenants_agents(
+    agent_api,  # noqa: F811 - the fixture imported above
+    tenant_a,
+    tenant_b,
+) -> None:
+    # given A holds an RSA-2048 peer bundle, and an entry of B's agent names the same peer
+    assert _post(tenant_a, {"keys": [x509_jwk("rsa-2048")]}).status_code == 201
+    identity, _, client = attested(agent_api, tenant_b)
+    create_entry(tenant_b, "/fed", parent_id=identity.spiffe_id, federates_with=[PARTNER])
+
+    # then B's agent gets B's own bundle and nothing of A's relationship
+    try:
+        answer = client.fetch_bundle()
+    finally:
+        client.close()
+    assert answer.trust_domain == tenant_b.trust_domain
+    assert dict(answer.federated_bundles) == {}
+    assert tenant_b.client.get(f"{PATH}/{PARTNER}").status_code == 404
