@@ -44,3 +44,17 @@ def integer(name: str, default: int) -> int:
 
 def data_dir() -> Path:
     return Path(os.environ.get("HALLMARK_DATA_DIR") or ".hallmark").resolve()
+
+
+def rate(name: str, default: str) -> str:
+    """A rate limit written COUNT/SECONDS (e.g. `5/3600`: five an hour)."""
+    value = os.environ.get(name) or default
+    count, sep, seconds = value.partition("/")
+    if not (sep and count.isdigit() and seconds.isdigit() and int(count) and int(seconds)):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate COUNT/SECONDS (e.g. 5/3600)")
+    return value
+
+
+def names(name: str) -> list[str]:
+    """A comma-separated list of names (empty when unset)."""
+    return [n.strip() for n in (os.environ.get(name) or "").split(",") if n.strip()]

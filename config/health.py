@@ -1,5 +1,6 @@
 """Health: `GET /healthz` for the whole control plane, `GET /readyz` for one web process.
 
+Both answer each part as "ok" or "down" only; the reason a part is down goes to the logs.
 `/healthz` answers 200 only when the database, Redis, OpenBao, the agent API and Celery all
 answer (what `hallmark up` waits for). `/readyz` answers 200 when this web process can serve
 requests — its database and Redis answer — so a load balancer keeps sending it traffic while
@@ -8,8 +9,8 @@ a worker or the agent API is being replaced elsewhere.
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
 
 import redis
 import requests
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+log = logging.getLogger("hallmark.health")
 HEARTBEAT_KEY = "hallmark:heartbeat:{component}"
 HEARTBEAT_MAX_AGE = 30.0
 
@@ -59,8 +61,9 @@ def _check_heartbeats(client: redis.Redis) -> dict[str, str]:
     return found
 
 
-def _run_checks(*, whole_plane: bool) -> dict[str, Any]:
-    checks: dict[str, Any] = {}
+def _run_checks(*, whole_plane: bool) -> dict[str, str]:
+    """Each part's state in detail: "ok", or what is wrong (for the logs, not for callers)."""
+    checks: dict[str, str] = {}
     named = [("database", _check_database)] + ([("vault", _check_vault)] if whole_plane else [])
     for name, check in named:
         try:
@@ -78,7 +81,28 @@ def _run_checks(*, whole_plane: bool) -> dict[str, Any]:
     return checks
 
 
-def _answer(checks: dict[str, Any]) -> JsonResponse:
+_last_logged: dict[str, str] = {}
+
+
+def _log_changes(details: dict[str, str]) -> None:
+    """Log a part's detail when it changes, so a flood of probes does not flood the logs."""
+    for part, detail in details.items():
+        if _last_logged.get(part) != detail:
+            _last_logged[part] = detail
+            if detail == "ok":
+                log.info("health: %s is ok again", part)
+            else:
+                log.warning("health: %s is down: %s", part, detail)
+
+
+def _answer(details: dict[str, str]) -> JsonResponse:
+    """Up or down per part: callers are anonymous, so what went wrong stays in the logs.
+
+    Exception text names hosts, ports, paths and library versions; none of it is for the
+    internet. `hallmark up` and load balancers need only which part is not ready.
+    """
+    _log_changes(details)
+    checks = {part: "ok" if detail == "ok" else "down" for part, detail in details.items()}
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse(
         {"status": "ok" if healthy else "unavailable", "checks": checks},

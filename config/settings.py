@@ -94,7 +94,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.api.authentication.TenantTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tenants.api.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "tenants.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -167,6 +167,20 @@ AGENT_API_PROCESSES = env.integer("HALLMARK_AGENT_API_PROCESSES", 2)
 # Public endpoints advertised to tenants (signup answers them).
 HTTP_PUBLIC_URL = env.text("HALLMARK_HTTP_PUBLIC_URL", "http://127.0.0.1:8000")
 AGENT_ENDPOINT = env.text("HALLMARK_AGENT_ENDPOINT", "127.0.0.1:8081")
+
+# The public edge (tenants.ratelimit, tenants.reserved, tenants.api.parsers). Bodies above
+# this many bytes answer 413 request_too_large (Django's limit; DRF >= 3.17.2 applies it to
+# JSON bodies too).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.integer("HALLMARK_MAX_REQUEST_BODY_BYTES", 2 * 1024 * 1024)
+# Per-client limits, COUNT/SECONDS, counted in Redis across replicas: 429 rate_limited. Every
+# attempt counts. The embedded (development, demo) default allows more signups from one host.
+SIGNUP_RATE_LIMIT = env.rate("HALLMARK_SIGNUP_RATE_LIMIT", "100/3600" if EMBEDDED else "10/3600")
+LOGIN_RATE_LIMIT = env.rate("HALLMARK_LOGIN_RATE_LIMIT", "10/300")
+# Reverse proxies in front of the web replicas that append to X-Forwarded-For (0: none).
+TRUSTED_PROXY_COUNT = env.integer("HALLMARK_TRUSTED_PROXY_COUNT", 0)
+# Trust domains no tenant may take, besides the platform's hostnames, localhost and IP
+# literals: comma-separated; "*.example.com" reserves example.com and every name under it.
+RESERVED_TRUST_DOMAINS = env.names("HALLMARK_RESERVED_TRUST_DOMAINS")
 
 # Defaults as SPIRE's (SPIRE-BEHAVIOUR.md).
 CA_TTL_SECONDS = env.integer("HALLMARK_CA_TTL", 24 * 3600)

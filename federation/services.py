@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,12 +11,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from federation.models import FederationRelationship
-from hallmark.bundle import Bundle
+from hallmark.bundle import MAX_BUNDLE_BYTES, Bundle
 from hallmark.errors import HallmarkError, InvalidBundle
 from hallmark.spiffeid import SpiffeId, TrustDomain
 from tenants.events import publish_change
 from tenants.scoping import current_tenant
 from tenants.services import record_audit
+
+log = logging.getLogger(__name__)
 
 
 class FederationError(HallmarkError):
@@ -30,12 +33,21 @@ class RelationshipExists(FederationError):
 
 
 def _parse_bundle(trust_domain: TrustDomain, document: Any) -> tuple[dict[str, Any], int]:
+    """A foreign bundle as stored: parsed strictly, bounded in size, with at least one key."""
     if isinstance(document, str):
         try:
             document = json.loads(document)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidBundle("trust_domain_bundle is not JSON") from None
-    bundle = Bundle.parse(trust_domain, document)
+    try:
+        size = len(json.dumps(document, separators=(",", ":")))
+    except (TypeError, ValueError, RecursionError):
+        raise InvalidBundle("trust_domain_bundle is not a JSON document") from None
+    if size > MAX_BUNDLE_BYTES:
+        raise InvalidBundle(
+            f"trust_domain_bundle is larger than {MAX_BUNDLE_BYTES} bytes", code="bundle_too_large"
+        )
+    bundle = Bundle.parse(trust_domain, document, strict=True)
     if not bundle.x509_authorities and not bundle.jwt_authorities:
         raise InvalidBundle("trust_domain_bundle holds no x509-svid or jwt-svid keys")
     return document, bundle.sequence
@@ -133,5 +145,10 @@ def federated_bundles(names: Iterable[str]) -> dict[str, Bundle]:
     found: dict[str, Bundle] = {}
     rows = FederationRelationship.objects.filter(trust_domain__in=wanted, bundle_json__isnull=False)
     for row in rows:
-        found[row.trust_domain] = Bundle.parse(TrustDomain(row.trust_domain), row.bundle_json)
+        # One bad stored bundle (kept from before input checks tightened) must not take the
+        # tenant's own bundle down with it: it is left out and logged.
+        try:
+            found[row.trust_domain] = Bundle.parse(TrustDomain(row.trust_domain), row.bundle_json)
+        except HallmarkError as exc:
+            log.warning("federated bundle of %s left out: %s", row.trust_domain, exc.detail)
     return found

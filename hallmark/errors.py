@@ -43,3 +43,9 @@ class InvalidBundle(HallmarkError):
     """A SPIFFE bundle that cannot be parsed."""
 
     code = "invalid_bundle"
+
+
+class UnsupportedKeyType(InvalidBundle):
+    """A key no SPIFFE implementation issues (P-521, small RSA, DSA, Ed25519, ...)."""
+
+    code = "unsupported_key_type"

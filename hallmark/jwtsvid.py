@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
@@ -36,6 +36,7 @@ ALLOWED_TYPES = frozenset({"JWT", "JOSE"})  # JWT-SVID.md 2.3
 RESERVED_CLAIMS = frozenset({"sub", "aud", "exp", "iat"})
 DEFAULT_LEEWAY = timedelta(seconds=30)  # Appendix A: "a small amount of leeway is acceptable"
 MAX_TOKEN_LENGTH = 64 * 1024
+MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z, the last datetime can hold
 MINT_ALGORITHM = "ES256"  # Signer signs SHA-256 digests with a P-256 key: ES256 only.
 
 # ES* algorithm -> (curve name, hash, coordinate size in bytes): RFC 7518 section 3.4.
@@ -43,6 +44,11 @@ _EC_ALGORITHMS: dict[str, tuple[str, type[hashes.HashAlgorithm], int]] = {
     "ES256": ("secp256r1", hashes.SHA256, 32),
     "ES384": ("secp384r1", hashes.SHA384, 48),
     "ES512": ("secp521r1", hashes.SHA512, 66),
+}
+_RSA_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
 }
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -187,8 +193,13 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail("jwt_malformed", f"{name} is not a NumericDate")
+    # Compared before any float(): 10**400 is a JSON integer float() cannot hold; NaN fails.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= MAX_NUMERIC_DATE
+    ):
+        raise _fail("jwt_malformed", f"{name} is not a NumericDate from 1970 to 9999")
     return float(value)
 
 
@@ -212,7 +223,9 @@ def _parse_header(segment: str) -> tuple[str, str]:
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
         raise _fail("jwt_unsupported_algorithm", f"alg {alg!r} is not allowed for JWT-SVIDs")
-    if "typ" in header and header["typ"] not in ALLOWED_TYPES:
+    if "typ" in header and (
+        not isinstance(header["typ"], str) or header["typ"] not in ALLOWED_TYPES
+    ):
         raise _fail("jwt_malformed", f"typ {header['typ']!r} must be JWT or JOSE")
     kid = header.get("kid")
     if kid is None or kid == "":
@@ -241,8 +254,26 @@ def _bundle_for(bundles: BundleSource, trust_domain: TrustDomain) -> Bundle | No
     return bundles(trust_domain)
 
 
+def _verify_rsa_signature(key: object, alg: str, signing_input: bytes, signature: bytes) -> None:
+    """RS* (PKCS#1 v1.5) and PS* (PSS, salt as long as the hash): RFC 7518 3.3 and 3.5."""
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise _fail("jwt_unsupported_algorithm", f"alg {alg} does not match the key type")
+    hash_type = _RSA_HASHES[alg[2:]]
+    pad: padding.AsymmetricPadding = (
+        padding.PKCS1v15()
+        if alg.startswith("RS")
+        else padding.PSS(mgf=padding.MGF1(hash_type()), salt_length=hash_type.digest_size)
+    )
+    try:
+        key.verify(signature, signing_input, pad, hash_type())
+    except InvalidSignature:
+        raise _fail("jwt_bad_signature", "signature does not verify") from None
+
+
 def _verify_signature(key: object, alg: str, signing_input: bytes, signature: bytes) -> None:
-    # Bundle parses EC JWT authorities only, so RS*/PS* tokens never find a key of their type.
+    if alg[:2] in ("RS", "PS"):
+        _verify_rsa_signature(key, alg, signing_input, signature)
+        return
     if alg not in _EC_ALGORITHMS or not isinstance(key, ec.EllipticCurvePublicKey):
         raise _fail("jwt_unsupported_algorithm", f"alg {alg} does not match the key type")
     curve, hash_type, size = _EC_ALGORITHMS[alg]

@@ -30,6 +30,8 @@ class TrustDomain:
     @classmethod
     def parse(cls, text: str) -> TrustDomain:
         """Accept a bare name or `spiffe://name` (no path)."""
+        if not isinstance(text, str):
+            raise InvalidTrustDomain("a trust domain must be a string")
         if text.startswith(SCHEME):
             spiffe_id = SpiffeId.parse(text)
             if spiffe_id.path:
@@ -51,6 +53,8 @@ class TrustDomain:
 
 
 def validate_trust_domain_name(name: str) -> None:
+    if not isinstance(name, str):
+        raise InvalidTrustDomain("a trust domain must be a string")
     if not name:
         raise InvalidTrustDomain("trust domain is empty")
     if len(name) > MAX_TRUST_DOMAIN_LENGTH:

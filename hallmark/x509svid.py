@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -222,11 +222,16 @@ def public_key_from_csr(csr_der: bytes) -> ec.EllipticCurvePublicKey:
     """
     try:
         csr = x509.load_der_x509_csr(csr_der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise InvalidSvid(f"CSR is not valid DER: {exc}", code="invalid_csr") from None
-    if not csr.is_signature_valid:
+    try:
+        # Both decode the key: a CSR whose key is malformed or of an unknown algorithm raises.
+        valid = csr.is_signature_valid
+        key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidSvid(f"CSR key cannot be read: {exc}", code="invalid_csr") from None
+    if not valid:
         raise InvalidSvid("CSR signature does not verify", code="invalid_csr")
-    key = csr.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in (
         "secp256r1",
         "secp384r1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from hallmark.spiffeid import TrustDomain
 from tenants import schemas
 from tenants.api.errors import ApiError
 from tenants.models import ApiToken, AuditEvent, Domain, Membership, Tenant
+from tenants.reserved import check_not_reserved
 from tenants.scoping import tenant_schema
 from tenants.tokens import display_prefix, hash_token, new_token
 
@@ -74,9 +76,15 @@ def issue_api_token(*, tenant: Tenant, created_by: Any = None, name: str = "defa
 
 
 def _unique_slug(base: str) -> str:
-    slug = slugify(base)[:50] or "tenant"
+    """`base` slugified, or with the first free `-N` suffix: one query, however many exist."""
+    slug = slugify(base)[:50].strip("-_") or "tenant"
+    taken = set(
+        Tenant.objects.filter(slug__regex=rf"^{re.escape(slug)}(-[0-9]+)?$").values_list(
+            "slug", flat=True
+        )
+    )
     candidate, n = slug, 1
-    while Tenant.objects.filter(slug=candidate).exists():
+    while candidate in taken:  # in memory: the query above fetched every candidate taken
         n += 1
         candidate = f"{slug}-{n}"
     return candidate
@@ -99,6 +107,7 @@ def signup(  # noqa: PLR0913 - the signup form's fields
     from trustdomains import services as trustdomain_services
 
     domain = TrustDomain(trust_domain)  # raises InvalidTrustDomain (400)
+    check_not_reserved(domain.name)  # 400 trust_domain_reserved
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ApiError(
             "weak_password", f"password must be at least {MIN_PASSWORD_LENGTH} characters"
@@ -107,10 +116,11 @@ def signup(  # noqa: PLR0913 - the signup form's fields
     connection.set_schema_to_public()
     if Tenant.objects.filter(trust_domain=domain.name).exists():
         raise ApiError("trust_domain_taken", f"trust domain {domain.name!r} is already taken", 409)
-    if User.objects.filter(username=email.lower()).exists():
-        raise ApiError(
-            "email_taken", f"an account for {email!r} already exists; sign in instead", 409
-        )
+    # A taken email must not tell a stranger that the account exists, so it answers as a
+    # fresh one does: the tenant and its owner token are made. Only when the password is the
+    # account's does the account become the tenant's owner (one person, several tenants);
+    # otherwise the account is left untouched and the tenant has no member, only its token.
+    existing = User.objects.filter(username=email.lower()).first()
 
     schemas.ensure_template()
     tenant_id = uuid.uuid4()
@@ -125,8 +135,9 @@ def signup(  # noqa: PLR0913 - the signup form's fields
         with transaction.atomic():
             tenant.save()
             Domain.objects.create(domain=f"{tenant.slug}.tenants.hallmark.local", tenant=tenant)
-            user = User.objects.create_user(username=email.lower(), email=email, password=password)
-            Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.OWNER)
+            user = _owner_account(User, existing, email=email, password=password)
+            if user is not None:
+                Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.OWNER)
             token = issue_api_token(tenant=tenant, created_by=user)
             schemas.create_tenant_schema(tenant.schema_name)
             with tenant_schema(tenant):
@@ -153,6 +164,19 @@ def signup(  # noqa: PLR0913 - the signup form's fields
         raise
     log.info("tenant %s signed up with trust domain %s", tenant.slug, domain.name)
     return SignupResult(tenant=tenant, token=token)
+
+
+def _owner_account(User: Any, existing: Any, *, email: str, password: str) -> Any:  # noqa: N803
+    """The signing-up account: new, or an existing one whose password matches; else None.
+
+    Both branches hash the password once, so neither answers measurably faster.
+    """
+    if existing is None:
+        return User.objects.create_user(username=email.lower(), email=email, password=password)
+    if existing.check_password(password):
+        return existing
+    log.info("signup with the email of an existing account; the account was not changed")
+    return None
 
 
 def _discard(tenant: Tenant) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -18,6 +18,11 @@ log = logging.getLogger("hallmark.api")
 DATABASE_UNAVAILABLE = {
     "code": "database_unavailable",
     "detail": "the database cannot be reached right now; retry shortly",
+}
+
+REQUEST_TOO_LARGE = {
+    "code": "request_too_large",
+    "detail": "the request body is larger than this server accepts",
 }
 
 
@@ -58,6 +63,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if status_code >= status.HTTP_500_INTERNAL_SERVER_ERROR:
             log.warning("answered %s %s: %s", status_code, exc.code, exc.detail)
         return Response({"code": exc.code, "detail": exc.detail}, status=status_code)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(REQUEST_TOO_LARGE, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, OperationalError | InterfaceError):
         log.warning("database unavailable: %s", exc)
         return Response(DATABASE_UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)

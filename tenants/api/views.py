@@ -9,19 +9,27 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tenants import services
+from tenants import ratelimit, services
 from tenants.api.serializers import AuditEventSerializer, SignupSerializer
 from tenants.models import AuditEvent
 from tenants.scoping import public_schema
 
 
 class SignupView(APIView):
-    """`POST /api/v1/signup`: a new tenant with its trust domain, CA and first API token."""
+    """`POST /api/v1/signup`: a new tenant with its trust domain, CA and first API token.
+
+    Rate-limited per client address (429 `rate_limited` with `Retry-After`); a reserved trust
+    domain is 400 `trust_domain_reserved`; an email that already has an account answers as a
+    new one does (see `services.signup`), so signup does not tell who has an account.
+    """
 
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
 
     def post(self, request: Request) -> Response:
+        # Every attempt counts, before the body is even read: a signup makes a schema, keys
+        # and a Vault policy, and failed ones probe names.
+        ratelimit.enforce("signup", request._request, limit=settings.SIGNUP_RATE_LIMIT)
         serializer = SignupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = services.signup(

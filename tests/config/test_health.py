@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import redis
 from django.conf import settings
@@ -26,7 +28,7 @@ def test_readyz_is_200_for_a_web_process_while_healthz_waits_for_the_worker(api,
 
     # then the control plane is not healthy, but this web process is ready to serve
     assert health.status_code == 503
-    assert health.json()["checks"]["worker"] == "no heartbeat"
+    assert health.json()["checks"]["worker"] == "down"
     assert ready.status_code == 200
     assert ready.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
 
@@ -42,15 +44,34 @@ def test_healthz_is_200_once_every_component_beats(api):
     assert set(response.json()["checks"]) == {"database", "vault", "redis", "agent-api", "worker"}
 
 
-def test_readyz_is_503_naming_redis_when_it_is_unreachable(api, settings):
+def test_readyz_is_503_naming_redis_when_it_is_unreachable(api, settings, caplog):
     # given this process's Redis address pointing at a closed port
     settings.REDIS_URL = "redis://127.0.0.1:9/0"
 
-    # then the web process reports itself not ready, and says why
-    response = api.get("/readyz")
+    # then the web process reports itself not ready, names the part, and logs why
+    with caplog.at_level(logging.WARNING, logger="hallmark.health"):
+        response = api.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"]["database"] == "ok"
-    assert response.json()["checks"]["redis"].startswith("error: ConnectionError")
+    assert response.json()["checks"] == {"database": "ok", "redis": "down"}
+    assert "redis is down: error: ConnectionError" in caplog.text
+
+
+def test_an_anonymous_caller_sees_up_or_down_per_part_but_no_error_text(api, settings, caplog):
+    # given Redis and OpenBao unreachable (their errors name hosts, ports and libraries)
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
+    settings.VAULT_ADDR = "http://127.0.0.1:9"
+
+    with caplog.at_level(logging.WARNING, logger="hallmark.health"):
+        response = api.get("/healthz")
+
+    # then the answer holds only "ok"/"down" per part; the details are in the logs
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert set(checks.values()) <= {"ok", "down"}
+    assert checks["redis"] == checks["vault"] == "down"
+    for leak in ("127.0.0.1", ":9", "Error", "error", "Connection", "sealed"):
+        assert leak not in response.content.decode()
+    assert "vault is down: error: ConnectionError" in caplog.text
 
 
 def test_the_vault_key_manager_verifies_tls_with_the_configured_ca(settings, tmp_path):

@@ -1,0 +1,121 @@
+"""Per-client rate limits of the public edge (signup, login), counted in Redis.
+
+Counters live in Redis so a limit holds across every web replica. Each (scope, client) pair
+has a fixed window: the first hit creates `hallmark:ratelimit:<scope>:<client>` with the
+window as its expiry; the hit that passes the limit answers 429 `rate_limited` with
+`Retry-After` set to the seconds left in the window.
+
+A client is its address as the web server saw it (`REMOTE_ADDR`), or, behind
+`HALLMARK_TRUSTED_PROXY_COUNT` reverse proxies, the address the outermost trusted proxy put
+into `X-Forwarded-For`. IPv6 clients are counted per /64, the block one host usually holds,
+so rotating addresses inside it does not reset the count.
+
+If Redis cannot be reached the limited call answers 503 `rate_limiter_unavailable`: an
+unbounded signup path during an outage is exactly the abuse window the limit closes.
+
+    from tenants.ratelimit import enforce
+    enforce("login", request, limit=settings.LOGIN_RATE_LIMIT)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest
+from rest_framework import exceptions
+
+from tenants.api.errors import ApiError
+from tenants.events import shared_redis
+
+log = logging.getLogger(__name__)
+KEY = "hallmark:ratelimit:{scope}:{client}"
+_IPV6_BLOCK = 64
+
+# INCR and set the expiry on the first hit in one step; answer the count and the TTL left.
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {count, ttl}
+"""
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most `count` calls per `seconds` from one client."""
+
+    count: int
+    seconds: int
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """`"5/3600"`: five calls an hour."""
+        count, sep, seconds = text.partition("/")
+        try:
+            rate = cls(int(count), int(seconds))
+        except ValueError:
+            rate = None
+        if not sep or rate is None or rate.count < 1 or rate.seconds < 1:
+            raise ImproperlyConfigured(f"rate {text!r} must be COUNT/SECONDS, e.g. 5/3600")
+        return rate
+
+
+class RateLimited(exceptions.Throttled):
+    """429 `rate_limited`; DRF sets `Retry-After` from `wait`."""
+
+    default_detail = "too many requests from this address; retry later"
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client as limits count it (see the module docstring)."""
+    address = str(request.META.get("REMOTE_ADDR", ""))
+    proxies = int(getattr(settings, "TRUSTED_PROXY_COUNT", 0))
+    if proxies > 0:
+        forwarded = [
+            a.strip() for a in str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",")
+        ]
+        forwarded = [a for a in forwarded if a]
+        if len(forwarded) >= proxies:
+            address = forwarded[-proxies]
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64] or "unknown"
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/{_IPV6_BLOCK}", strict=False))
+    return str(ip)
+
+
+def hit(scope: str, client: str, rate: Rate) -> tuple[int, int]:
+    """Count one call; answer (calls in this window, seconds left in it)."""
+    key = KEY.format(scope=scope, client=client)
+    count, ttl = shared_redis().eval(_HIT, 1, key, rate.seconds)
+    return int(count), int(ttl)
+
+
+def enforce(scope: str, request: HttpRequest, *, limit: str | Rate) -> None:
+    """Count a call of `scope` from the request's client; 429 once it is over `limit`."""
+    rate = limit if isinstance(limit, Rate) else Rate.parse(limit)
+    client = client_address(request)
+    try:
+        count, ttl = hit(scope, client, rate)
+    except redis.RedisError as exc:
+        log.warning("rate limiter unavailable for %s: %s", scope, exc)
+        raise ApiError(
+            "rate_limiter_unavailable", "this call cannot be admitted right now; retry shortly", 503
+        ) from None
+    if count > rate.count:
+        log.info("rate limit of %s reached by %s (%d calls)", scope, client, count)
+        raise RateLimited(wait=max(1, math.ceil(ttl)))
+
+
+def reset(scope: str, request: HttpRequest) -> None:
+    """Forget a client's count (e.g. after a successful login)."""
+    shared_redis().delete(KEY.format(scope=scope, client=client_address(request)))
