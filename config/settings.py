@@ -161,6 +161,9 @@ PKCS11_SESSIONS_PER_TOKEN = env.integer("HALLMARK_PKCS11_SESSIONS_PER_TOKEN", 4)
 # embedded default offers "embedded": a PKI mount of the embedded OpenBao with its own root.
 UPSTREAM_AUTHORITIES_FILE = env.optional("HALLMARK_UPSTREAM_AUTHORITIES_FILE")
 EMBEDDED_UPSTREAM_MOUNT = embedded.EMBEDDED_UPSTREAM_MOUNT
+# "embedded" chains every tenant that chooses it to one root, so it is offered only where the
+# operator turns it on (`hallmark demo` and the test suite do); off, no tenant sees it.
+EMBEDDED_UPSTREAM = env.boolean("HALLMARK_EMBEDDED_UPSTREAM", False)
 
 # Agent API: how many processes `hallmark up` runs on the one gRPC port (SO_REUSEPORT); each
 # is one event loop, so more processes mint more SVIDs a second on more cores.
@@ -169,6 +172,11 @@ AGENT_API_PROCESSES = env.integer("HALLMARK_AGENT_API_PROCESSES", 2)
 # Public endpoints advertised to tenants (signup answers them).
 HTTP_PUBLIC_URL = env.text("HALLMARK_HTTP_PUBLIC_URL", "http://127.0.0.1:8000")
 AGENT_ENDPOINT = env.text("HALLMARK_AGENT_ENDPOINT", "127.0.0.1:8081")
+# Host names no entry may put into an SVID, besides the hosts above, localhost and IP literals
+# (comma-separated; issuance.services.dns_policy).
+RESERVED_DNS_NAMES = [
+    n for n in (env.optional("HALLMARK_RESERVED_DNS_NAMES") or "").split(",") if n.strip()
+]
 
 # Defaults as SPIRE's (SPIRE-BEHAVIOUR.md).
 CA_TTL_SECONDS = env.integer("HALLMARK_CA_TTL", 24 * 3600)
