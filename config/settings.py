@@ -187,6 +187,10 @@ AGENT_SVID_TTL_SECONDS = env.integer("HALLMARK_AGENT_SVID_TTL", 3600)
 # long an expired authority stays in the bundle before it is pruned (SPIRE: 24 h).
 ROTATION_INTERVAL_SECONDS = env.integer("HALLMARK_ROTATION_INTERVAL", 10)
 PRUNE_GRACE_SECONDS = env.integer("HALLMARK_PRUNE_GRACE", 24 * 3600)
+# Forced rotation (trustdomains.localauthority) makes keys: at most this many authorities of
+# a kind held (not yet pruned) by a trust domain, and forced prepares of a kind an hour.
+MAX_AUTHORITIES = env.integer("HALLMARK_MAX_AUTHORITIES", 10)
+FORCED_PREPARES_PER_HOUR = env.integer("HALLMARK_FORCED_PREPARES_PER_HOUR", 6)
 
 PASSWORD_HASHERS = (
     ["django.contrib.auth.hashers.MD5PasswordHasher"]
