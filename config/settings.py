@@ -168,6 +168,11 @@ EMBEDDED_UPSTREAM = env.boolean("HALLMARK_EMBEDDED_UPSTREAM", False)
 # Agent API: how many processes `hallmark up` runs on the one gRPC port (SO_REUSEPORT); each
 # is one event loop, so more processes mint more SVIDs a second on more cores.
 AGENT_API_PROCESSES = env.integer("HALLMARK_AGENT_API_PROCESSES", 2)
+# Failed attestations per source address: past the limit in a window, the address is refused
+# (RESOURCE_EXHAUSTED rate_limited) until the window ends; each tenant's audit trail gets the
+# first failure of a source and window, then one row with the count of the rest.
+ATTEST_FAILURE_LIMIT = env.integer("HALLMARK_ATTEST_FAILURE_LIMIT", 20)
+ATTEST_FAILURE_WINDOW_SECONDS = env.integer("HALLMARK_ATTEST_FAILURE_WINDOW", 60)
 
 # Public endpoints advertised to tenants (signup answers them).
 HTTP_PUBLIC_URL = env.text("HALLMARK_HTTP_PUBLIC_URL", "http://127.0.0.1:8000")
