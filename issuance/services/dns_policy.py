@@ -72,7 +72,9 @@ def _reserved(name: str) -> bool:
     return any(_covers(name, reserved) for reserved in reserved_names())
 
 
-def _platform_trust_domains(names: Iterable[str], own: TrustDomain) -> list[str]:
+def _platform_trust_domains(
+    names: Iterable[str], own: TrustDomain, *, limit: int | None = 1
+) -> list[str]:
     """The platform's trust domains (other than `own`) that one of `names` matches."""
     from tenants.models import Tenant
 
@@ -81,7 +83,23 @@ def _platform_trust_domains(names: Iterable[str], own: TrustDomain) -> list[str]
     query = Tenant.objects.filter(trust_domain__in=exact)
     for suffix in suffixes:
         query = query | Tenant.objects.filter(trust_domain__regex=rf"^[^.]+\.{re.escape(suffix)}$")
-    return list(query.exclude(trust_domain=own.name).values_list("trust_domain", flat=True)[:1])
+    found = query.exclude(trust_domain=own.name).values_list("trust_domain", flat=True)
+    return list(found[:limit] if limit is not None else found)
+
+
+def names_not_allowed_now(names: Iterable[str], trust_domain: TrustDomain) -> set[str]:
+    """Those of `names` that stand for the platform or another tenant today (one query).
+
+    Entries are checked when written; a tenant that signs up later with a name an older
+    entry carries, or a name the operator reserves later, is caught here at minting time.
+    """
+    wanted = set(names)
+    refused = {n for n in wanted if _reserved(n)}
+    rest = wanted - refused
+    if rest:
+        taken = _platform_trust_domains(sorted(rest), trust_domain, limit=None)
+        refused |= {n for n in rest if any(_covers(n, other) for other in taken)}
+    return refused
 
 
 def check_dns_names(names: list[str], trust_domain: TrustDomain) -> None:
