@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from issuance.models import Entry
+from tenants.models import AuditEvent
 from tests.conftest import make_tenant
 from tests.issuance.conftest import create_entry, entry_body
 
@@ -42,6 +43,10 @@ def test_an_entry_cannot_name_another_tenants_trust_domain(tenant_a, zoned_b):
         assert response.json()["code"] == "dns_name_not_allowed"
         assert zoned_b.tenant.slug not in response.json()["detail"]
     assert stored(tenant_a) == []
+    # and the attempts are in A's trail as denied, not in B's
+    denied = AuditEvent.objects.filter(action="entry.create", outcome="denied")
+    assert [e.tenant_id for e in denied] == [tenant_a.tenant.id] * 2
+    assert {e.detail["code"] for e in denied} == {"dns_name_not_allowed"}
     # and the same holds the other way round
     response = post(zoned_b, [tenant_a.trust_domain])
     assert response.status_code == 400 and response.json()["code"] == "dns_name_not_allowed"
@@ -74,6 +79,9 @@ def test_patch_cannot_add_another_tenants_trust_domain(tenant_a, zoned_b):
     assert response.status_code == 400 and response.json()["code"] == "dns_name_not_allowed"
     after = tenant_a.client.get(f"/api/v1/entries/{entry['id']}").json()
     assert after["dns_names"] == ["web.example.com"] and after["revision"] == entry["revision"]
+    assert AuditEvent.objects.filter(
+        tenant=tenant_a.tenant, action="entry.update", outcome="denied", target=entry["id"]
+    ).exists()
 
 
 def test_a_wildcard_covering_the_own_trust_domain_is_reserved(db):
