@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("up", "demo"):
         from config.supervisor import ControlPlane, stop_on_signals
 
+        if args.command == "demo":
+            # The demo may offer the embedded upstream; `up` leaves that to the operator.
+            os.environ.setdefault("HALLMARK_EMBEDDED_UPSTREAM", "true")
+
         plane = ControlPlane(data_dir=args.data_dir.resolve(), http=args.http, grpc=args.grpc)
         with stop_on_signals(plane):
             plane.start()

@@ -159,14 +159,27 @@ PKCS11_SESSIONS_PER_TOKEN = env.integer("HALLMARK_PKCS11_SESSIONS_PER_TOKEN", 4)
 # embedded default offers "embedded": a PKI mount of the embedded OpenBao with its own root.
 UPSTREAM_AUTHORITIES_FILE = env.optional("HALLMARK_UPSTREAM_AUTHORITIES_FILE")
 EMBEDDED_UPSTREAM_MOUNT = embedded.EMBEDDED_UPSTREAM_MOUNT
+# "embedded" chains every tenant that chooses it to one root, so it is offered only where the
+# operator turns it on (`hallmark demo` and the test suite do); off, no tenant sees it.
+EMBEDDED_UPSTREAM = env.boolean("HALLMARK_EMBEDDED_UPSTREAM", False)
 
 # Agent API: how many processes `hallmark up` runs on the one gRPC port (SO_REUSEPORT); each
 # is one event loop, so more processes mint more SVIDs a second on more cores.
 AGENT_API_PROCESSES = env.integer("HALLMARK_AGENT_API_PROCESSES", 2)
+# Failed attestations per source address: past the limit in a window, the address is refused
+# (RESOURCE_EXHAUSTED rate_limited) until the window ends; each tenant's audit trail gets the
+# first failure of a source and window, then one row with the count of the rest.
+ATTEST_FAILURE_LIMIT = env.integer("HALLMARK_ATTEST_FAILURE_LIMIT", 20)
+ATTEST_FAILURE_WINDOW_SECONDS = env.integer("HALLMARK_ATTEST_FAILURE_WINDOW", 60)
 
 # Public endpoints advertised to tenants (signup answers them).
 HTTP_PUBLIC_URL = env.text("HALLMARK_HTTP_PUBLIC_URL", "http://127.0.0.1:8000")
 AGENT_ENDPOINT = env.text("HALLMARK_AGENT_ENDPOINT", "127.0.0.1:8081")
+# Host names no entry may put into an SVID, besides the hosts above, localhost and IP literals
+# (comma-separated; issuance.services.dns_policy).
+RESERVED_DNS_NAMES = [
+    n for n in (env.optional("HALLMARK_RESERVED_DNS_NAMES") or "").split(",") if n.strip()
+]
 
 # The public edge (tenants.ratelimit, tenants.reserved, tenants.api.parsers). Bodies above
 # this many bytes answer 413 request_too_large (Django's limit; DRF >= 3.17.2 applies it to
@@ -191,6 +204,10 @@ AGENT_SVID_TTL_SECONDS = env.integer("HALLMARK_AGENT_SVID_TTL", 3600)
 # long an expired authority stays in the bundle before it is pruned (SPIRE: 24 h).
 ROTATION_INTERVAL_SECONDS = env.integer("HALLMARK_ROTATION_INTERVAL", 10)
 PRUNE_GRACE_SECONDS = env.integer("HALLMARK_PRUNE_GRACE", 24 * 3600)
+# Forced rotation (trustdomains.localauthority) makes keys: at most this many authorities of
+# a kind held (not yet pruned) by a trust domain, and forced prepares of a kind an hour.
+MAX_AUTHORITIES = env.integer("HALLMARK_MAX_AUTHORITIES", 10)
+FORCED_PREPARES_PER_HOUR = env.integer("HALLMARK_FORCED_PREPARES_PER_HOUR", 6)
 
 PASSWORD_HASHERS = (
     ["django.contrib.auth.hashers.MD5PasswordHasher"]

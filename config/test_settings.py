@@ -16,6 +16,8 @@ os.environ.setdefault("HALLMARK_FAST_PASSWORD_HASHER", "true")
 # many tenants from 127.0.0.1; the rate-limit tests lower the limits for their own clients.
 os.environ.setdefault("HALLMARK_SIGNUP_RATE_LIMIT", "100000/60")
 os.environ.setdefault("HALLMARK_LOGIN_RATE_LIMIT", "100000/60")
+# The suite's upstream tests use the embedded OpenBao PKI as "embedded".
+os.environ.setdefault("HALLMARK_EMBEDDED_UPSTREAM", "true")
 
 from config.settings import *  # noqa: E402,F403
 from config.settings import REDIS_URL, _celery_broker_url  # noqa: E402

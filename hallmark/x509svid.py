@@ -284,10 +284,14 @@ def verify_x509_svid(
     spiffe_id = spiffe_id_of(leaf)
     if not spiffe_id.path:
         raise InvalidSvid("leaf SPIFFE ID has no path")
-    constraints = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+    try:
+        constraints = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound as exc:
+        # X509-SVID.md 4: an SVID carries basic constraints and key usage.
+        raise InvalidSvid(f"leaf certificate lacks an extension: {exc}") from None
     if constraints.ca:
         raise InvalidSvid("leaf certificate is a CA")
-    usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
     if usage.key_cert_sign or usage.crl_sign:
         raise InvalidSvid("leaf certificate may sign certificates or CRLs")
     verifier = (

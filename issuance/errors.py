@@ -33,6 +33,20 @@ class AttestationDenied(HallmarkError):
     http_status = 403
 
 
+class InvalidAttestationRequest(HallmarkError):
+    """An attestation request that is malformed or too large, refused before it is parsed."""
+
+    code = "invalid_attestation_request"
+    http_status = 400
+
+
+class AttestationRateLimited(HallmarkError):
+    """Too many failed attestations from this source in the current window."""
+
+    code = "rate_limited"
+    http_status = 429
+
+
 class AgentNotAuthenticated(HallmarkError):
     """The caller's client certificate is missing or is not a valid agent SVID of the tenant."""
 

@@ -8,24 +8,34 @@
 Each runs under the trust domain's row lock, bumps the bundle sequence, is audited and
 announces a "bundle" change. A refused operation is audited too (outcome "denied"; "failure"
 when the key manager is down).
+
+Each prepare makes a key in the key manager, so forced prepares are bounded: a trust domain
+holds at most HALLMARK_MAX_AUTHORITIES authorities of a kind until they are pruned (409
+`too_many_authorities`), and makes at most HALLMARK_FORCED_PREPARES_PER_HOUR forced prepares
+of a kind an hour (429 `rotation_rate_limited`, with the seconds to wait). The window is read
+from the audit trail, which every replica shares.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from hallmark.errors import HallmarkError
+from tenants.models import AuditEvent
 from tenants.scoping import current_tenant
 from tenants.services import record_audit
 from trustdomains.authorities import Authority, AuthorityKind, JournalChange, publish_changes
 from trustdomains.models import TrustDomain
 
 log = logging.getLogger(__name__)
+RATE_WINDOW = dt.timedelta(hours=1)
 
 
 class AuthorityNotFound(HallmarkError):
@@ -40,6 +50,17 @@ class AuthorityConflict(HallmarkError):
 
     code = "authority_conflict"
     http_status = 409
+
+
+class AuthorityRateLimited(HallmarkError):
+    """Too many forced prepares of this kind in the last hour; `retry_after` says how long."""
+
+    code = "rotation_rate_limited"
+    http_status = 429
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 def _locked_trust_domain() -> TrustDomain:
@@ -75,7 +96,7 @@ def _audited(
                 source=source,
             )
     except HallmarkError as exc:  # refused, or the key manager is down: audited, then raised
-        refused = isinstance(exc, AuthorityConflict | AuthorityNotFound)
+        refused = isinstance(exc, AuthorityConflict | AuthorityNotFound | AuthorityRateLimited)
         record_audit(
             tenant=tenant,
             actor=actor,
@@ -103,12 +124,43 @@ def prepare(
                 f"{kind.name} authority {prepared.pk} is already prepared; activate it first",
                 code="authority_already_prepared",
             )
+        _refuse_unbounded(kind, trust_domain)
         created: Authority = kind.create(
             trust_domain, tenant=current_tenant(), status="prepared", now=moment
         )
         return created
 
     return _audited(kind, "prepare", "", actor=actor, source=source, change=change)
+
+
+def _refuse_unbounded(kind: AuthorityKind, trust_domain: TrustDomain) -> None:
+    """Bound the keys forced prepares create: authorities held, and prepares an hour."""
+    held = kind.model.objects.filter(trust_domain_id=trust_domain.pk, pruned_at__isnull=True)
+    if held.count() >= settings.MAX_AUTHORITIES:
+        raise AuthorityConflict(
+            f"the trust domain holds {settings.MAX_AUTHORITIES} {kind.name} authorities, the "
+            "most it may; they leave when pruned after expiry",
+            code="too_many_authorities",
+        )
+    since = timezone.now() - RATE_WINDOW
+    recent = list(
+        AuditEvent.objects.filter(
+            tenant=current_tenant(),
+            action=f"{kind.name}_authority.prepare",
+            outcome="success",
+            at__gte=since,
+        )
+        .exclude(actor__startswith="system:")
+        .order_by("-at")
+        .values_list("at", flat=True)[: settings.FORCED_PREPARES_PER_HOUR]
+    )
+    if len(recent) >= settings.FORCED_PREPARES_PER_HOUR:
+        wait = max(1, math.ceil((recent[-1] - since).total_seconds()))
+        raise AuthorityRateLimited(
+            f"at most {settings.FORCED_PREPARES_PER_HOUR} forced prepares of {kind.name} "
+            f"authorities an hour; try again in {wait} s",
+            retry_after=wait,
+        )
 
 
 def activate(

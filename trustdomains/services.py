@@ -157,6 +157,14 @@ def get_trust_domain() -> TrustDomain:
     return trust_domain
 
 
+def dns_names_confined_to_trust_domain() -> bool:
+    """Whether the trust domain's upstream signs its CAs with a DNS name constraint (then an
+    SVID may carry only DNS names under the trust domain)."""
+    name = get_trust_domain().upstream_authority
+    upstream = upstreams.configured().get(name) if name else None
+    return upstream is not None and upstream.dns_name_constraints
+
+
 def set_upstream_authority(name: str, *, actor: str, source: str = "") -> TrustDomain:
     """Choose who certifies the CAs prepared from now on: an upstream authority, or "" (self).
 

@@ -11,10 +11,19 @@ The operator names upstreams in a JSON file (HALLMARK_UPSTREAM_AUTHORITIES_FILE)
                   "token_file": "/run/secrets/pki-token", "ca_file": "/etc/ssl/corp.pem",
                   "trust_domains": ["*.corp.example"]}}
 
-`token` may stand in for `token_file`; `trust_domains` (exact names or `*.suffix`) limits
-which trust domains may use it — all trust domains chained to one root trust each other's
-chains, so share an upstream only between trust domains that should. Credentials live in
-configuration, never in the database. The embedded default offers "embedded".
+`token` may stand in for `token_file`; `trust_domains` (exact names or `*.suffix`, `*` for
+all) says which trust domains may use it, and an upstream without the list is offered to none
+— all trust domains chained to one root trust each other's chains, so share an upstream only
+between trust domains that should. Credentials live in configuration, never in the database.
+"embedded" (the embedded OpenBao's PKI) is offered, to every trust domain, only when the
+operator sets HALLMARK_EMBEDDED_UPSTREAM=true.
+
+Each CA is signed with X.509 name constraints where the upstream supports them: permitted
+URI domain and permitted DNS domain = the trust domain, so even a relying party that trusts
+the shared root refuses a certificate this CA signs for another tenant's names. OpenBao 2.7
+applies `permitted_dns_domains` and ignores `permitted_uri_domains` (Vault 1.19+ applies
+both). The DNS constraint also refuses SVID DNS names outside the trust domain; an operator
+whose tenants need such names sets `"dns_name_constraints": false` for that upstream.
 """
 
 from __future__ import annotations
@@ -88,11 +97,11 @@ class UpstreamAuthority:
     token_file: str = ""
     ca_file: str = ""
     trust_domains: tuple[str, ...] = ()
+    dns_name_constraints: bool = True
 
     def allows(self, trust_domain: str) -> bool:
-        return not self.trust_domains or any(
-            fnmatch.fnmatchcase(trust_domain, pattern) for pattern in self.trust_domains
-        )
+        """Only trust domains the operator listed; no list offers the upstream to none."""
+        return any(fnmatch.fnmatchcase(trust_domain, pattern) for pattern in self.trust_domains)
 
     def sign_ca(self, trust_domain: TrustDomain, signer: Signer, *, ttl: dt.timedelta) -> SignedCa:
         """Have the upstream sign the CA key behind `signer` as an intermediate for 'ttl'."""
@@ -139,6 +148,7 @@ class UpstreamAuthority:
                     "use_csr_values": False,
                     "ttl": f"{int(ttl.total_seconds())}s",
                     "max_path_length": 0,  # our CA signs leaf SVIDs only
+                    **self._name_constraints(trust_domain),
                     "not_before_duration": f"{int(BACKDATE.total_seconds())}s",
                     "format": "pem",
                 },
@@ -158,7 +168,21 @@ class UpstreamAuthority:
         data = response.get("data") if isinstance(response, dict) else None
         if not isinstance(data, dict):
             raise UpstreamAuthorityRefused(f"upstream authority {self.name!r} returned no data")
+        ignored = [
+            w
+            for w in response.get("warnings") or ()
+            if isinstance(w, str) and "unrecognized parameters" in w
+        ]
+        if ignored:
+            log.info("upstream authority %r: %s", self.name, "; ".join(ignored))
         return data
+
+    def _name_constraints(self, trust_domain: TrustDomain) -> dict[str, str]:
+        """The constraints asked of the upstream (it ignores those it does not know)."""
+        constraints = {"permitted_uri_domains": trust_domain.name}
+        if self.dns_name_constraints:
+            constraints["permitted_dns_domains"] = trust_domain.name
+        return constraints
 
     def _token(self) -> str:
         if self.token:
@@ -191,12 +215,13 @@ def _self_signed(certificate: x509.Certificate) -> bool:
 def configured() -> dict[str, UpstreamAuthority]:
     """The operator's upstream authorities by name (read once a process)."""
     upstreams: dict[str, UpstreamAuthority] = {}
-    if settings.EMBEDDED and settings.VAULT_TOKEN:
+    if settings.EMBEDDED_UPSTREAM and settings.EMBEDDED and settings.VAULT_TOKEN:
         upstreams[EMBEDDED] = UpstreamAuthority(
             name=EMBEDDED,
             address=settings.VAULT_ADDR,
             mount=settings.EMBEDDED_UPSTREAM_MOUNT,
             token=settings.VAULT_TOKEN,
+            trust_domains=("*",),
         )
     if settings.UPSTREAM_AUTHORITIES_FILE:
         upstreams.update(_load(Path(settings.UPSTREAM_AUTHORITIES_FILE)))
@@ -231,9 +256,24 @@ def _load(path: Path) -> dict[str, UpstreamAuthority]:
             token=str(entry.get("token", "")),
             token_file=str(entry.get("token_file", "")),
             ca_file=str(entry.get("ca_file", "")),
-            trust_domains=tuple(str(p) for p in entry.get("trust_domains", ())),
+            trust_domains=_trust_domain_patterns(name, entry.get("trust_domains", [])),
+            dns_name_constraints=entry.get("dns_name_constraints", True) is not False,
         )
     return upstreams
+
+
+def _trust_domain_patterns(name: str, patterns: object) -> tuple[str, ...]:
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"upstream authority {name!r}: trust_domains must be a list of names or patterns"
+        )
+    if not patterns:
+        log.warning(
+            "upstream authority %r lists no trust_domains: it is offered to no tenant", name
+        )
+    return tuple(patterns)
 
 
 def get(name: str, *, trust_domain: str) -> UpstreamAuthority:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import os
@@ -21,6 +22,7 @@ from django.conf import settings
 
 from hallmark.protos import agent_pb2_grpc
 from hallmark.relay import PeerRegistry, Relay, private_socket_path
+from issuance.agentapi.limits import AttestationFailures, FailureWindow
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.servicer import AgentApiServicer, AgentPeer
 from issuance.agentapi.tls import TenantCredentials, TenantSSLContext, base_context
@@ -47,9 +49,15 @@ class AgentApiServer:
         self.hub = ChangeHub(self._publish_probe)
         self.port = 0
         self.connections = 0
-        self.servicer = AgentApiServicer(self.registry, self.threads, self.hub)
+        self.attestation_failures = AttestationFailures(
+            limit=settings.ATTEST_FAILURE_LIMIT, window=settings.ATTEST_FAILURE_WINDOW_SECONDS
+        )
+        self.servicer = AgentApiServicer(
+            self.registry, self.threads, self.hub, self.attestation_failures
+        )
         self._grpc: Any = None
         self._relay: Relay[AgentPeer] | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on host:port; `reuse_port` lets peer processes share it (SO_REUSEPORT)."""
@@ -60,13 +68,33 @@ class AgentApiServer:
         agent_pb2_grpc.add_AgentAPIServicer_to_server(self.servicer, self._grpc)
         self._grpc.add_insecure_port("unix:" + inner)
         await self._grpc.start()
+        await asyncio.wrap_future(self.credentials.start())
         context = base_context()
         context.sni_callback = self.credentials.sni_callback
         self._relay = Relay(inner, self.registry, self._identify)
         self.port = await self._relay.serve_tls(host, port, context, reuse_port=reuse_port)
+        self._flusher = asyncio.create_task(self._flush_periodically())
         shared = " (port shared with peer processes)" if reuse_port else ""
         log.info("agent API pid %d listening on %s:%d%s", os.getpid(), host, self.port, shared)
         return self.port
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.attestation_failures.window)
+            await self.flush_attestation_failures()
+
+    async def flush_attestation_failures(self, *, everything: bool = False) -> int:
+        """Write the aggregated audit rows of the failure windows that ended; returns how many."""
+        windows = self.attestation_failures.due(everything=everything)
+        for window in windows:
+            write = functools.partial(
+                _write_failures, window=window, seconds=self.attestation_failures.window
+            )
+            try:
+                await self.threads.in_tenant_schema(window.tenant_id, write)
+            except Exception as exc:  # a vanished tenant or a database blip: counts are lost
+                log.warning("agent API: audit of failed attestations not written: %s", exc)
+        return len(windows)
 
     async def _publish_probe(self, tenant_id: uuid.UUID) -> None:
         from tenants.events import publish_change
@@ -103,14 +131,32 @@ class AgentApiServer:
             self.servicer.calls,
             self.connections,
         )
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
         if self._relay is not None:
             await self._relay.close()
         if self._grpc is not None:
             await self._grpc.stop(grace=STOP_GRACE_SECONDS)
+        await self.flush_attestation_failures(everything=True)
         await self.hub.close()
         await asyncio.to_thread(self.credentials.close)
         await asyncio.to_thread(self.threads.close)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _write_failures(tenant: Any, *, window: FailureWindow, seconds: float) -> None:
+    from issuance.services import record_failed_attestations
+
+    record_failed_attestations(
+        tenant=tenant,
+        source=window.source,
+        count=window.count - window.logged,
+        codes=window.codes,
+        window_start=dt.datetime.fromtimestamp(window.started, tz=dt.UTC),
+        window_seconds=seconds,
+    )
 
 
 async def _serve(

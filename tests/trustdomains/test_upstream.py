@@ -244,6 +244,7 @@ def test_an_upstream_that_cannot_sign_fails_the_prepare_and_stores_nothing(  # n
         "address": django_settings.VAULT_ADDR,
         "mount": django_settings.EMBEDDED_UPSTREAM_MOUNT,
         "token": django_settings.VAULT_TOKEN,
+        "trust_domains": ["*"],
         **entry,
     }
     if document["address"] == "closed":

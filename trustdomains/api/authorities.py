@@ -45,9 +45,16 @@ class PrepareAuthorityView(APIView):
 
     @extend_schema(request=None, responses={201: X509AuthoritySerializer})
     def post(self, request: Request) -> Response:
-        authority = localauthority.prepare(
-            KINDS[self.kind], actor=_actor(request), source=_source(request)
-        )
+        try:
+            authority = localauthority.prepare(
+                KINDS[self.kind], actor=_actor(request), source=_source(request)
+            )
+        except localauthority.AuthorityRateLimited as exc:
+            return Response(
+                {"code": exc.code, "detail": exc.detail},
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
         return _answer(self.kind, authority, status.HTTP_201_CREATED)
 
 

@@ -1,0 +1,168 @@
+"""Bounded bookkeeping for the agent API's public edge: what strangers can make it remember.
+
+Everything here has a fixed upper size and forgets by age, so a flood of new names or
+addresses costs memory up to the bound and no more: a TTL set of names known not to be
+tenants, a back-off per tenant whose credentials cannot be built, and a per-source counter
+of failed attestations whose audit rows are aggregated per source and time window.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Clock = Callable[[], float]
+
+
+class ExpiringSet:
+    """Up to `max_size` keys, each forgotten `ttl` seconds after it was added (LRU beyond)."""
+
+    def __init__(self, *, max_size: int, ttl: float, clock: Clock = time.monotonic) -> None:
+        self.max_size, self.ttl, self._clock = max_size, ttl, clock
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, key: str) -> None:
+        self._until[key] = self._clock() + self.ttl
+        self._until.move_to_end(key)
+        while len(self._until) > self.max_size:
+            self._until.popitem(last=False)  # the oldest entry goes, never the whole set
+
+    def discard(self, key: str) -> None:
+        self._until.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        until = self._until.get(key) if isinstance(key, str) else None
+        if until is None:
+            return False
+        if self._clock() >= until:
+            del self._until[key]  # type: ignore[arg-type]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+
+@dataclass
+class _Failing:
+    until: float
+    delay: float
+    failures: int
+
+
+class Backoff:
+    """Exponential back-off per key after failures (first `base`, doubling up to `cap`)."""
+
+    def __init__(
+        self, *, base: float, cap: float, max_size: int = 10_000, clock: Clock = time.monotonic
+    ) -> None:
+        self.base, self.cap, self.max_size, self._clock = base, cap, max_size, clock
+        self._failing: OrderedDict[str, _Failing] = OrderedDict()
+
+    def waiting(self, key: str) -> bool:
+        """Whether `key` failed recently and must not be tried yet."""
+        failing = self._failing.get(key)
+        return failing is not None and self._clock() < failing.until
+
+    def failed(self, key: str) -> int:
+        """Record a failure; returns how many in a row (1 = it just started failing)."""
+        previous = self._failing.pop(key, None)
+        delay = self.base if previous is None else min(previous.delay * 2, self.cap)
+        count = 1 if previous is None else previous.failures + 1
+        self._failing[key] = _Failing(self._clock() + delay, delay, count)
+        while len(self._failing) > self.max_size:
+            self._failing.popitem(last=False)
+        return count
+
+    def succeeded(self, key: str) -> None:
+        self._failing.pop(key, None)
+
+
+@dataclass
+class FailureWindow:
+    """Failed attestations of one source at one tenant in one time window."""
+
+    tenant_id: uuid.UUID
+    source: str
+    started: float  # wall-clock seconds, for the audit row
+    count: int = 0
+    logged: int = 0  # how many of them already have their own audit row
+    codes: dict[str, int] = field(default_factory=dict)
+
+
+class AttestationFailures:
+    """Per-source limit on failed attestations, and their audit rows aggregated per window.
+
+    A source (IP address) with `limit` failures in the current window is refused until the
+    window ends, before any database work. Per tenant and source, the first failure of a
+    window gets its own audit row (who, what code, at once); the rest of that window are
+    counted and written as one row with the count when the window is flushed. Memory is
+    bounded by `max_sources`.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        window: float,
+        max_sources: int = 65_536,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        self.limit, self.window, self.max_sources = limit, window, max_sources
+        self._clock, self._wall = clock, wall_clock
+        self._sources: OrderedDict[str, tuple[float, int]] = OrderedDict()  # start, failures
+        self._windows: dict[tuple[uuid.UUID, str], FailureWindow] = {}
+        self._lock = threading.Lock()  # the event loop asks; ORM worker threads count
+
+    def blocked(self, source: str) -> bool:
+        """Whether `source` used up its failures in this window."""
+        with self._lock:
+            entry = self._sources.get(source)
+        if entry is None or self._clock() - entry[0] >= self.window:
+            return False
+        return entry[1] >= self.limit
+
+    def failed(self, tenant_id: uuid.UUID, source: str, code: str) -> bool:
+        """Count a failure (or a refusal); True when it should get an audit row of its own."""
+        with self._lock:
+            return self._count(tenant_id, source, code)
+
+    def _count(self, tenant_id: uuid.UUID, source: str, code: str) -> bool:
+        now = self._clock()
+        start, failures = self._sources.pop(source, (now, 0))
+        if now - start >= self.window:
+            start, failures = now, 0
+        self._sources[source] = (start, failures + 1)
+        while len(self._sources) > self.max_sources:
+            self._sources.popitem(last=False)
+        key = (tenant_id, source)
+        current = self._windows.get(key)
+        if current is None:
+            if len(self._windows) >= self.max_sources:
+                return False  # counted for the limit; the audit aggregate is full until flushed
+            current = self._windows[key] = FailureWindow(tenant_id, source, self._wall())
+        current.count += 1
+        current.codes[code] = current.codes.get(code, 0) + 1
+        if current.logged == 0:
+            current.logged = 1
+            return True
+        return False
+
+    def due(self, *, everything: bool = False) -> list[FailureWindow]:
+        """Windows that ended (all of them with `everything`), removed from the table; only
+        those with failures that have no audit row yet are returned."""
+        now = self._wall()
+        with self._lock:
+            return self._take_due(now, everything)
+
+    def _take_due(self, now: float, everything: bool) -> list[FailureWindow]:
+        ended = [
+            key for key, w in self._windows.items() if everything or now - w.started >= self.window
+        ]
+        windows = [self._windows.pop(key) for key in ended]
+        return [w for w in windows if w.count > w.logged]

@@ -1,0 +1,280 @@
+"""The agent API's public edge under abuse: SNI floods, broken tenants, attestation floods.
+
+Real agent API (TLS relay + grpc.aio) and real TLS handshakes; every flood is a bounded loop.
+A stalled database is simulated by holding the trust domain lookup on an event, the only
+fake here (issue 7, finding 5).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import socket
+import ssl
+import threading
+
+import grpc
+import pytest
+
+from attestors.node import join_token
+from hallmark.protos import agent_pb2
+from hallmark.x509svid import make_csr
+from issuance.agentapi import tlsbuild
+from issuance.agentapi.limits import Backoff, ExpiringSet
+from issuance.models import JoinToken
+from tenants.models import AuditEvent
+from tests.e2e.conftest import wait_for
+from tests.issuance.agent_steps import attested
+from tests.issuance.agentapi_harness import (
+    TIMEOUT,
+    AgentApiClient,
+    AgentIdentity,
+    running_server,
+    wait_until_served,
+)
+from tests.issuance.conftest import bundle_pem, create_join_token
+from trustdomains.keymanagers import KeyManagerUnavailable
+
+pytestmark = pytest.mark.django_db(transaction=True)
+FLOOD_THREADS = 4
+FLOOD_HANDSHAKES = 25  # per thread
+
+
+def handshake(port: int, name: str) -> bool:
+    """One TLS handshake with SNI `name`; whether the server accepted it."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname=name),
+        ):
+            return True
+    except (ssl.SSLError, ConnectionError):
+        return False
+
+
+def test_an_sni_flood_of_unknown_names_does_not_stall_a_legitimate_agent(agent_api, tenant_a):
+    # given an attested agent, and a database whose trust domain lookups hang
+    _, _, client = attested(agent_api, tenant_a)
+    stalled, lookups = threading.Event(), []
+
+    def hanging_lookup(**query):
+        lookups.append(query)
+        stalled.wait(TIMEOUT * 2)
+        return None
+
+    original, tlsbuild.lookup_tenant = tlsbuild.lookup_tenant, hanging_lookup
+    try:
+        # when anonymous clients flood the port with handshakes for names nobody has
+        def flood(thread: int) -> int:
+            return sum(
+                handshake(agent_api.port, f"flood-{thread}-{i}.example")
+                for i in range(FLOOD_HANDSHAKES)
+            )
+
+        with concurrent.futures.ThreadPoolExecutor(FLOOD_THREADS) as pool:
+            floods = [pool.submit(flood, t) for t in range(FLOOD_THREADS)]
+            # then the agent's calls are answered meanwhile (within a deadline far below the
+            # time a blocked lookup waits)
+            for _ in range(5):
+                response = client.stub.SyncAuthorizedEntries(
+                    agent_pb2.SyncAuthorizedEntriesRequest(),
+                    metadata=client.metadata,
+                    timeout=TIMEOUT / 3,
+                )
+                assert response.agent_id.startswith(f"spiffe://{tenant_a.trust_domain}/")
+            accepted = sum(f.result(timeout=TIMEOUT * 3) for f in floods)
+
+        # and no flood handshake was accepted; lookups in flight stayed bounded
+        assert accepted == 0
+        assert 0 < len(lookups) <= 32
+    finally:
+        stalled.set()
+        tlsbuild.lookup_tenant = original
+        client.close()
+
+
+def test_an_unknown_name_is_looked_up_once_and_the_cache_of_unknown_names_is_bounded(
+    agent_api, tenant_a
+):
+    credentials = agent_api.server.credentials
+    credentials._unknown = ExpiringSet(max_size=10, ttl=3600)
+    calls: list[str] = []
+    original = tlsbuild.lookup_tenant
+
+    def counting_lookup(**query):
+        calls.append(query.get("trust_domain", ""))
+        return original(**query)
+
+    tlsbuild.lookup_tenant = counting_lookup
+    try:
+        # when one unknown name is tried until its lookup is known to have failed, then again
+        wait_for(
+            lambda: (
+                not handshake(agent_api.port, "nobody.example")
+                and "nobody.example" in credentials._unknown
+            ),
+            TIMEOUT,
+            "the unknown name cached",
+        )
+        for _ in range(20):
+            assert not handshake(agent_api.port, "nobody.example")
+        # then it was looked up once
+        assert calls.count("nobody.example") == 1
+
+        # when 40 more unknown names come
+        for i in range(40):
+            handshake(agent_api.port, f"other-{i}.example")
+        wait_for(lambda: len(calls) >= 41 or None, TIMEOUT, "the lookups done")
+
+        # then the cache holds at most its bound, the newest names, not an emptied set
+        assert len(credentials._unknown) == 10
+        assert "nobody.example" not in credentials._unknown
+        # and a real tenant is still served
+        assert handshake(agent_api.port, tenant_a.trust_domain)
+    finally:
+        tlsbuild.lookup_tenant = original
+
+
+def test_a_tenant_whose_server_svid_cannot_be_signed_backs_off(
+    agent_api, tenant_a, tenant_b, caplog
+):
+    # given tenant B's server SVID cannot be signed (its key manager is down), with a long
+    # back-off so the count below does not depend on time
+    credentials = agent_api.server.credentials
+    credentials._backoff = Backoff(base=3600, cap=3600)
+    tries: list[object] = []
+    original = tlsbuild.issue
+
+    def failing_issue(tenant_id):
+        if tenant_id == tenant_b.tenant.id:
+            tries.append(tenant_id)
+            raise KeyManagerUnavailable("the key manager is down")
+        return original(tenant_id)
+
+    assert wait_until_served(agent_api.port, tenant_b.trust_domain)
+    tlsbuild.issue = failing_issue
+    caplog.set_level(logging.INFO, logger="issuance.agentapi.tls")
+    try:
+        credentials._cache.pop(tenant_b.trust_domain, None)
+        # when B's name is handshaken until its first build has failed, then 30 times more
+        wait_for(
+            lambda: handshake(agent_api.port, tenant_b.trust_domain) or tries or None,
+            TIMEOUT,
+            "the first build of B",
+        )
+        wait_for(
+            lambda: credentials._backing_off(tenant_b.trust_domain) or None,
+            TIMEOUT,
+            "B backing off",
+        )
+        for _ in range(30):
+            assert not handshake(agent_api.port, tenant_b.trust_domain)
+
+        # then B was tried once, logged once and without a traceback
+        assert len(tries) == 1
+        about_b = [
+            r
+            for r in caplog.records
+            if r.name == "issuance.agentapi.tls" and tenant_b.trust_domain in r.getMessage()
+        ]
+        assert len(about_b) == 1 and about_b[0].exc_info is None
+        # and tenant A is served all along
+        assert wait_until_served(agent_api.port, tenant_a.trust_domain)
+    finally:
+        tlsbuild.issue = original
+
+
+def attest_raw(client: AgentApiClient, trust_domain: str, data: bytes):  # type: ignore[no-untyped-def]
+    return client.stub.AttestAgent(
+        agent_pb2.AttestAgentRequest(
+            trust_domain=trust_domain,
+            attestation_type="join_token",
+            attestation_data=data,
+            csr=make_csr(AgentIdentity.fresh().key),
+        ),
+        metadata=client.metadata,
+        timeout=TIMEOUT,
+    )
+
+
+def attest_failures(handle) -> list[AuditEvent]:
+    return list(
+        AuditEvent.objects.filter(
+            tenant=handle.tenant, action="agent.attest", outcome__in=("failure", "denied")
+        ).order_by("id")
+    )
+
+
+def test_an_attestation_failure_flood_is_rate_limited_and_aggregated(settings, tenant_a, tenant_b):
+    settings.ATTEST_FAILURE_LIMIT = 5
+    with running_server() as server:
+        # given a real attestation of A, then a flood of 30 bad join tokens from one address
+        identity, _, good = attested(server, tenant_a)
+        good.close()
+        valid = create_join_token(tenant_a)
+        client = AgentApiClient(
+            server.port, server_name=tenant_a.trust_domain, roots_pem=bundle_pem(tenant_a)
+        )
+        codes = []
+        try:
+            for i in range(30):
+                with pytest.raises(grpc.RpcError) as failure:
+                    attest_raw(client, tenant_a.trust_domain, join_token.attestation_data(f"x{i}"))
+                codes.append((failure.value.code(), failure.value.details().split(":")[0]))
+            # then after 5 failures the address is refused, even with a valid token, and the
+            # token is not spent (refused before any database work)
+            with pytest.raises(grpc.RpcError) as refused:
+                attest_raw(
+                    client, tenant_a.trust_domain, join_token.attestation_data(valid["token"])
+                )
+        finally:
+            client.close()
+        assert all(code != grpc.StatusCode.RESOURCE_EXHAUSTED for code, _ in codes[:5])
+        assert set(codes[5:]) == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")}
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with tenant_a.schema():
+            assert JoinToken.objects.get(pk=valid["id"]).used_at is None
+
+        # when the window's aggregate is written
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(
+            server.server.flush_attestation_failures(everything=True), server.loop
+        ).result(timeout=TIMEOUT)
+
+    # then A's trail holds its real attestation, the flood's first failure, and one row
+    # counting the other 30 attempts of that address and window
+    rows = attest_failures(tenant_a)
+    assert len(rows) == 2, [r.detail for r in rows]
+    first, aggregate = rows
+    assert first.detail["code"] and "aggregated" not in first.detail
+    assert aggregate.detail["aggregated"] is True and aggregate.detail["count"] == 30
+    assert aggregate.detail["codes"]["rate_limited"] == 26
+    assert aggregate.source == first.source.rsplit(":", 1)[0]
+    assert AuditEvent.objects.filter(
+        tenant=tenant_a.tenant, action="agent.attest", outcome="success", target=identity.spiffe_id
+    ).exists()
+    # and tenant B's trail has none of it
+    assert attest_failures(tenant_b) == []
+
+
+def test_oversized_attestation_data_is_refused_with_a_code(agent_api, tenant_a):
+    token = create_join_token(tenant_a)
+    client = AgentApiClient(
+        agent_api.port, server_name=tenant_a.trust_domain, roots_pem=bundle_pem(tenant_a)
+    )
+    oversized = join_token.attestation_data(token["token"]) + b"\x00" * (64 * 1024)
+    try:
+        with pytest.raises(grpc.RpcError) as failure:
+            attest_raw(client, tenant_a.trust_domain, oversized)
+    finally:
+        client.close()
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.value.details().startswith("attestation_data_too_large:")
+    with tenant_a.schema():
+        assert JoinToken.objects.get(pk=token["id"]).used_at is None
+    [row] = attest_failures(tenant_a)
+    assert row.detail["code"] == "attestation_data_too_large"

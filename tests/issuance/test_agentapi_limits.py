@@ -1,0 +1,83 @@
+"""The agent API edge's bookkeeping stays bounded and forgets by age (a fake clock, no sleeps)."""
+
+from __future__ import annotations
+
+import uuid
+
+from issuance.agentapi.limits import AttestationFailures, Backoff, ExpiringSet
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_unknown_name_cache_evicts_the_oldest_and_never_wipes_itself():
+    clock = Clock()
+    names = ExpiringSet(max_size=100, ttl=30, clock=clock)
+
+    # when a flood adds 10,000 names
+    for i in range(10_000):
+        names.add(f"n{i}.example")
+
+    # then it holds the 100 newest, never more, and the flood did not wipe them
+    assert len(names) == 100
+    assert "n9999.example" in names and "n9900.example" in names
+    assert "n9899.example" not in names and "n0.example" not in names
+    # and each is forgotten once its time is up
+    clock.now += 30
+    assert "n9999.example" not in names
+
+
+def test_backoff_doubles_to_its_cap_and_ends_on_success():
+    clock = Clock()
+    backoff = Backoff(base=1, cap=8, clock=clock)
+    assert not backoff.waiting("t")
+    waits = []
+    for _ in range(6):
+        assert backoff.failed("t") >= 1
+        start = clock.now
+        while backoff.waiting("t"):
+            clock.now += 0.5
+        waits.append(clock.now - start)
+    assert waits == [1, 2, 4, 8, 8, 8]
+    backoff.failed("t")
+    backoff.succeeded("t")
+    assert not backoff.waiting("t")
+
+
+def test_failed_attestations_block_a_source_and_aggregate_per_tenant_and_window():
+    clock, wall = Clock(), Clock()
+    failures = AttestationFailures(limit=3, window=60, clock=clock, wall_clock=wall)
+    tenant_a, tenant_b = uuid.uuid4(), uuid.uuid4()
+
+    # the first failure of a source at a tenant gets its own row, the rest are counted
+    own_rows = [failures.failed(tenant_a, "198.51.100.7", "invalid_join_token") for _ in range(3)]
+    assert own_rows == [True, False, False]
+    # the source is blocked for every tenant; another source is not
+    assert failures.blocked("198.51.100.7") and not failures.blocked("203.0.113.9")
+    assert failures.failed(tenant_b, "198.51.100.7", "rate_limited") is True
+
+    # nothing is due before the window ends; then one aggregate per tenant and source
+    assert failures.due() == []
+    wall.now += 60
+    clock.now += 60
+    [window] = failures.due()
+    assert (window.tenant_id, window.count, window.logged) == (tenant_a, 3, 1)
+    assert window.codes == {"invalid_join_token": 3}
+    # B's single refusal already has its own row: nothing more to write for it
+    assert failures.due(everything=True) == []
+    # and a new window starts unblocked
+    assert not failures.blocked("198.51.100.7")
+
+
+def test_the_source_table_is_bounded():
+    failures = AttestationFailures(limit=3, window=60, max_sources=50, clock=Clock())
+    tenant = uuid.uuid4()
+    for i in range(1_000):
+        failures.failed(tenant, f"10.0.{i // 256}.{i % 256}", "invalid_join_token")
+    assert len(failures._sources) == 50
+    assert len(failures._windows) <= 50
