@@ -60,7 +60,17 @@ def token_of_deleted_tenant() -> str:
 
 @pytest.fixture(scope="module")
 def module_db(django_db_setup, django_db_blocker) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """Database access for module-scoped, committed set-up (and its teardown)."""
+    """Database access for module-scoped, committed set-up (and its teardown).
+
+    pytest-django creates the test database only when some collected test is marked
+    `django_db`; without one this would reach the configured database itself, so refuse.
+    """
+    from django.db import connection
+
+    name = str(connection.settings_dict["NAME"])
+    assert name.startswith("test_"), (
+        f"not the test database ({name}): mark the module's tests with pytest.mark.django_db"
+    )
     with django_db_blocker.unblock():
         yield
 
