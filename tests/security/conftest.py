@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import pytest
 from django.utils import timezone
 
+# The agent's Workload API server over a static state, for the Workload API matrix.
+from tests.agent.conftest import workload_server  # noqa: F401 - a fixture, used by name
 from tests.conftest import TenantHandle, make_tenant
 
 
