@@ -127,3 +127,56 @@ def test_operation_answers_conform_to_the_schema(
         case.call_and_validate(headers=headers, checks=CHECKS)
 
     run()
+
+
+# Hostile inputs that random generation is unlikely to reach (a well-formed trust domain with
+# a malformed bundle inside, nesting deeper than Python's recursion limit), put through the
+# same operations and checks. Issue 7, finding 6: each must answer 400 with a code, not 500.
+def _peer_bundle(**key: Any) -> dict[str, Any]:
+    return {"keys": [{"use": "x509-svid", "kty": "EC", "crv": "P-256", **key}]}
+
+
+HOSTILE_BODIES: dict[str, tuple[str, Any]] = {
+    "bundle-x5c-not-a-list": (
+        "POST /api/v1/federation-relationships",
+        {"trust_domain": "hostile-x5c.test", "trust_domain_bundle": _peer_bundle(x5c=123)},
+    ),
+    "bundle-jwt-key-coordinates-not-strings": (
+        "POST /api/v1/federation-relationships",
+        {
+            "trust_domain": "hostile-jwk.test",
+            "trust_domain_bundle": {
+                "keys": [
+                    {"use": "jwt-svid", "kty": "EC", "crv": "P-256", "kid": "k", "x": 1, "y": 2}
+                ]
+            },
+        },
+    ),
+    "bundle-huge-sequence": (
+        "POST /api/v1/federation-relationships",
+        {
+            "trust_domain": "hostile-sequence.test",
+            "trust_domain_bundle": {"keys": [], "spiffe_sequence": 10**30},
+        },
+    ),
+    "signup-deeply-nested-json": ("POST /api/v1/signup", None),  # body built below
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_BODIES)
+@pytest.mark.usefixtures("wsgi_in_test_transaction")
+def test_hostile_input_answers_a_client_error(name: str, tenant: TenantHandle) -> None:
+    label, body = HOSTILE_BODIES[name]
+    operation = OPERATIONS[label]
+    headers = {"Authorization": f"Bearer {tenant.token}", "Content-Type": "application/json"}
+    if body is None:
+        case = operation.Case(media_type="application/json")
+        raw = "[" * 100_000 + "]" * 100_000
+        response = case.call(headers=headers, data=raw)
+    else:
+        case = operation.Case(body=body, media_type="application/json")
+        response = case.call(headers=headers)
+
+    case.validate_response(response, checks=CHECKS)
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert response.json()["code"], response.text[:300]
