@@ -136,14 +136,22 @@ def _peer_bundle(**key: Any) -> dict[str, Any]:
     return {"keys": [{"use": "x509-svid", "kty": "EC", "crv": "P-256", **key}]}
 
 
+def _own_bundle(tenant: TenantHandle, **changes: Any) -> dict[str, Any]:
+    """A real, valid SPIFFE bundle (the tenant's own), with some members replaced."""
+    return {**tenant.client.get("/api/v1/bundle").json(), **changes}
+
+
 HOSTILE_BODIES: dict[str, tuple[str, Any]] = {
     "bundle-x5c-not-a-list": (
         "POST /api/v1/federation-relationships",
-        {"trust_domain": "hostile-x5c.test", "trust_domain_bundle": _peer_bundle(x5c=123)},
+        lambda t: {
+            "trust_domain": "hostile-x5c.test",
+            "trust_domain_bundle": _peer_bundle(x5c=123),
+        },
     ),
     "bundle-jwt-key-coordinates-not-strings": (
         "POST /api/v1/federation-relationships",
-        {
+        lambda t: {
             "trust_domain": "hostile-jwk.test",
             "trust_domain_bundle": {
                 "keys": [
@@ -154,12 +162,12 @@ HOSTILE_BODIES: dict[str, tuple[str, Any]] = {
     ),
     "bundle-huge-sequence": (
         "POST /api/v1/federation-relationships",
-        {
+        lambda t: {
             "trust_domain": "hostile-sequence.test",
-            "trust_domain_bundle": {"keys": [], "spiffe_sequence": 10**30},
+            "trust_domain_bundle": _own_bundle(t, spiffe_sequence=10**30),
         },
     ),
-    "signup-deeply-nested-json": ("POST /api/v1/signup", None),  # body built below
+    "signup-deeply-nested-json": ("POST /api/v1/signup", None),  # a raw body, built below
 }
 
 
@@ -174,7 +182,7 @@ def test_hostile_input_answers_a_client_error(name: str, tenant: TenantHandle) -
         raw = "[" * 100_000 + "]" * 100_000
         response = case.call(headers=headers, data=raw)
     else:
-        case = operation.Case(body=body, media_type="application/json")
+        case = operation.Case(body=body(tenant), media_type="application/json")
         response = case.call(headers=headers)
 
     case.validate_response(response, checks=CHECKS)
