@@ -69,6 +69,7 @@ class World:
     shared_a: AttestedAgent  # tenants A2 and B2 chain to one upstream root
     shared_b: TenantHandle
     b_join_token: dict[str, Any]
+    b_federation: str  # a trust domain only B federates with (B holds its bundle)
     a_join_tokens: list[dict[str, Any]]  # committed, unspent: one for each attestation here
 
 
@@ -100,6 +101,28 @@ def _revoke_authority_of(handle: TenantHandle, server: ServerThread) -> Attested
                 raise
             time.sleep(0.5)
     return agent
+
+
+def _federation_of_b_only(
+    a: TenantHandle,
+    b: TenantHandle,
+    peer: TenantHandle,
+    agent_a: AttestedAgent,
+    agent_b: AttestedAgent,
+) -> str:
+    """B federates with a peer; both agents have an entry that names the peer."""
+    name = f"b-peer-{time.monotonic_ns()}.test"
+    relationship = b.client.post(
+        "/api/v1/federation-relationships",
+        {"trust_domain": name, "trust_domain_bundle": peer.client.get("/api/v1/bundle").json()},
+        format="json",
+    )
+    assert relationship.status_code == 201, relationship.content
+    for handle, agent in ((a, agent_a), (b, agent_b)):
+        create_entry(
+            handle, "/federating", parent_id=agent.identity.spiffe_id, federates_with=[name]
+        )
+    return name
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +157,7 @@ def world(module_db: None) -> Iterator[World]:
                 shared_a=_agent(server, shared[0], "/shared-a"),
                 shared_b=shared[1],
                 b_join_token=create_join_token(b),
+                b_federation=_federation_of_b_only(a, b, shared[1], agent_a, agent_b),
                 a_join_tokens=[create_join_token(a) for _ in range(len(ATTEST_ATTACKS) + 1)],
             )
         finally:
@@ -446,3 +470,19 @@ def test_entry_id_of_b_gets_nothing_from_a(world: World, rpc: str) -> None:
         assert [(r.error_code, len(r.svid_chain)) for r in answer.results] == [(expected, 0)]
         _assert_nothing_of_b(world, answer, sent=theirs.entry_id.encode())
     assert tenant_rows(world.b) == before
+
+
+def test_federated_bundle_held_by_b_never_reaches_a_agent(world: World) -> None:
+    # given B holds a peer's bundle and both tenants' agents have entries naming that peer
+    peer = world.b_federation
+    request = agent_pb2.FetchBundleRequest()
+
+    # when each agent fetches its bundle
+    theirs = call(world.server, world.b, world.agent_b.identity, "FetchBundle", request)
+    ours = call(world.server, world.a, world.agent_a.identity, "FetchBundle", request)
+
+    # then B's agent gets the peer's bundle (the mechanism works), A's agent does not
+    assert peer in theirs.federated_bundles
+    assert peer not in ours.federated_bundles
+    assert theirs.federated_bundles[peer] not in ours.SerializeToString()
+    _assert_nothing_of_b(world, ours)
