@@ -18,6 +18,28 @@ def assert_not_visible_to(
     assert response.json()["code"] == "not_found"
 
 
+def assert_answers_as_missing(
+    other: APIClient,
+    method: str,
+    path: str,
+    missing_path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    mask: tuple[str, ...] = (),
+) -> None:
+    """`other` gets for `path` exactly the answer it gets for a `missing_path` (an id that exists
+    nowhere): nothing tells "not yours" from "not found". The ids in `mask` are blanked."""
+
+    def answer(target: str) -> tuple[int, str]:
+        response = getattr(other, method.lower())(target, body, format="json")
+        text = response.content.decode(errors="replace")
+        for value in mask:
+            text = text.replace(value, "<id>")
+        return response.status_code, text
+
+    assert answer(path) == answer(missing_path)
+
+
 def tenant_rows(handle: Any) -> dict[str, list[dict[str, Any]]]:
     """Every row of every tenant-schema model in the handle's schema, plus its audit trail.
 
