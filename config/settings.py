@@ -104,6 +104,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-tenant SPIFFE identity service.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.openapi.add_error_responses",
+    ],
 }
 
 # Redis: Celery broker and the event bus.

@@ -14,3 +14,7 @@ urlpatterns = [
     path("api/v1/", include("issuance.api.urls")),
     path("", include("federation.api.urls")),
 ]
+
+# Unknown URLs and crashes answer JSON `{code, detail}` like every API error, not HTML.
+handler404 = "config.errors.not_found"
+handler500 = "config.errors.server_error"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import ClassVar
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -38,12 +38,24 @@ def _answer(kind: str, authority: Authority, code: int = status.HTTP_200_OK) -> 
     return Response(SERIALIZERS[kind](authority).data, status=code)
 
 
+class AuthoritySchema(AutoSchema):
+    """No request body; the answer is the authority of the view's kind (x509 or jwt)."""
+
+    def get_request_serializer(self) -> None:
+        return None
+
+    def get_response_serializers(self) -> dict[int, type[serializers.ModelSerializer]]:
+        created = isinstance(self.view, PrepareAuthorityView)
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return {code: SERIALIZERS[self.view.kind]}
+
+
 class PrepareAuthorityView(APIView):
     """POST …/{x509,jwt}-authorities/prepare: a new authority, published, not signing yet."""
 
     kind: ClassVar[str] = "x509"
+    schema = AuthoritySchema()
 
-    @extend_schema(request=None, responses={201: X509AuthoritySerializer})
     def post(self, request: Request) -> Response:
         try:
             authority = localauthority.prepare(
@@ -63,8 +75,8 @@ class AuthorityOperationView(APIView):
 
     kind: ClassVar[str] = "x509"
     operation: ClassVar[str] = "activate"
+    schema = AuthoritySchema()
 
-    @extend_schema(request=None, responses={200: X509AuthoritySerializer})
     def post(self, request: Request, authority_id: uuid.UUID) -> Response:
         authority = OPERATIONS[self.operation](
             KINDS[self.kind], authority_id, actor=_actor(request), source=_source(request)
