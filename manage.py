@@ -5,7 +5,7 @@ import os
 import sys
 
 # Commands that only read code: no embedded servers start for them.
-NO_SERVERS_NEEDED = {"help", "--help", "-h", "version", "--version", "makemigrations"}
+NO_SERVERS_NEEDED = {"help", "--help", "-h", "version", "--version"}
 
 
 def main() -> None:

@@ -123,10 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         _django()
         from django.core.management import call_command
 
-        call_command("migrate_schemas", interactive=False, verbosity=1)
+        from tenants.migrating import SchemasFailedToMigrate, migrate_tenant_schemas
         from tenants.schemas import migrate_template
 
+        call_command("migrate_schemas", shared=True, interactive=False, verbosity=1)
         migrate_template(verbosity=1)  # new tenant schemas are copies of it
+        try:
+            migrate_tenant_schemas(progress=lambda line: print(f"hallmark migrate: {line}"))
+        except SchemasFailedToMigrate as failure:
+            print(f"hallmark migrate: {failure}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "manage":
         _django()

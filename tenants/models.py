@@ -17,6 +17,9 @@ class Tenant(TenantMixin):
     name = models.CharField(max_length=200)
     trust_domain = models.CharField(max_length=255, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Fingerprint of the tenant migrations this schema has (tenants.migrating): `hallmark
+    # migrate` touches only schemas whose fingerprint is not the code's.
+    migrated_to = models.CharField(max_length=64, blank=True, default="")
 
     # Schemas are created explicitly by the signup service, inside its error handling.
     auto_create_schema = False

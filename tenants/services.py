@@ -15,6 +15,7 @@ from django.utils.text import slugify
 from hallmark.spiffeid import TrustDomain
 from tenants import schemas
 from tenants.api.errors import ApiError
+from tenants.migrating import code_fingerprint
 from tenants.models import ApiToken, AuditEvent, Domain, Membership, Tenant
 from tenants.reserved import check_not_reserved
 from tenants.scoping import tenant_schema
@@ -130,6 +131,7 @@ def signup(  # noqa: PLR0913 - the signup form's fields
         slug=_unique_slug(name or domain.name),
         name=name or domain.name,
         trust_domain=domain.name,
+        migrated_to=code_fingerprint(),  # a copy of the template, which the code migrated
     )
     try:
         with transaction.atomic():

@@ -109,3 +109,30 @@ def test_openbao_that_aborts_while_starting_is_started_once_more(
         assert client.sys.is_initialized() and not client.sys.is_sealed()
     finally:
         servers.stop()
+
+
+def test_a_process_that_joined_the_servers_leaves_them_running_when_it_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given PostgreSQL and Redis started by one process's EmbeddedServers (Vault stays the
+    # session's: only what is missing is started)
+    monkeypatch.delenv("HALLMARK_DATABASE_URL")
+    monkeypatch.delenv("HALLMARK_REDIS_URL")
+    owner = EmbeddedServers(tmp_path)
+    urls = owner.start()
+    try:
+        # and a second one (another test session, `hallmark manage`) that joins them
+        monkeypatch.delenv("HALLMARK_DATABASE_URL")
+        monkeypatch.delenv("HALLMARK_REDIS_URL")
+        joiner = EmbeddedServers(tmp_path)
+        assert joiner.start()["HALLMARK_REDIS_URL"] == urls["HALLMARK_REDIS_URL"]
+
+        # when the joiner stops
+        joiner.stop()
+
+        # then the owner's servers still serve
+        assert redis.Redis.from_url(urls["HALLMARK_REDIS_URL"]).ping()
+        with psycopg.connect(urls["HALLMARK_DATABASE_URL"]) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        owner.stop()
