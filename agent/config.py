@@ -12,7 +12,9 @@ from typing import Any
 from hallmark.errors import HallmarkError, InvalidTrustDomain
 from hallmark.spiffeid import TrustDomain
 
-DEFAULT_SOCKET = "/tmp/hallmark-agent/public/api.sock"  # noqa: S108 (SPIRE-like default)
+# The Workload API socket of an agent running as root; /run is root's alone, where /tmp
+# would let any local user create the directory first.
+DEFAULT_SOCKET = "/run/hallmark-agent/public/api.sock"
 DEFAULT_DATA_DIR = "./.hallmark-agent"
 DEFAULT_SYNC_INTERVAL = 5.0
 DEFAULT_RESYNC_INTERVAL = 30.0
@@ -160,13 +162,14 @@ class AgentConfig:
             )
         if trust_bundle_url is not None:
             _check_bundle_url(trust_bundle_url, insecure)
+        data_dir = _text(values, "data_dir") or DEFAULT_DATA_DIR
         return cls(
             server=server,
             trust_domain=trust_domain,
             join_token=_join_token(values),
             join_token_file=_text(values, "join_token_file"),
-            socket=_text(values, "socket") or DEFAULT_SOCKET,
-            data_dir=_text(values, "data_dir") or DEFAULT_DATA_DIR,
+            socket=_text(values, "socket") or default_socket(data_dir),
+            data_dir=data_dir,
             trust_bundle=trust_bundle,
             trust_bundle_url=trust_bundle_url,
             insecure_bootstrap=insecure,
@@ -179,6 +182,16 @@ class AgentConfig:
             taint_jitter=_non_negative(values, "taint_jitter", DEFAULT_TAINT_JITTER),
             log_level=(_text(values, "log_level") or "INFO").upper(),
         )
+
+
+def default_socket(data_dir: str = DEFAULT_DATA_DIR, euid: int | None = None) -> str:
+    """DEFAULT_SOCKET for root; `<data dir>/public/api.sock` for any other user.
+
+    A non-root agent cannot create /run/hallmark-agent; its data dir is its own.
+    """
+    if (os.geteuid() if euid is None else euid) == 0:
+        return DEFAULT_SOCKET
+    return os.path.join(os.path.abspath(data_dir), "public", "api.sock")
 
 
 def _check_bundle_url(url: str, insecure: bool) -> None:

@@ -16,7 +16,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from agent.config import DEFAULT_SOCKET
+from agent.config import default_socket
 from hallmark.bundle import load_der_certificates
 from hallmark.protos import workloadapi_pb2, workloadapi_pb2_grpc
 
@@ -30,7 +30,7 @@ class FetchError(Exception):
 
 def socket_target(socket: str | None) -> str:
     """The gRPC target for --socket, else SPIFFE_ENDPOINT_SOCKET, else the default socket."""
-    raw = socket or os.environ.get(ENDPOINT_ENV) or DEFAULT_SOCKET
+    raw = socket or os.environ.get(ENDPOINT_ENV) or default_socket()
     if raw.startswith("unix://"):
         path = raw[len("unix://") :]
     elif raw.startswith("unix:"):

@@ -43,6 +43,7 @@ from agent.workload.responses import (
     x509_bundles_response,
     x509_svid_response,
 )
+from agent.workload.socketdir import prepare_socket_directory
 from attestors.workload import unix
 from hallmark.bundle import Bundle
 from hallmark.errors import HallmarkError
@@ -351,6 +352,7 @@ class WorkloadApiServer:
         )
 
     async def start(self) -> None:
+        prepare_socket_directory(self.socket_path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._inner_path)
         server = grpc.aio.server()
@@ -358,8 +360,6 @@ class WorkloadApiServer:
         server.add_insecure_port("unix:" + self._inner_path)
         await server.start()
         self._server = server
-        directory = os.path.dirname(os.path.abspath(self.socket_path))
-        os.makedirs(directory, mode=0o755, exist_ok=True)
         relay: Relay[PeerCredentials] = Relay(self._inner_path, self._registry, _identify)
         await relay.serve_unix(self.socket_path, mode=0o777)
         self._relay = relay
