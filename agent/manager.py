@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Iterable, Mapping
 
@@ -86,7 +87,11 @@ class AgentManager:
     def __init__(self, config: AgentConfig, state: AgentState) -> None:
         self._config = config
         self._state = state
-        self._client = AgentClient(config.server.target, config.trust_domain)
+        self._client = AgentClient(
+            config.server.target,
+            config.trust_domain,
+            tunnel_dir=os.path.join(config.data_dir, "agentapi"),
+        )
         self._svid: X509Svid | None = None
         self._bundle: Bundle | None = None
         self._federated: dict[str, Bundle] = {}
