@@ -19,13 +19,15 @@ REPO = Path(__file__).resolve().parents[2]
 # A local user (uid 65534) who knows the relay's naming scheme (the source is public): it
 # reads the relay's live client addresses from /proc/net/unix and binds the next ones, so
 # that the relay cannot bind them for the next workloads. Prints how many it bound, then
-# holds them until stdin closes.
+# holds them until stdin closes. It aims only at this test's relay (its pid, its directory):
+# other relays may be running on the machine.
 SQUATTER = r"""
 import os, re, socket, sys
+pid, directory = sys.argv[1], re.escape(sys.argv[2])
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 patterns = [
-    (re.compile(r"^(@hallmark-relay-\d+-[0-9a-f]+-)(\d+)$"), 10),  # abstract names
-    (re.compile(r"^(/.+/p[0-9a-f]+-)([0-9a-f]+)$"), 16),  # paths in a private directory
+    (re.compile(rf"^(@hallmark-relay-{pid}-[0-9a-f]+-)(\d+)$"), 10),  # abstract names
+    (re.compile(rf"^({directory}/.*p[0-9a-f]+-)([0-9a-f]+)$"), 16),  # in a private directory
 ]
 names = set()
 with open("/proc/net/unix") as table:
@@ -75,6 +77,8 @@ def test_local_user_cannot_squat_the_relays_next_addresses(tmp_path: Path) -> No
                 sys.executable,
                 "-c",
                 SQUATTER,
+                str(os.getpid()),
+                str(tmp_path),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 cwd="/",
