@@ -237,23 +237,38 @@ class Relay(Generic[T]):
         Connections are counted per source address from accept on (`limits`).
         """
         limits = limits or RelayLimits()
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, address = info[0]
-        listener = socket.socket(family, kind, proto)
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        listeners: list[socket.socket] = []
         try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            listener.bind(address)
-            listener.listen(socket.SOMAXCONN)
-            listener.setblocking(False)
+            # Every address the host name has (as asyncio.start_server does); with port 0,
+            # the later ones take the port the first was given.
+            for family, kind, proto, _, found in dict.fromkeys(infos):
+                address = found
+                if listeners and port == 0:
+                    address = (found[0], listeners[0].getsockname()[1], *found[2:])
+                listener = socket.socket(family, kind, proto)
+                listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listener.bind(address)
+                listener.listen(socket.SOMAXCONN)
+                listener.setblocking(False)
         except BaseException:
-            listener.close()
+            for listener in listeners:
+                listener.close()
             raise
-        self._listeners.append(listener)
-        task = asyncio.get_running_loop().create_task(self._accept_tls(listener, context, limits))
-        self._accepting.add(task)
-        return int(listener.getsockname()[1])
+        for listener in listeners:
+            self._listeners.append(listener)
+            task = asyncio.get_running_loop().create_task(
+                self._accept_tls(listener, context, limits)
+            )
+            self._accepting.add(task)
+        return int(listeners[0].getsockname()[1])
 
     async def _accept_tls(
         self, listener: socket.socket, context: ssl.SSLContext, limits: RelayLimits
