@@ -120,25 +120,31 @@ def private_socket_path(directory: str, name: str = "inner.sock") -> str:
 def bind_unix_listener(path: str, mode: int) -> socket.socket:
     """A listening Unix socket at `path` with `mode`, never chmod-ing through a link.
 
-    The socket is bound and given its mode in a fresh private directory next to `path`, then
-    renamed into place: whatever another user may have put at `path` is replaced, and no
-    chmod ever resolves a name someone else could change (os.chmod follows symlinks).
+    os.chmod(path) follows symlinks: had someone swapped the socket for a link to a file
+    between bind and chmod, that file would get the socket's mode. So the socket's own inode
+    is opened without following links (O_PATH|O_NOFOLLOW), checked to be a socket, and
+    changed through /proc/self/fd (as glibc's lchmod does).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    staging = tempfile.mkdtemp(prefix=".bind-", dir=directory)
-    staged = os.path.join(staging, "s")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(staged)
-        os.chmod(staged, mode)
-        os.rename(staged, path)
+        sock.bind(path)
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                raise RelayError(
+                    f"{path} was replaced while the socket was being created; make sure only "
+                    "this user can write its directory"
+                )
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+        finally:
+            os.close(fd)
         sock.listen(socket.SOMAXCONN)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return sock
 
 

@@ -134,11 +134,57 @@ def test_public_socket_mode_is_never_set_through_a_planted_symlink(
 
     asyncio.run(scenario())
 
-    # then the victim keeps its mode, and the socket path holds the relay's socket
+    # then the victim keeps its mode: the mode went to the socket, not through the link
     assert stat.S_IMODE(os.stat(victim).st_mode) == 0o600
-    assert stat.S_ISSOCK(os.lstat(socket_path).st_mode)
-    assert stat.S_IMODE(os.lstat(socket_path).st_mode) == 0o777
+
+
+def test_public_socket_gets_its_mode(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        relay: Relay[str] = Relay(
+            private_socket_path(str(tmp_path / "private")), PeerRegistry(), _none
+        )
+        await relay.serve_unix(str(tmp_path / "api.sock"), mode=0o777)
+        info = os.lstat(tmp_path / "api.sock")
+        assert stat.S_ISSOCK(info.st_mode)
+        assert stat.S_IMODE(info.st_mode) == 0o777
+        await relay.close()
+
+    asyncio.run(scenario())
 
 
 async def _none(writer: asyncio.StreamWriter) -> None:
     return None
+
+
+def test_socket_swapped_for_a_link_before_its_mode_is_set_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an attacker who swaps the socket's path for a symlink right after bind
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    os.chmod(victim, 0o600)
+    socket_path = tmp_path / "api.sock"
+    real_open = os.open
+
+    def open_after_the_swap(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if str(path) == str(socket_path) and flags & os.O_PATH:
+            os.unlink(socket_path)
+            os.symlink(victim, socket_path)
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(relay_module.os, "open", open_after_the_swap)
+
+    async def scenario() -> None:
+        relay: Relay[str] = Relay(
+            private_socket_path(str(tmp_path / "private")), PeerRegistry(), _none
+        )
+        try:
+            with pytest.raises(relay_module.RelayError, match="was replaced"):
+                await relay.serve_unix(str(socket_path), mode=0o777)
+        finally:
+            await relay.close()
+
+    asyncio.run(scenario())
+
+    # then the relay stopped with a clear error and the victim kept its mode
+    assert stat.S_IMODE(os.stat(victim).st_mode) == 0o600
