@@ -31,6 +31,20 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from hallmark.errors import HallmarkError
+from hallmark.relaylimits import RelayLimits, source_of
+
+__all__ = [
+    "MAX_SOCKET_PATH",
+    "PeerCredentials",
+    "PeerRegistry",
+    "Relay",
+    "RelayError",
+    "RelayLimits",
+    "bind_unix_listener",
+    "peer_credentials",
+    "private_socket_path",
+    "source_of",
+]
 
 T = TypeVar("T")
 _CHUNK = 256 * 1024
@@ -146,26 +160,6 @@ def bind_unix_listener(path: str, mode: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-@dataclass(frozen=True)
-class RelayLimits:
-    """What one source may hold on the public TLS listener.
-
-    Agents keep one long-lived connection each (several behind one NAT address share a
-    source), and ping through long quiet streams (agent.client sets gRPC keepalive), so the
-    defaults leave room for them while one address cannot take every connection.
-    """
-
-    max_connections_per_source: int = 128
-    idle_timeout: float = 900.0
-    handshake_timeout: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.max_connections_per_source < 1:
-            raise RelayError("max_connections_per_source must be 1 or more")
-        if self.idle_timeout <= 0 or self.handshake_timeout <= 0:
-            raise RelayError("idle_timeout and handshake_timeout must be positive")
 
 
 async def _pipe(
@@ -286,7 +280,7 @@ class Relay(Generic[T]):
             except OSError:
                 await asyncio.sleep(0.1)  # out of file descriptors, say: let some close
                 continue
-            source = str(address[0])
+            source = source_of(str(address[0]))
             if self.sources[source] >= limits.max_connections_per_source:
                 self.refused += 1
                 conn.close()

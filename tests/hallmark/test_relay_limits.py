@@ -116,9 +116,19 @@ def test_an_idle_connection_is_closed_and_an_active_one_is_not(tmp_path: Path) -
 def test_limits_refuse_nonsense() -> None:
     import pytest
 
-    from hallmark.relay import RelayError
+    from hallmark.relaylimits import RelayLimitsError as RelayError
 
     with pytest.raises(RelayError):
         RelayLimits(max_connections_per_source=0)
     with pytest.raises(RelayError):
         RelayLimits(idle_timeout=0)
+
+
+def test_an_ipv6_host_counts_as_its_whole_64() -> None:
+    from hallmark.relay import source_of
+
+    # addresses of one /64 are one source; another /64 is another; IPv4 stays per address
+    assert source_of("2001:db8:1:2::1") == source_of("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert source_of("2001:db8:1:3::1") != source_of("2001:db8:1:2::1")
+    assert source_of("::ffff:192.0.2.7") == source_of("192.0.2.7") == "192.0.2.7"
+    assert source_of("192.0.2.8") != source_of("192.0.2.7")
