@@ -189,13 +189,10 @@ class Relay(Generic[T]):
         inner_path: str,
         registry: PeerRegistry[T],
         identify: Callable[[asyncio.StreamWriter], Awaitable[T | None]],
-        *,
-        release: Callable[[T], None] | None = None,
     ) -> None:
         self.inner_path = inner_path
         self.registry = registry
         self._identify = identify
-        self._release = release
         self._servers: list[asyncio.AbstractServer] = []
         self._accepting: set[asyncio.Task[None]] = set()
         self._listeners: list[socket.socket] = []
@@ -339,7 +336,6 @@ class Relay(Generic[T]):
         idle_timeout: float | None = None,
     ) -> None:
         address: str | None = None
-        info: T | None = None
         inner_writer: asyncio.StreamWriter | None = None
         try:
             info = await self._identify(writer)
@@ -366,8 +362,6 @@ class Relay(Generic[T]):
                 self.registry._forget(address)
                 with contextlib.suppress(OSError):
                     os.unlink(address)
-            if info is not None and self._release is not None:
-                self._release(info)
             for w in (inner_writer, writer):
                 if w is not None:
                     with contextlib.suppress(Exception):
