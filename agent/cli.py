@@ -177,13 +177,20 @@ async def _run_agent(config: AgentConfig) -> int:
     return 0
 
 
+def _with_code(exc: HallmarkError) -> str:
+    """The message, led by its stable code (once: some messages already start with it)."""
+    if exc.detail.startswith(exc.code + ":"):
+        return exc.detail
+    return f"{exc.code}: {exc.detail}"
+
+
 def _command_run(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in RUN_FLAGS}
     flags["log_level"] = args.log_level
     try:
         config = AgentConfig.load(flags, args.config)
     except ConfigError as exc:
-        print(f"hallmark-agent: {exc.detail}", file=sys.stderr)
+        print(f"hallmark-agent: {_with_code(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=getattr(logging, config.log_level, logging.INFO),
@@ -198,7 +205,7 @@ def _command_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run_agent(config))
     except HallmarkError as exc:
-        print(f"hallmark-agent: {exc.detail}", file=sys.stderr)
+        print(f"hallmark-agent: {_with_code(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -115,4 +115,5 @@ def test_cli_refuses_a_plain_http_bundle_url() -> None:
 
     # then it stops before doing anything, saying how to fix it
     assert result.returncode == 2
+    assert "hallmark-agent: insecure_trust_bundle_url: " in result.stderr
     assert "https://" in result.stderr and "--insecure-bootstrap" in result.stderr
