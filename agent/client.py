@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -192,7 +193,7 @@ class AgentClient:
             return
         self._retire_channel()
         tunnel = await self._ensure_tunnel()
-        tunnel.use(client_context(roots, chain, key))
+        tunnel.use(client_context(roots, chain, key, os.path.dirname(tunnel.path)))
         options = [
             ("grpc.default_authority", self.trust_domain.name),
             # A channel of its own connection: a new channel must open a new TLS connection

@@ -61,18 +61,24 @@ def check_server_certificate(der: bytes | None, trust_domain: TrustDomain) -> No
 
 
 def client_context(
-    roots_pem: bytes, chain_pem: bytes | None, key_pem: bytes | None
+    roots_pem: bytes,
+    chain_pem: bytes | None,
+    key_pem: bytes | None,
+    directory: str | None = None,
 ) -> ssl.SSLContext:
-    """Verify the server against `roots_pem` (and its DNS SAN); present the SVID if given."""
+    """Verify the server against `roots_pem` (and its DNS SAN); present the SVID if given.
+
+    `directory` (the agent's private data dir) holds the key for the instant ssl reads it.
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(cadata=roots_pem.decode("ascii"))
     context.set_alpn_protocols(["h2"])
     if chain_pem is not None and key_pem is not None:
         # ssl loads keys from files only: a private directory, removed at once.
-        directory = tempfile.mkdtemp(prefix="hallmark-agent-tls-")
+        private = tempfile.mkdtemp(prefix=".tls-", dir=directory)
         try:
-            chain_path = os.path.join(directory, "chain.pem")
-            key_path = os.path.join(directory, "key.pem")
+            chain_path = os.path.join(private, "chain.pem")
+            key_path = os.path.join(private, "key.pem")
             for path, data in ((chain_path, chain_pem), (key_path, key_pem)):
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as handle:
@@ -81,8 +87,8 @@ def client_context(
         finally:
             for name in ("chain.pem", "key.pem"):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(directory, name))
-            os.rmdir(directory)
+                    os.unlink(os.path.join(private, name))
+            os.rmdir(private)
     return context
 
 
