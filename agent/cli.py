@@ -17,6 +17,7 @@ RUN_FLAGS = (
     "server",
     "trust_domain",
     "join_token",
+    "join_token_file",
     "socket",
     "data_dir",
     "trust_bundle",
@@ -41,16 +42,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", help="TOML config file")
     run.add_argument("--server", metavar="HOST:PORT", help="agent API endpoint")
     run.add_argument("--trust-domain", metavar="TD", help="the tenant's trust domain")
-    run.add_argument("--join-token", metavar="TOKEN", help="single-use join token")
+    token = run.add_mutually_exclusive_group()
+    token.add_argument(
+        "--join-token",
+        metavar="TOKEN",
+        help="single-use join token (visible to local users in the process list: prefer "
+        "--join-token-file or $HALLMARK_JOIN_TOKEN)",
+    )
+    token.add_argument(
+        "--join-token-file", metavar="FILE", help="read the single-use join token from FILE"
+    )
     run.add_argument("--socket", metavar="PATH", help="Workload API socket path")
     run.add_argument("--data-dir", metavar="DIR", help="where the agent keeps its SVID and key")
     trust = run.add_mutually_exclusive_group()
     trust.add_argument("--trust-bundle", metavar="FILE", help="bundle file (PEM or SPIFFE JSON)")
-    trust.add_argument("--trust-bundle-url", metavar="URL", help="URL serving the bundle")
     trust.add_argument(
+        "--trust-bundle-url", metavar="URL", help="https:// URL serving the bundle"
+    )
+    run.add_argument(
         "--insecure-bootstrap",
         action="store_true",
-        help="do not verify the server on first attestation (development only)",
+        help="do not verify the server on first attestation, or allow an http:// "
+        "--trust-bundle-url (development only)",
     )
     run.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
 
@@ -164,23 +177,35 @@ async def _run_agent(config: AgentConfig) -> int:
     return 0
 
 
+def _with_code(exc: HallmarkError) -> str:
+    """The message, led by its stable code (once: some messages already start with it)."""
+    if exc.detail.startswith(exc.code + ":"):
+        return exc.detail
+    return f"{exc.code}: {exc.detail}"
+
+
 def _command_run(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in RUN_FLAGS}
     flags["log_level"] = args.log_level
     try:
         config = AgentConfig.load(flags, args.config)
     except ConfigError as exc:
-        print(f"hallmark-agent: {exc.detail}", file=sys.stderr)
+        print(f"hallmark-agent: {_with_code(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=getattr(logging, config.log_level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.join_token:
+        logging.getLogger("hallmark.agent").warning(
+            "the join token was given on the command line, where local users can read it; "
+            "use --join-token-file or HALLMARK_JOIN_TOKEN"
+        )
     try:
         return asyncio.run(_run_agent(config))
     except HallmarkError as exc:
-        print(f"hallmark-agent: {exc.detail}", file=sys.stderr)
+        print(f"hallmark-agent: {_with_code(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -1,14 +1,19 @@
 """Agent API client: the agent's gRPC calls to the control plane over (m)TLS.
 
-The channel verifies the server against the trust domain's X.509 authorities with the trust
-domain name as TLS target name (the server's SVID carries it as DNS SAN); once attested, the
-agent SVID is the client certificate. `configure` rebuilds the channel when either changes.
+The server must present `spiffe://<trust domain>/spire/server`, chaining to the trust
+domain's X.509 authorities (and naming the trust domain as DNS SAN); once attested, the agent
+SVID is the client certificate. grpcio cannot check a URI SAN, so the TLS runs in
+agent.servertls's tunnel and the channel speaks to it over a private Unix socket.
+`configure` rebuilds the channel when the roots or the SVID change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from agent.jwtcache import MintedJwt
+from agent.servertls import ServerTunnel, client_context
 from agent.state import Entry, X509Svid
 from agent.taint import Taint
 from attestors.node import join_token
@@ -30,6 +36,10 @@ from hallmark.spiffeid import SpiffeId, TrustDomain
 TRUST_DOMAIN_METADATA = "x-hallmark-trust-domain"
 CALL_TIMEOUT = 30.0
 DEFAULT_PAGE_SIZE = 1000
+# Pings on long quiet streams (WatchUpdates) keep the agent API's relay from taking the
+# connection for idle (hallmark.relay.RelayLimits.idle_timeout, 15 min by default); above
+# the 5 minutes under which a gRPC server counts pings as abuse.
+KEEPALIVE_MS = 6 * 60 * 1000
 _log = logging.getLogger(__name__)
 
 
@@ -138,13 +148,30 @@ def taint_from_proto(message: Any) -> Taint:
 class AgentClient:
     """The control plane's AgentAPI, as seen by one agent of one trust domain."""
 
-    def __init__(self, target: str, trust_domain: TrustDomain) -> None:
+    def __init__(
+        self, target: str, trust_domain: TrustDomain, *, tunnel_dir: str | None = None
+    ) -> None:
         self._target = target
         self.trust_domain = trust_domain
         self._channel: Any = None
         self._stub: Any = None
         self._material: tuple[bytes, bytes | None, bytes | None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._tunnel_dir = tunnel_dir
+        self._own_tunnel_dir = False
+        self.tunnel: ServerTunnel | None = None
+
+    async def _ensure_tunnel(self) -> ServerTunnel:
+        if self.tunnel is None:
+            if self._tunnel_dir is None:
+                self._tunnel_dir = tempfile.mkdtemp(prefix="hallmark-agentapi-")
+                self._own_tunnel_dir = True
+            host, _, port = self._target.rpartition(":")
+            self.tunnel = ServerTunnel(
+                host.strip("[]"), int(port), self.trust_domain, self._tunnel_dir
+            )
+        await self.tunnel.start()
+        return self.tunnel
 
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
@@ -165,14 +192,16 @@ class AgentClient:
         if material == self._material and self._channel is not None:
             return
         self._retire_channel()
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=roots, private_key=key, certificate_chain=chain
-        )
+        tunnel = await self._ensure_tunnel()
+        tunnel.use(client_context(roots, chain, key, os.path.dirname(tunnel.path)))
         options = [
-            ("grpc.ssl_target_name_override", self.trust_domain.name),
             ("grpc.default_authority", self.trust_domain.name),
+            # A channel of its own connection: a new channel must open a new TLS connection
+            # (with the new roots or SVID), not share the retiring channel's.
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
         ]
-        self._channel = grpc.aio.secure_channel(self._target, credentials, options=options)
+        self._channel = grpc.aio.insecure_channel("unix:" + tunnel.path, options=options)
         self._stub = agent_pb2_grpc.AgentAPIStub(self._channel)  # type: ignore[no-untyped-call,unused-ignore]
         self._material = material
 
@@ -202,8 +231,15 @@ class AgentClient:
         if self._channel is not None:
             await self._channel.close()
         self._channel = self._stub = None
+        self._material = None
         for task in list(self._retiring):
             task.cancel()
+        if self.tunnel is not None:
+            await self.tunnel.close()
+            self.tunnel = None
+        if self._own_tunnel_dir and self._tunnel_dir is not None:
+            shutil.rmtree(self._tunnel_dir, ignore_errors=True)
+            self._tunnel_dir, self._own_tunnel_dir = None, False
 
     async def attest(self, token: str, csr: bytes) -> Attestation:
         request = agent_pb2.AttestAgentRequest(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -11,7 +12,9 @@ from typing import Any
 from hallmark.errors import HallmarkError, InvalidTrustDomain
 from hallmark.spiffeid import TrustDomain
 
-DEFAULT_SOCKET = "/tmp/hallmark-agent/public/api.sock"  # noqa: S108 (SPIRE-like default)
+# The Workload API socket of an agent running as root; /run is root's alone, where /tmp
+# would let any local user create the directory first.
+DEFAULT_SOCKET = "/run/hallmark-agent/public/api.sock"
 DEFAULT_DATA_DIR = "./.hallmark-agent"
 DEFAULT_SYNC_INTERVAL = 5.0
 DEFAULT_RESYNC_INTERVAL = 30.0
@@ -20,6 +23,9 @@ DEFAULT_SVID_WAIT = 10.0
 # Upper bound of the random delay before replacing SVIDs of a tainted authority, so that a
 # fleet of agents does not ask for all its replacements in the same instant.
 DEFAULT_TAINT_JITTER = 2.0
+# The join token from the environment, so that it stays out of /proc/<pid>/cmdline.
+JOIN_TOKEN_ENV = "HALLMARK_JOIN_TOKEN"  # noqa: S105 (a variable name, not a secret)
+MAX_JOIN_TOKEN_FILE_BYTES = 4096
 
 
 class ConfigError(HallmarkError):
@@ -85,12 +91,30 @@ class AgentConfig:
     svid_wait: float = DEFAULT_SVID_WAIT
     taint_jitter: float = DEFAULT_TAINT_JITTER
     log_level: str = "INFO"
+    join_token_file: str | None = None
 
     @classmethod
-    def load(cls, flags: Mapping[str, Any], config_file: str | None = None) -> AgentConfig:
-        """Merge a TOML file (if given) with flags; flags that are None do not override."""
+    def load(
+        cls,
+        flags: Mapping[str, Any],
+        config_file: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> AgentConfig:
+        """Merge a TOML file (if given) with flags; flags that are None do not override.
+
+        The join token comes from `join_token`, `join_token_file` or, when neither is given,
+        the HALLMARK_JOIN_TOKEN environment variable.
+        """
         values: dict[str, Any] = dict(read_toml(config_file)) if config_file else {}
-        values.update({k: v for k, v in flags.items() if v is not None and v is not False})
+        given = {k: v for k, v in flags.items() if v is not None and v is not False}
+        if "join_token" in given or "join_token_file" in given:
+            # A token given on the command line replaces the file's, whichever form it takes.
+            values.pop("join_token", None)
+            values.pop("join_token_file", None)
+        values.update(given)
+        env_token = (os.environ if environ is None else environ).get(JOIN_TOKEN_ENV, "")
+        if env_token and not values.get("join_token") and not values.get("join_token_file"):
+            values["join_token"] = env_token
         return cls.from_mapping(values)
 
     @classmethod
@@ -117,12 +141,15 @@ class AgentConfig:
         insecure = values.get("insecure_bootstrap", False)
         if not isinstance(insecure, bool):
             raise ConfigError("insecure_bootstrap must be true or false")
+        # --insecure-bootstrap with an http:// bundle URL says "fetch the bundle unverified";
+        # it is one way to trust the server, not two.
+        plain_url = trust_bundle_url is not None and trust_bundle_url.startswith("http://")
         chosen = [
             n
             for n, v in (
                 ("--trust-bundle", trust_bundle),
                 ("--trust-bundle-url", trust_bundle_url),
-                ("--insecure-bootstrap", insecure),
+                ("--insecure-bootstrap", insecure and not plain_url),
             )
             if v
         ]
@@ -133,16 +160,16 @@ class AgentConfig:
                 "bundle, PEM or SPIFFE JSON), --trust-bundle-url URL, or --insecure-bootstrap "
                 f"(development only); {what}"
             )
-        if trust_bundle_url is not None and not trust_bundle_url.startswith(
-            ("https://", "http://")
-        ):
-            raise ConfigError(f"trust_bundle_url {trust_bundle_url!r} must be an http(s) URL")
+        if trust_bundle_url is not None:
+            _check_bundle_url(trust_bundle_url, insecure)
+        data_dir = _text(values, "data_dir") or DEFAULT_DATA_DIR
         return cls(
             server=server,
             trust_domain=trust_domain,
-            join_token=_text(values, "join_token"),
-            socket=_text(values, "socket") or DEFAULT_SOCKET,
-            data_dir=_text(values, "data_dir") or DEFAULT_DATA_DIR,
+            join_token=_join_token(values),
+            join_token_file=_text(values, "join_token_file"),
+            socket=_text(values, "socket") or default_socket(data_dir),
+            data_dir=data_dir,
             trust_bundle=trust_bundle,
             trust_bundle_url=trust_bundle_url,
             insecure_bootstrap=insecure,
@@ -155,6 +182,59 @@ class AgentConfig:
             taint_jitter=_non_negative(values, "taint_jitter", DEFAULT_TAINT_JITTER),
             log_level=(_text(values, "log_level") or "INFO").upper(),
         )
+
+
+def default_socket(data_dir: str = DEFAULT_DATA_DIR, euid: int | None = None) -> str:
+    """DEFAULT_SOCKET for root; `<data dir>/public/api.sock` for any other user.
+
+    A non-root agent cannot create /run/hallmark-agent; its data dir is its own.
+    """
+    if (os.geteuid() if euid is None else euid) == 0:
+        return DEFAULT_SOCKET
+    return os.path.join(os.path.abspath(data_dir), "public", "api.sock")
+
+
+def _check_bundle_url(url: str, insecure: bool) -> None:
+    if url.startswith("https://"):
+        return
+    if url.startswith("http://"):
+        if insecure:
+            return
+        raise ConfigError(
+            f"trust_bundle_url {url!r} is plain http: anyone on the path could hand the agent "
+            "another bundle. Use an https:// URL, or add --insecure-bootstrap to accept that "
+            "risk (development only)",
+            code="insecure_trust_bundle_url",
+        )
+    raise ConfigError(f"trust_bundle_url {url!r} must be an https:// URL")
+
+
+def _join_token(values: Mapping[str, Any]) -> str | None:
+    token = _text(values, "join_token")
+    path = _text(values, "join_token_file")
+    if token is not None and path is not None:
+        raise ConfigError(
+            "give the join token once: --join-token, --join-token-file or "
+            f"{JOIN_TOKEN_ENV}, not several",
+            code="join_token_conflict",
+        )
+    if path is None:
+        return token
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_JOIN_TOKEN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read join token file {path}: {exc.strerror}",
+            code="join_token_file_unreadable",
+        ) from None
+    text = data.decode("utf-8", "replace").strip()
+    if not text or len(data) > MAX_JOIN_TOKEN_FILE_BYTES or any(c.isspace() for c in text):
+        raise ConfigError(
+            f"join token file {path} must hold one token on one line",
+            code="join_token_file_invalid",
+        )
+    return text
 
 
 def read_toml(path: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Iterable, Mapping
 
@@ -86,7 +87,11 @@ class AgentManager:
     def __init__(self, config: AgentConfig, state: AgentState) -> None:
         self._config = config
         self._state = state
-        self._client = AgentClient(config.server.target, config.trust_domain)
+        self._client = AgentClient(
+            config.server.target,
+            config.trust_domain,
+            tunnel_dir=os.path.join(config.data_dir, "agentapi"),
+        )
         self._svid: X509Svid | None = None
         self._bundle: Bundle | None = None
         self._federated: dict[str, Bundle] = {}
@@ -228,7 +233,8 @@ class AgentManager:
         if not config.join_token:
             raise AgentError(
                 f"no agent SVID saved in {config.data_dir} and no join token given: create a "
-                "join token (POST /api/v1/join-tokens) and pass it with --join-token"
+                "join token (POST /api/v1/join-tokens) and pass it with --join-token-file, "
+                "HALLMARK_JOIN_TOKEN or --join-token"
             )
         backoff = 1.0
         while True:
@@ -250,7 +256,7 @@ class AgentManager:
         key = _new_key()
         csr = make_csr(key)
         tunnel: InsecureTunnel | None = None
-        if config.insecure_bootstrap:
+        if config.insecure_bootstrap and not config.trust_bundle_url:
             _log.warning(
                 "INSECURE BOOTSTRAP: the server %s is NOT verified for this first attestation; "
                 "anyone on the path can impersonate it and steal the join token. Use "
@@ -272,6 +278,12 @@ class AgentManager:
                 bundle = load_bundle_file(config.trust_domain, config.trust_bundle)
             else:
                 assert config.trust_bundle_url is not None
+                if config.trust_bundle_url.startswith("http://"):
+                    _log.warning(
+                        "INSECURE BOOTSTRAP: the bundle comes over plain http from %s; anyone "
+                        "on the path can replace it. Use an https:// URL outside development.",
+                        config.trust_bundle_url,
+                    )
                 bundle = await asyncio.to_thread(
                     fetch_bundle_url, config.trust_domain, config.trust_bundle_url
                 )

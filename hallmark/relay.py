@@ -4,9 +4,14 @@ grpcio hides the accepted socket, so neither the caller's kernel credentials (Wo
 nor a TLS client certificate verified our way (agent API) reach a servicer. The relay accepts
 the real connection itself, learns what it needs (SO_PEERCRED, or the TLS handshake), then
 connects onward to the grpcio server on a Unix socket in a private (0700) directory from a
-socket bound to a fresh abstract address. grpcio reports that address as `context.peer()`
-(`unix-abstract:<name>`), and `PeerRegistry.lookup` maps it back to what the relay learned.
-Workloads cannot reach the inner socket, so they cannot forge an address.
+socket bound to a fresh address in a private (0700) directory of its own. grpcio reports that
+address as `context.peer()` (`unix:<path>`), and `PeerRegistry.lookup` maps it back to what
+the relay learned. Nobody else can enter either directory: workloads can neither reach the
+inner socket nor bind (squat) the addresses the relay will use. (Abstract socket names would
+be visible in /proc/net/unix and bindable by any local user.)
+
+On the public TLS listener the relay also bounds what one source may hold: connections per
+source address (counted from accept, before the TLS handshake) and an idle timeout.
 """
 
 from __future__ import annotations
@@ -14,14 +19,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
+import shutil
 import socket
 import ssl
+import stat
 import struct
 import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from hallmark.errors import HallmarkError
+from hallmark.relaylimits import RelayLimits, source_of
+
+__all__ = [
+    "MAX_SOCKET_PATH",
+    "PeerCredentials",
+    "PeerRegistry",
+    "Relay",
+    "RelayError",
+    "RelayLimits",
+    "bind_unix_listener",
+    "peer_credentials",
+    "private_socket_path",
+    "source_of",
+]
 
 T = TypeVar("T")
 _CHUNK = 256 * 1024
@@ -42,29 +65,30 @@ def peer_credentials(sock: socket.socket) -> PeerCredentials:
     return PeerCredentials(pid=pid, uid=uid, gid=gid)
 
 
+class RelayError(HallmarkError):
+    """The relay cannot listen or relay safely; the message says what to change."""
+
+    code = "relay_unsafe"
+
+
 class PeerRegistry(Generic[T]):
-    """Maps the relay's per-connection abstract addresses to what it learned of the peer."""
+    """Maps the relay's per-connection client addresses to what it learned of the peer."""
 
     def __init__(self) -> None:
-        self._prefix = f"hallmark-relay-{os.getpid()}-{secrets.token_hex(8)}-"
         self._peers: dict[str, T] = {}
-        self._counter = 0
 
-    def _register(self, info: T) -> str:
-        self._counter += 1
-        name = f"{self._prefix}{self._counter}"
-        self._peers[name] = info
-        return name
+    def _register(self, address: str, info: T) -> None:
+        self._peers[address] = info
 
-    def _forget(self, name: str) -> None:
-        self._peers.pop(name, None)
+    def _forget(self, address: str) -> None:
+        self._peers.pop(address, None)
 
     def lookup(self, grpc_peer: str) -> T | None:
         """`context.peer()` of a relayed call → what the relay learned; None otherwise."""
-        scheme, _, name = grpc_peer.partition(":")
-        if scheme != "unix-abstract":
+        scheme, _, address = grpc_peer.partition(":")
+        if scheme != "unix" or not address:
             return None
-        return self._peers.get(name.lstrip("\x00").lstrip("@"))
+        return self._peers.get(address)
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -72,6 +96,22 @@ class PeerRegistry(Generic[T]):
 
 # sockaddr_un.sun_path holds 108 bytes, the terminating NUL included.
 MAX_SOCKET_PATH = 107
+# Room left in a private directory's path for the relay's per-connection names.
+_PEER_NAME_ROOM = 24
+
+
+def _check_private_directory(directory: str) -> None:
+    """Refuse a directory that is a link, not ours, or open to group or others."""
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise RelayError(f"{directory} is not a directory (a symlink?); remove it")
+    if info.st_uid != os.geteuid():
+        raise RelayError(
+            f"{directory} belongs to uid {info.st_uid}, not this process (uid {os.geteuid()}); "
+            "remove it or choose another directory"
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise RelayError(f"{directory} is open to group or others; chmod 700 {directory}")
 
 
 def private_socket_path(directory: str, name: str = "inner.sock") -> str:
@@ -84,13 +124,51 @@ def private_socket_path(directory: str, name: str = "inner.sock") -> str:
     if len(os.fsencode(os.path.abspath(path))) > MAX_SOCKET_PATH:
         return os.path.join(tempfile.mkdtemp(prefix="hallmark-"), name)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.chmod(directory, 0o700)
+    info = os.lstat(directory)
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
+        os.chmod(directory, 0o700)
+    _check_private_directory(directory)
     return path
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def bind_unix_listener(path: str, mode: int) -> socket.socket:
+    """A listening Unix socket at `path` with `mode`, never chmod-ing through a link.
+
+    os.chmod(path) follows symlinks: had someone swapped the socket for a link to a file
+    between bind and chmod, that file would get the socket's mode. So the socket's own inode
+    is opened without following links (O_PATH|O_NOFOLLOW), checked to be a socket, and
+    changed through /proc/self/fd (as glibc's lchmod does).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                raise RelayError(
+                    f"{path} was replaced while the socket was being created; make sure only "
+                    "this user can write its directory"
+                )
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+        finally:
+            os.close(fd)
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, activity: list[float]
+) -> None:
+    loop = asyncio.get_running_loop()
     try:
         while data := await reader.read(_CHUNK):
+            activity[0] = loop.time()
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError, ssl.SSLError):
@@ -116,55 +194,163 @@ class Relay(Generic[T]):
         self.registry = registry
         self._identify = identify
         self._servers: list[asyncio.AbstractServer] = []
+        self._accepting: set[asyncio.Task[None]] = set()
+        self._listeners: list[socket.socket] = []
+        self.sources: Counter[str] = Counter()
+        self.refused = 0
+        self._counter = 0
+        self._peer_dir, self._own_peer_dir = self._choose_peer_dir(inner_path)
+
+    @staticmethod
+    def _choose_peer_dir(inner_path: str) -> tuple[str, bool]:
+        directory = os.path.dirname(os.path.abspath(inner_path))
+        if len(os.fsencode(directory)) + _PEER_NAME_ROOM <= MAX_SOCKET_PATH:
+            _check_private_directory(directory)
+            return directory, False
+        return tempfile.mkdtemp(prefix="hallmark-peers-"), True
+
+    def _next_address(self) -> str:
+        self._counter += 1
+        return os.path.join(self._peer_dir, f"p{os.getpid():x}-{self._counter:x}")
 
     async def serve_unix(self, path: str, *, mode: int = 0o777) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        server = await asyncio.start_unix_server(self._handle, path=path)
-        os.chmod(path, mode)
+        sock = bind_unix_listener(path, mode)
+        server = await asyncio.start_unix_server(self._handle, sock=sock)
         self._servers.append(server)
 
     async def serve_tls(
-        self, host: str, port: int, context: ssl.SSLContext, *, reuse_port: bool = False
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        *,
+        reuse_port: bool = False,
+        limits: RelayLimits | None = None,
     ) -> int:
         """Listen on host:port; with `reuse_port`, peer processes may listen on it too.
 
         SO_REUSEPORT lets several processes of the same user bind one port; the kernel
         spreads new connections across them and stops sending to a listener that closes.
+        Connections are counted per source address from accept on (`limits`).
         """
-        server = await asyncio.start_server(
-            self._handle,
-            host=host,
-            port=port,
-            ssl=context,
-            ssl_handshake_timeout=10,
-            reuse_port=reuse_port or None,
+        limits = limits or RelayLimits()
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        self._servers.append(server)
-        return int(server.sockets[0].getsockname()[1])
+        listeners: list[socket.socket] = []
+        try:
+            # Every address the host name has (as asyncio.start_server does); with port 0,
+            # the later ones take the port the first was given.
+            for family, kind, proto, _, found in dict.fromkeys(infos):
+                address = found
+                if listeners and port == 0:
+                    address = (found[0], listeners[0].getsockname()[1], *found[2:])
+                listener = socket.socket(family, kind, proto)
+                listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listener.bind(address)
+                listener.listen(socket.SOMAXCONN)
+                listener.setblocking(False)
+        except BaseException:
+            for listener in listeners:
+                listener.close()
+            raise
+        for listener in listeners:
+            self._listeners.append(listener)
+            task = asyncio.get_running_loop().create_task(
+                self._accept_tls(listener, context, limits)
+            )
+            self._accepting.add(task)
+        return int(listeners[0].getsockname()[1])
+
+    async def _accept_tls(
+        self, listener: socket.socket, context: ssl.SSLContext, limits: RelayLimits
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, address = await loop.sock_accept(listener)
+            except OSError:
+                await asyncio.sleep(0.1)  # out of file descriptors, say: let some close
+                continue
+            source = source_of(str(address[0]))
+            if self.sources[source] >= limits.max_connections_per_source:
+                self.refused += 1
+                conn.close()
+                continue
+            self.sources[source] += 1
+            task = loop.create_task(self._serve_tls_connection(conn, source, context, limits))
+            self._accepting.add(task)
+            task.add_done_callback(self._accepting.discard)
+
+    async def _serve_tls_connection(
+        self, conn: socket.socket, source: str, context: ssl.SSLContext, limits: RelayLimits
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            reader = asyncio.StreamReader(limit=_CHUNK)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=context,
+                ssl_handshake_timeout=limits.handshake_timeout,
+            )
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            await self._handle(reader, writer, idle_timeout=limits.idle_timeout)
+        except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
+            conn.close()
+        except asyncio.CancelledError:
+            conn.close()
+        finally:
+            self.sources[source] -= 1
+            if self.sources[source] <= 0:
+                del self.sources[source]
 
     async def close(self) -> None:
+        for task in list(self._accepting):
+            task.cancel()
+        for listener in self._listeners:
+            listener.close()
         for server in self._servers:
             server.close()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
+        for task in list(self._accepting):
+            with contextlib.suppress(BaseException):
+                await task
         self._servers.clear()
+        self._listeners.clear()
+        if self._own_peer_dir:
+            shutil.rmtree(self._peer_dir, ignore_errors=True)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        name: str | None = None
+    async def _handle(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        idle_timeout: float | None = None,
+    ) -> None:
+        address: str | None = None
         inner_writer: asyncio.StreamWriter | None = None
         try:
             info = await self._identify(writer)
             if info is None:
                 return
-            name = self.registry._register(info)
+            address = self._next_address()
             inner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            inner.bind("\0" + name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(address)  # a leftover of a crashed process: the directory is ours
+            inner.bind(address)
+            self.registry._register(address, info)
             inner.setblocking(False)
             await asyncio.get_running_loop().sock_connect(inner, self.inner_path)
             inner_reader, inner_writer = await asyncio.open_unix_connection(sock=inner)
-            await asyncio.gather(_pipe(reader, inner_writer), _pipe(inner_reader, writer))
+            await self._relay(reader, writer, inner_reader, inner_writer, idle_timeout)
         except (ConnectionError, OSError, ssl.SSLError):
             pass
         except asyncio.CancelledError:
@@ -172,9 +358,42 @@ class Relay(Generic[T]):
             # handler as an error, and there is nothing left to report.
             pass
         finally:
-            if name is not None:
-                self.registry._forget(name)
+            if address is not None:
+                self.registry._forget(address)
+                with contextlib.suppress(OSError):
+                    os.unlink(address)
             for w in (inner_writer, writer):
                 if w is not None:
                     with contextlib.suppress(Exception):
                         w.close()
+
+    @staticmethod
+    async def _relay(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        inner_reader: asyncio.StreamReader,
+        inner_writer: asyncio.StreamWriter,
+        idle_timeout: float | None,
+    ) -> None:
+        """Pipe both ways until both ends finish, or nothing moved for `idle_timeout`."""
+        loop = asyncio.get_running_loop()
+        activity = [loop.time()]
+        pipes = asyncio.gather(
+            _pipe(reader, inner_writer, activity), _pipe(inner_reader, writer, activity)
+        )
+        if idle_timeout is None:
+            await pipes
+            return
+        try:
+            while True:
+                left = activity[0] + idle_timeout - loop.time()
+                if left <= 0:
+                    return  # idle: the finally closes both ends
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(pipes), left)
+                    return
+        finally:
+            if not pipes.done():
+                pipes.cancel()
+                with contextlib.suppress(BaseException):
+                    await pipes

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import secrets
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +16,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from agent.config import DEFAULT_SOCKET
+from agent.config import default_socket
 from hallmark.bundle import load_der_certificates
 from hallmark.protos import workloadapi_pb2, workloadapi_pb2_grpc
 
@@ -27,7 +30,7 @@ class FetchError(Exception):
 
 def socket_target(socket: str | None) -> str:
     """The gRPC target for --socket, else SPIFFE_ENDPOINT_SOCKET, else the default socket."""
-    raw = socket or os.environ.get(ENDPOINT_ENV) or DEFAULT_SOCKET
+    raw = socket or os.environ.get(ENDPOINT_ENV) or default_socket()
     if raw.startswith("unix://"):
         path = raw[len("unix://") :]
     elif raw.startswith("unix:"):
@@ -131,11 +134,59 @@ def _pem(certs: list[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(path, mode)
+class OutputDir:
+    """The --write directory, held open so that every file lands in the same directory.
+
+    Each file is written to a fresh name (O_CREAT|O_EXCL|O_NOFOLLOW, never an existing file)
+    and renamed over the final name: a symlink or hard link planted there by another local
+    user is replaced, never followed or truncated. A directory that another user controls
+    (owner, or group/other write without the sticky bit) is refused: whoever can write it
+    could swap the files after they are written.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.path = Path(directory)
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise FetchError(
+                f"unsafe_output_dir: cannot open {directory} as a directory ({exc.strerror}); "
+                "give a real directory, not a symlink"
+            ) from None
+        info = os.fstat(self._fd)
+        if info.st_uid not in (os.geteuid(), 0):
+            self.close()
+            raise FetchError(
+                f"unsafe_output_dir: {directory} belongs to uid {info.st_uid}; write into a "
+                "directory you own"
+            )
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            self.close()
+            raise FetchError(
+                f"unsafe_output_dir: {directory} is writable by group or others; use a "
+                f"directory only you can write (chmod go-w {directory})"
+            )
+
+    def write(self, name: str, data: bytes, mode: int) -> None:
+        temporary = f".{name}.{secrets.token_hex(8)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(temporary, flags, 0o600, dir_fd=self._fd)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), mode)
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=self._fd)
+            raise
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
 
 
 def write_x509(
@@ -145,32 +196,34 @@ def write_x509(
     out: TextIO,
 ) -> None:
     """svid.N.pem, svid.N.key (0600, PKCS#8), bundle.N.pem, federated_bundle.N.M.pem."""
-    root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    for n, svid in enumerate(svids):
-        key = serialization.load_der_private_key(svid.key_der, password=None)
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        files = [
-            (f"SVID #{n}", root / f"svid.{n}.pem", _pem(svid.chain), 0o644),
-            (f"key #{n}", root / f"svid.{n}.key", key_pem, 0o600),
-            (f"bundle #{n}", root / f"bundle.{n}.pem", _pem(svid.bundle), 0o644),
-        ]
-        for m, (td, certs) in enumerate(sorted(federated.items())):
-            files.append(
-                (
-                    f"federated bundle #{m} for trust domain {td}",
-                    root / f"federated_bundle.{n}.{m}.pem",
-                    _pem(certs),
-                    0o644,
-                )
+    target = OutputDir(directory)
+    try:
+        for n, svid in enumerate(svids):
+            key = serialization.load_der_private_key(svid.key_der, password=None)
+            key_pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
             )
-        for label, path, data, mode in files:
-            out.write(f"Writing {label} to file {path}.\n")
-            _write(path, data, mode)
+            files = [
+                (f"SVID #{n}", f"svid.{n}.pem", _pem(svid.chain), 0o644),
+                (f"key #{n}", f"svid.{n}.key", key_pem, 0o600),
+                (f"bundle #{n}", f"bundle.{n}.pem", _pem(svid.bundle), 0o644),
+            ]
+            for m, (td, certs) in enumerate(sorted(federated.items())):
+                files.append(
+                    (
+                        f"federated bundle #{m} for trust domain {td}",
+                        f"federated_bundle.{n}.{m}.pem",
+                        _pem(certs),
+                        0o644,
+                    )
+                )
+            for label, name, data, mode in files:
+                out.write(f"Writing {label} to file {target.path / name}.\n")
+                target.write(name, data, mode)
+    finally:
+        target.close()
 
 
 def run_fetch_x509(socket: str | None, write: str | None, timeout: float, out: TextIO) -> None:

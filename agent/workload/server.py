@@ -1,9 +1,10 @@
 """The SPIFFE Workload API server: the X.509-SVID and JWT-SVID profiles.
 
 grpcio does not show a servicer the accepted socket, so a `hallmark.relay.Relay` accepts
-workload connections on the public socket, reads SO_PEERCRED, and relays each connection to
-the grpc.aio server on a socket in a private (0700) directory; the servicer looks the
-caller's kernel credentials up by `context.peer()`.
+workload connections on the public socket, reads SO_PEERCRED, records the connecting process
+(its start time and executable: attestors.workload.process), and relays each connection to
+the grpc.aio server on a socket in a private (0700) directory; the servicer looks the caller
+up by `context.peer()` and attests it only while it is still that process image.
 
 Waiting instead of failing: when the caller matches entries whose SVIDs the agent has not
 minted yet (or the agent has not synced yet), the first response is held back for up to
@@ -43,18 +44,13 @@ from agent.workload.responses import (
     x509_bundles_response,
     x509_svid_response,
 )
-from attestors.workload import unix
+from agent.workload.socketdir import prepare_socket_directory
+from attestors.workload import process, unix
 from hallmark.bundle import Bundle
 from hallmark.errors import HallmarkError
 from hallmark.jwtsvid import JwtSvidError, verify_jwt_svid
 from hallmark.protos import workloadapi_pb2, workloadapi_pb2_grpc
-from hallmark.relay import (
-    PeerCredentials,
-    PeerRegistry,
-    Relay,
-    peer_credentials,
-    private_socket_path,
-)
+from hallmark.relay import PeerRegistry, Relay, peer_credentials, private_socket_path
 from hallmark.selectors import Selector
 from hallmark.spiffeid import SpiffeId, TrustDomain
 
@@ -62,7 +58,7 @@ SECURITY_HEADER = ("workload.spiffe.io", "true")
 _log = logging.getLogger(__name__)
 # grpc.aio.ServicerContext; grpcio ships no type stubs.
 Context: TypeAlias = Any
-Attestor: TypeAlias = Callable[[PeerCredentials], Awaitable[frozenset[Selector]]]
+Attestor: TypeAlias = Callable[[process.ConnectedProcess], Awaitable[frozenset[Selector]]]
 BundleMessage: TypeAlias = Callable[[Snapshot, frozenset[Selector]], Any]
 # The control plane's answers to NewJWTSVID that say "no" rather than "not now".
 _JWT_REFUSALS = {
@@ -82,7 +78,7 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
     def __init__(
         self,
         state: AgentState,
-        registry: PeerRegistry[PeerCredentials],
+        registry: PeerRegistry[process.ConnectedProcess],
         attestor: Attestor,
         svid_wait: float,
         jwt_svids: JwtSvidCache | None = None,
@@ -101,13 +97,18 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
             )
 
     async def _attest(self, context: Context) -> frozenset[Selector]:
-        credentials = self._registry.lookup(context.peer())
-        if credentials is None:
+        caller = self._registry.lookup(context.peer())
+        if caller is None:
             await _abort(
                 context, grpc.StatusCode.PERMISSION_DENIED, "caller could not be identified"
             )
         try:
-            return await self._attestor(credentials)
+            return await self._attestor(caller)
+        except process.CallerChangedError as exc:
+            # Not a passing failure to retry: this connection belongs to another process
+            # image now, and only a new connection from the workload itself can be attested.
+            _log.warning("workload attestation refused: %s", exc.detail)
+            await _abort(context, grpc.StatusCode.PERMISSION_DENIED, exc.detail)
         except unix.WorkloadAttestationError as exc:
             _log.warning("workload attestation failed: %s", exc.detail)
             await _abort(
@@ -313,9 +314,13 @@ async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoRet
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-async def _identify(writer: asyncio.StreamWriter) -> PeerCredentials | None:
+async def _identify(writer: asyncio.StreamWriter) -> process.ConnectedProcess | None:
+    """Record the connecting process now, while it is the one that called connect()."""
     sock = writer.get_extra_info("socket")
-    return None if sock is None else peer_credentials(sock)
+    if sock is None:
+        return None
+    credentials = peer_credentials(sock)
+    return process.connected_process(credentials.pid, credentials.uid, credentials.gid)
 
 
 class WorkloadApiServer:
@@ -333,24 +338,21 @@ class WorkloadApiServer:
     ) -> None:
         self.socket_path = socket_path
         self._inner_path = private_socket_path(os.path.join(data_dir, "workload-private"))
-        self._registry: PeerRegistry[PeerCredentials] = PeerRegistry()
+        self._registry: PeerRegistry[process.ConnectedProcess] = PeerRegistry()
         self._max_exe_hash_bytes = max_exe_hash_bytes
         self._servicer = WorkloadApiServicer(
             state, self._registry, self._attest, svid_wait, jwt_svids
         )
         self._server: grpc.aio.Server | None = None
-        self._relay: Relay[PeerCredentials] | None = None
+        self._relay: Relay[process.ConnectedProcess] | None = None
 
-    async def _attest(self, credentials: PeerCredentials) -> frozenset[Selector]:
+    async def _attest(self, caller: process.ConnectedProcess) -> frozenset[Selector]:
         return await asyncio.to_thread(
-            unix.attest,
-            credentials.pid,
-            credentials.uid,
-            credentials.gid,
-            max_exe_hash_bytes=self._max_exe_hash_bytes,
+            process.attest_connected, caller, max_exe_hash_bytes=self._max_exe_hash_bytes
         )
 
     async def start(self) -> None:
+        prepare_socket_directory(self.socket_path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._inner_path)
         server = grpc.aio.server()
@@ -358,9 +360,9 @@ class WorkloadApiServer:
         server.add_insecure_port("unix:" + self._inner_path)
         await server.start()
         self._server = server
-        directory = os.path.dirname(os.path.abspath(self.socket_path))
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        relay: Relay[PeerCredentials] = Relay(self._inner_path, self._registry, _identify)
+        relay: Relay[process.ConnectedProcess] = Relay(
+            self._inner_path, self._registry, _identify
+        )
         await relay.serve_unix(self.socket_path, mode=0o777)
         self._relay = relay
         _log.info("Workload API listening on unix:%s", self.socket_path)

@@ -87,6 +87,10 @@ class ControlPlaneProcess:
         socket_path = work / "agent.sock"
         log = open(work / "agent.log", "ab")  # noqa: SIM115
         token = [f"--join-token={join_token}"] if join_token else []
+        if any(str(arg).startswith("http://") for arg in extra):
+            # The test plane serves bundles over plain http, which the agent accepts only
+            # with --insecure-bootstrap (a production plane serves them over https).
+            extra = (*extra, "--insecure-bootstrap")
         agent = subprocess.Popen(
             [
                 str(BIN / "hallmark-agent"),
