@@ -56,9 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", metavar="DIR", help="where the agent keeps its SVID and key")
     trust = run.add_mutually_exclusive_group()
     trust.add_argument("--trust-bundle", metavar="FILE", help="bundle file (PEM or SPIFFE JSON)")
-    trust.add_argument(
-        "--trust-bundle-url", metavar="URL", help="https:// URL serving the bundle"
-    )
+    trust.add_argument("--trust-bundle-url", metavar="URL", help="https:// URL serving the bundle")
     run.add_argument(
         "--insecure-bootstrap",
         action="store_true",

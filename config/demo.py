@@ -86,7 +86,6 @@ def run_demo(plane: ControlPlane) -> None:
             plane.grpc_address,
             "--trust-domain",
             trust_domain,
-            f"--join-token={join['token']}",
             "--socket",
             str(socket_path),
             "--data-dir",
@@ -94,6 +93,8 @@ def run_demo(plane: ControlPlane) -> None:
             "--trust-bundle",
             str(bundle_path),
         ],
+        # the join token through the environment, out of reach of /proc/<pid>/cmdline
+        env={**os.environ, "HALLMARK_JOIN_TOKEN": str(join["token"])},
         stdout=log_fd,
         stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,  # noqa: PLW1509

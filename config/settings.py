@@ -170,6 +170,13 @@ EMBEDDED_UPSTREAM = env.boolean("HALLMARK_EMBEDDED_UPSTREAM", False)
 # Agent API: how many processes `hallmark up` runs on the one gRPC port (SO_REUSEPORT); each
 # is one event loop, so more processes mint more SVIDs a second on more cores.
 AGENT_API_PROCESSES = env.integer("HALLMARK_AGENT_API_PROCESSES", 2)
+# The agent API's public listener (hallmark/relaylimits.py): connections one source address
+# (an IPv6 /64) may hold, and how long a TLS handshake and a quiet connection may last.
+AGENT_API_MAX_CONNECTIONS_PER_SOURCE = env.integer(
+    "HALLMARK_AGENT_API_MAX_CONNECTIONS_PER_SOURCE", 128
+)
+AGENT_API_IDLE_TIMEOUT = env.integer("HALLMARK_AGENT_API_IDLE_TIMEOUT", 900)
+AGENT_API_HANDSHAKE_TIMEOUT = env.integer("HALLMARK_AGENT_API_HANDSHAKE_TIMEOUT", 10)
 # Failed attestations per source address: past the limit in a window, the address is refused
 # (RESOURCE_EXHAUSTED rate_limited) until the window ends; each tenant's audit trail gets the
 # first failure of a source and window, then one row with the count of the rest.

@@ -360,9 +360,7 @@ class WorkloadApiServer:
         server.add_insecure_port("unix:" + self._inner_path)
         await server.start()
         self._server = server
-        relay: Relay[process.ConnectedProcess] = Relay(
-            self._inner_path, self._registry, _identify
-        )
+        relay: Relay[process.ConnectedProcess] = Relay(self._inner_path, self._registry, _identify)
         await relay.serve_unix(self.socket_path, mode=0o777)
         self._relay = relay
         _log.info("Workload API listening on unix:%s", self.socket_path)

@@ -22,6 +22,7 @@ from django.conf import settings
 
 from hallmark.protos import agent_pb2_grpc
 from hallmark.relay import PeerRegistry, Relay, private_socket_path
+from hallmark.relaylimits import RelayLimits
 from issuance.agentapi.limits import AttestationFailures, FailureWindow
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.servicer import AgentApiServicer, AgentPeer
@@ -72,7 +73,14 @@ class AgentApiServer:
         context = base_context()
         context.sni_callback = self.credentials.sni_callback
         self._relay = Relay(inner, self.registry, self._identify)
-        self.port = await self._relay.serve_tls(host, port, context, reuse_port=reuse_port)
+        limits = RelayLimits(
+            max_connections_per_source=settings.AGENT_API_MAX_CONNECTIONS_PER_SOURCE,
+            idle_timeout=float(settings.AGENT_API_IDLE_TIMEOUT),
+            handshake_timeout=float(settings.AGENT_API_HANDSHAKE_TIMEOUT),
+        )
+        self.port = await self._relay.serve_tls(
+            host, port, context, reuse_port=reuse_port, limits=limits
+        )
         self._flusher = asyncio.create_task(self._flush_periodically())
         shared = " (port shared with peer processes)" if reuse_port else ""
         log.info("agent API pid %d listening on %s:%d%s", os.getpid(), host, self.port, shared)

@@ -29,9 +29,7 @@ async def _relay(tmp_path: Path, limits: RelayLimits) -> tuple[Relay[str], int, 
 
 async def _tls(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.wait_for(
-        asyncio.open_connection(
-            "127.0.0.1", port, ssl=client_context(), local_addr=(source, 0)
-        ),
+        asyncio.open_connection("127.0.0.1", port, ssl=client_context(), local_addr=(source, 0)),
         10,
     )
 
