@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         "`hallmark up` runs HALLMARK_AGENT_API_PROCESSES of them this way",
     )
     commands.add_parser("migrate", help="apply database migrations to public and tenant schemas")
+    commands.add_parser(
+        "check",
+        help="preflight: can this configuration reach PostgreSQL, Redis, Vault and PKCS#11?",
+        description="Connect to the PostgreSQL, Redis, Vault/OpenBao and PKCS#11 module that "
+        "HALLMARK_* configures, say what is wrong in plain words, and exit non-zero if "
+        "anything is. Starts no server: run it before a rollout.",
+    )
     manage = commands.add_parser("manage", help="run a Django management command")
     manage.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -84,63 +91,96 @@ def _django() -> None:
     django.setup()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command in ("up", "demo"):
-        from config.supervisor import ControlPlane, stop_on_signals
+def _up_or_demo(args: argparse.Namespace) -> int:
+    from config.supervisor import ControlPlane, stop_on_signals
 
-        if args.command == "demo":
-            # The demo may offer the embedded upstream; `up` leaves that to the operator.
-            os.environ.setdefault("HALLMARK_EMBEDDED_UPSTREAM", "true")
+    if args.command == "demo":
+        # The demo may offer the embedded upstream; `up` leaves that to the operator.
+        os.environ.setdefault("HALLMARK_EMBEDDED_UPSTREAM", "true")
 
-        plane = ControlPlane(data_dir=args.data_dir.resolve(), http=args.http, grpc=args.grpc)
-        with stop_on_signals(plane):
-            plane.start()
-            if args.command == "up":
+    plane = ControlPlane(data_dir=args.data_dir.resolve(), http=args.http, grpc=args.grpc)
+    with stop_on_signals(plane):
+        plane.start()
+        if args.command == "up":
+            plane.print_ready()
+            plane.wait()
+        else:
+            from config.demo import run_demo
+
+            run_demo(plane)
+            if not args.exit:
                 plane.print_ready()
                 plane.wait()
-            else:
-                from config.demo import run_demo
+    return 0
 
-                run_demo(plane)
-                if not args.exit:
-                    plane.print_ready()
-                    plane.wait()
-        return 0
-    if args.command == "agent-api":
-        _django()
-        from config.health import start_heartbeat
-        from issuance.agentapi.server import serve
 
-        serve(
-            args.listen[0],
-            args.listen[1],
-            reuse_port=args.reuse_port,
-            on_listening=lambda: start_heartbeat("agent-api"),
-        )
-        return 0
-    if args.command == "migrate":
-        _django()
-        from django.core.management import call_command
+def _agent_api(args: argparse.Namespace) -> int:
+    _django()
+    from config.health import start_heartbeat
+    from issuance.agentapi.server import serve
 
-        from tenants.migrating import SchemasFailedToMigrate, migrate_tenant_schemas
-        from tenants.schemas import migrate_template
+    serve(
+        args.listen[0],
+        args.listen[1],
+        reuse_port=args.reuse_port,
+        on_listening=lambda: start_heartbeat("agent-api"),
+    )
+    return 0
 
-        call_command("migrate_schemas", shared=True, interactive=False, verbosity=1)
-        migrate_template(verbosity=1)  # new tenant schemas are copies of it
-        try:
-            migrate_tenant_schemas(progress=lambda line: print(f"hallmark migrate: {line}"))
-        except SchemasFailedToMigrate as failure:
-            print(f"hallmark migrate: {failure}", file=sys.stderr)
-            return 1
-        return 0
-    if args.command == "manage":
-        _django()
-        from django.core.management import execute_from_command_line
 
-        execute_from_command_line(["hallmark manage", *args.args])
-        return 0
-    return 2
+def _check(args: argparse.Namespace) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.preflight import report, run_checks
+
+    try:
+        text, status = report(run_checks(settings))
+    except ImproperlyConfigured as exc:
+        text, status = f"FAIL configuration: {exc}", 1
+    print(text)
+    return status
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    _django()
+    from django.core.management import call_command
+
+    from tenants.migrating import SchemasFailedToMigrate, migrate_tenant_schemas
+    from tenants.schemas import migrate_template
+
+    call_command("migrate_schemas", shared=True, interactive=False, verbosity=1)
+    migrate_template(verbosity=1)  # new tenant schemas are copies of it
+    try:
+        migrate_tenant_schemas(progress=lambda line: print(f"hallmark migrate: {line}"))
+    except SchemasFailedToMigrate as failure:
+        print(f"hallmark migrate: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _manage(args: argparse.Namespace) -> int:
+    _django()
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["hallmark manage", *args.args])
+    return 0
+
+
+COMMANDS = {
+    "up": _up_or_demo,
+    "demo": _up_or_demo,
+    "agent-api": _agent_api,
+    "check": _check,
+    "migrate": _migrate,
+    "manage": _manage,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":
