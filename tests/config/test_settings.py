@@ -36,6 +36,7 @@ def test_importing_the_settings_starts_no_server_and_names_what_is_missing(tmp_p
         if not k.startswith("HALLMARK_") and k != "DJANGO_SETTINGS_MODULE"
     }
     env["HALLMARK_DATA_DIR"] = str(tmp_path / "data")
+    env["HALLMARK_SECRET_KEY"] = "settings-test"  # past the secret, to the servers
 
     # when a process imports the settings
     result = subprocess.run(

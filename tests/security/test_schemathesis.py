@@ -137,8 +137,16 @@ def _peer_bundle(**key: Any) -> dict[str, Any]:
 
 
 def _own_bundle(tenant: TenantHandle, **changes: Any) -> dict[str, Any]:
-    """A real, valid SPIFFE bundle (the tenant's own), with some members replaced."""
-    return {**tenant.client.get("/api/v1/bundle").json(), **changes}
+    """A real, valid SPIFFE bundle (the tenant's own), with some members replaced.
+
+    Read from the service, not through Django's test client: the client re-connects
+    close_old_connections after each request, which would then close the connection holding
+    the test's transaction at the next WSGI request.
+    """
+    from trustdomains.services import current_bundle
+
+    with tenant.schema():
+        return {**current_bundle().to_jwks(), **changes}
 
 
 HOSTILE_BODIES: dict[str, tuple[str, Any]] = {
