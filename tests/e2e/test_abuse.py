@@ -282,6 +282,9 @@ def test_an_sni_flood_of_unknown_names_leaves_a_legitimate_agent_served(
     assert sent >= 50, outcomes
     assert outcomes == {"refused": sent}, outcomes
     assert len(legit) >= 5 and set(legit) == {"ok"}, Counter(legit)
+    # and the flood did not buy a log line per handshake
+    log = (plane.data_dir / "up.log").read_text(errors="replace")
+    assert sum(".flood.test" in line for line in log.splitlines()) <= sent // 10
 
 
 # -- failed attestations from one source ------------------------------------------------------
