@@ -41,9 +41,10 @@ pytestmark = [pytest.mark.e2e]
 
 REDIS_DB = 7
 ATTEST_FAILURE_LIMIT = 5
-ATTEST_FAILURE_WINDOW = 3  # seconds: short, so the aggregated audit rows are written soon
+ATTEST_FAILURE_WINDOW = 2  # seconds: short, so the aggregated audit rows are written soon
 SIGNUP_LIMIT = 2  # the module's two tenants fit; the flood test starts from a zero count
 RACERS = 20
+RACE_ROUNDS = 2
 SNI_HANDSHAKES = 300
 SNI_FLOOD_SECONDS = 8.0
 ATTEST_FLOOD = 30
@@ -249,16 +250,13 @@ def test_an_sni_flood_of_unknown_names_leaves_a_legitimate_agent_served(
 
 
 # -- one join token, twenty agents at once ----------------------------------------------------
-def test_twenty_agents_redeeming_one_join_token_at_once_make_exactly_one_agent(
-    plane: ControlPlaneProcess, tenants: dict[str, dict[str, Any]]
-) -> None:
+def _race(plane: ControlPlaneProcess, tenant: dict[str, Any]) -> None:
+    """Twenty agents redeem one new join token at once: one agent is made, 19 are refused."""
     # given one join token and twenty agents, each on its own TLS connection, each with its
     # own key, all handshaken and waiting at a barrier
-    tenant = tenants["agents"]
     td = tenant["trust_domain"]
     agents_before = plane.call(tenant["token"], "GET", "agents").json()
     join_token = _join_token(plane, tenant)
-    token = join_token["token"]
     identities = [AgentIdentity.fresh() for _ in range(RACERS)]
     clients = [_anonymous(plane, tenant) for _ in range(RACERS)]
     barrier = threading.Barrier(RACERS, timeout=CALL_TIMEOUT)
@@ -266,7 +264,7 @@ def test_twenty_agents_redeeming_one_join_token_at_once_make_exactly_one_agent(
     def race(index: int) -> tuple[str, Any]:
         barrier.wait()
         try:
-            return "won", clients[index].attest(td, token, identities[index])
+            return "won", clients[index].attest(td, join_token["token"], identities[index])
         except grpc.RpcError as error:
             return "refused", _refusal(error)
 
@@ -299,6 +297,18 @@ def test_twenty_agents_redeeming_one_join_token_at_once_make_exactly_one_agent(
     assert len(agents) == len(agents_before) + 1
     assert made["spiffe_id"] == winners[0].spiffe_id
     assert spent["used_at"] and str(spent["agent_id"]) == str(made["id"])
+
+
+def test_twenty_agents_redeeming_one_join_token_at_once_make_exactly_one_agent(
+    plane: ControlPlaneProcess, tenants: dict[str, dict[str, Any]]
+) -> None:
+    # Whether racers overlap depends on timing; without the token's row lock one round
+    # still let a second agent in about five times in six, so the race runs twice (the
+    # address's failures must leave the window first, or the second round is all refused).
+    for round_ in range(RACE_ROUNDS):
+        if round_:
+            time.sleep(ATTEST_FAILURE_WINDOW + 0.5)
+        _race(plane, tenants["agents"])
 
 
 # -- failed attestations from one source ------------------------------------------------------
