@@ -294,6 +294,10 @@ def _idle(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Counte
                 held.discard(sock)
                 sock.close()
                 outcomes["dropped by the server"] += 1
+            if len(held) < flood.connections:
+                # a server that drops connections at once must not turn this into a
+                # connect loop: reopen at most every quarter second
+                time.sleep(0.25)
             while len(held) < flood.connections and not done():
                 open_one()
         outcomes["held at the end"] = len(held)
