@@ -24,6 +24,7 @@ HEAVIEST_FIRST = (
     "tests/config/test_embedded.py",
     SHARED_PLANE_GROUP,
     "tests/issuance/test_agentapi_scaleout.py",
+    "tests/e2e/test_abuse.py",
     "tests/issuance/test_agent_api_sync_scale.py",
     "tests/e2e/test_demo.py",
 )

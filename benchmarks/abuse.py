@@ -1,0 +1,511 @@
+"""A legitimate agent's SyncAuthorizedEntries latency, alone and during each abuse flood.
+
+Prints, from one run on one machine, p50/p99 of SyncAuthorizedEntries on the agent's open
+mTLS connection (and of connect + sync on a fresh connection, sampled every tenth call):
+  alone                 nothing else happening
+  SNI flood             TLS handshakes naming trust domains nobody has, each name new
+  idle-connection flood TCP connections to the agent API that never send a byte
+  attestation flood     AttestAgent with join tokens nobody issued, from one address
+  signup flood          POST /api/v1/signup from one address, past its rate limit
+and the ratio p99(flood) / p99(alone) against the goal (at most 2x). Every flood runs in
+client processes of its own, bounded by a count and by `--seconds`, against 127.0.0.1 only,
+and stops itself; beside each row are what the flood got (its outcomes) and the cores its
+client processes used (they share the machine with the plane).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import queue
+import secrets
+import selectors
+import socket
+import ssl
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+GOAL = 2.0
+FRESH_EVERY = 10  # every tenth sample also times connect + sync on a fresh connection
+MAX_FLOOD_ACTIONS = 200_000  # per client process: the count bound beside the time bound
+PASSWORD = "correct horse battery staple"  # noqa: S105 - the benchmark tenant's, thrown away
+STARTED_TIMEOUT = 120.0
+
+
+# -- the legitimate agent -----------------------------------------------------------------------
+@dataclass
+class Agent:
+    """An attested agent: its key and SVID chain, and how to reach its trust domain."""
+
+    grpc_address: str
+    trust_domain: str
+    roots_pem: bytes
+    key: ec.EllipticCurvePrivateKey
+    chain_pem: bytes = b""
+
+    def channel(self) -> grpc.Channel:
+        """A connection of its own (mTLS once attested), as one agent holds."""
+        key_pem = None
+        if self.chain_pem:
+            key_pem = self.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.roots_pem,
+            private_key=key_pem,
+            certificate_chain=self.chain_pem or None,
+        )
+        return grpc.secure_channel(
+            self.grpc_address,
+            credentials,
+            options=[
+                ("grpc.ssl_target_name_override", self.trust_domain),
+                ("grpc.default_authority", self.trust_domain),
+                ("grpc.use_local_subchannel_pool", 1),
+            ],
+        )
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("x-hallmark-trust-domain", self.trust_domain),)
+
+    def sync(self, channel: grpc.Channel) -> int:
+        from hallmark.protos import agent_pb2, agent_pb2_grpc
+
+        answer = agent_pb2_grpc.AgentAPIStub(channel).SyncAuthorizedEntries(
+            agent_pb2.SyncAuthorizedEntriesRequest(), metadata=self.metadata, timeout=30
+        )
+        return len(answer.entries)
+
+
+def _signup(url: str, label: str) -> dict[str, Any]:
+    td = f"{label}-{secrets.token_hex(3)}.test"
+    answer = requests.post(
+        f"{url}/api/v1/signup",
+        timeout=60,
+        json={"name": label, "trust_domain": td, "email": f"ops@{td}", "password": PASSWORD},
+    )
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+def attested_agent(url: str, grpc_address: str, entries: int) -> Agent:
+    """Sign up a tenant, register `entries` workloads under a node alias, attest an agent."""
+    from cryptography import x509
+
+    from attestors.node import join_token
+    from hallmark.protos import agent_pb2, agent_pb2_grpc
+    from hallmark.x509svid import make_csr
+
+    tenant = _signup(url, "abuse-bench")
+    td, headers = tenant["trust_domain"], {"Authorization": f"Bearer {tenant['token']}"}
+    alias = f"spiffe://{td}/node/bench"
+    for i in range(entries):
+        requests.post(
+            f"{url}/api/v1/entries",
+            headers=headers,
+            timeout=30,
+            json={
+                "spiffe_id": f"spiffe://{td}/w/{i}",
+                "parent_id": alias,
+                "selectors": [f"unix:uid:{1000 + i}"],
+            },
+        ).raise_for_status()
+    token = requests.post(
+        f"{url}/api/v1/join-tokens",
+        headers=headers,
+        timeout=30,
+        json={"ttl": 600, "spiffe_id": alias},
+    ).json()["token"]
+    roots = requests.get(
+        f"{url}/api/v1/bundle", headers=headers, params={"format": "pem"}, timeout=30
+    ).content
+    agent = Agent(grpc_address, td, roots, ec.generate_private_key(ec.SECP256R1()))
+    request = agent_pb2.AttestAgentRequest(
+        trust_domain=td,
+        attestation_type="join_token",
+        attestation_data=join_token.attestation_data(token),
+        csr=make_csr(agent.key),
+    )
+    deadline = time.monotonic() + STARTED_TIMEOUT
+    while True:  # the plane builds a new tenant's TLS credentials in the background
+        channel = agent.channel()
+        try:
+            answer = agent_pb2_grpc.AgentAPIStub(channel).AttestAgent(
+                request, metadata=agent.metadata, timeout=30
+            )
+            break
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+        finally:
+            channel.close()
+    agent.chain_pem = b"".join(
+        x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM)
+        for d in answer.svid_chain
+    )
+    return agent
+
+
+@dataclass
+class Samples:
+    """Latencies (seconds) of one phase: steady-connection syncs and fresh connect + sync."""
+
+    steady: list[float] = field(default_factory=list)
+    fresh: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def measure(agent: Agent, channel: grpc.Channel, calls: int, seconds: float) -> Samples:
+    samples = Samples()
+    deadline = time.monotonic() + seconds
+    for index in range(calls):
+        if time.monotonic() >= deadline:
+            break
+        started = time.perf_counter()
+        try:
+            agent.sync(channel)
+            samples.steady.append(time.perf_counter() - started)
+        except grpc.RpcError as error:
+            samples.errors[str(error.code())] += 1
+        if index % FRESH_EVERY == 0:
+            started = time.perf_counter()
+            fresh = agent.channel()
+            try:
+                agent.sync(fresh)
+                samples.fresh.append(time.perf_counter() - started)
+            except grpc.RpcError as error:
+                samples.errors[f"fresh {error.code()}"] += 1
+            finally:
+                fresh.close()
+    return samples
+
+
+def p50_p99(samples: list[float]) -> tuple[float, float]:
+    if not samples:
+        return float("nan"), float("nan")
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+# -- floods, each in client processes of its own ------------------------------------------------
+@dataclass(frozen=True)
+class Flood:
+    """What one flood client process does until `seconds` pass or `stop` is set."""
+
+    kind: str  # sni | idle | attest | signup
+    url: str
+    grpc_address: str
+    trust_domain: str
+    roots_pem: bytes
+    connections: int = 0  # idle: connections held at once
+    threads: int = 1  # signup: parallel requests
+
+
+def _flood_child(flood: Flood, seconds: float, started: Any, stop: Any, results: Any) -> None:
+    cpu = time.process_time()
+    outcomes: Counter[str] = Counter()
+    deadline = time.monotonic() + seconds
+    try:
+        run = {"sni": _sni, "idle": _idle, "attest": _attest, "signup": _signup_flood}[flood.kind]
+        run(flood, lambda: stop.is_set() or time.monotonic() >= deadline, started, outcomes)
+    except Exception as error:  # noqa: BLE001 - reported as an outcome, the run goes on
+        outcomes[f"flood client error: {type(error).__name__}: {error}"] += 1
+    finally:
+        started.set()
+        results.put((dict(outcomes), time.process_time() - cpu))
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def _sni(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Counter[str]) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    host, port = _host_port(flood.grpc_address)
+    started.set()
+    for _ in range(MAX_FLOOD_ACTIONS):
+        if done():
+            return
+        name = f"nx-{secrets.token_hex(6)}.flood.test"
+        try:
+            with (
+                socket.create_connection((host, port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname=name),
+            ):
+                outcomes["accepted (!)"] += 1
+        except (ssl.SSLError, ConnectionError):
+            outcomes["refused"] += 1
+        except OSError as error:
+            outcomes[type(error).__name__] += 1
+
+
+def _idle(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Counter[str]) -> None:
+    """Hold `connections` TCP connections that send nothing; reopen those the server drops."""
+    host, port = _host_port(flood.grpc_address)
+    selector = selectors.DefaultSelector()
+    held: set[socket.socket] = set()
+
+    def open_one() -> None:
+        try:
+            sock = socket.create_connection((host, port), timeout=5)
+        except OSError as error:
+            outcomes[f"connect {type(error).__name__}"] += 1
+            return
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+        held.add(sock)
+        outcomes["opened"] += 1
+
+    try:
+        for _ in range(flood.connections):
+            open_one()
+        started.set()
+        while not done() and outcomes["opened"] < MAX_FLOOD_ACTIONS:
+            for key, _ in selector.select(timeout=0.5):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                with contextlib.suppress(OSError):
+                    if sock.recv(4096):
+                        continue  # the server said something (an alert); still open
+                selector.unregister(sock)
+                held.discard(sock)
+                sock.close()
+                outcomes["dropped by the server"] += 1
+            if len(held) < flood.connections:
+                # a server that drops connections at once must not turn this into a
+                # connect loop: reopen at most every quarter second
+                time.sleep(0.25)
+            while len(held) < flood.connections and not done():
+                open_one()
+        outcomes["held at the end"] = len(held)
+    finally:
+        for sock in held:
+            sock.close()
+        selector.close()
+
+
+def _attest(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Counter[str]) -> None:
+    from attestors.node import join_token
+    from hallmark.protos import agent_pb2, agent_pb2_grpc
+    from hallmark.x509svid import make_csr
+
+    stranger = Agent(
+        flood.grpc_address,
+        flood.trust_domain,
+        flood.roots_pem,
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    channel = stranger.channel()
+    stub = agent_pb2_grpc.AgentAPIStub(channel)
+    csr = make_csr(stranger.key)
+    started.set()
+    try:
+        for _ in range(MAX_FLOOD_ACTIONS):
+            if done():
+                return
+            request = agent_pb2.AttestAgentRequest(
+                trust_domain=flood.trust_domain,
+                attestation_type="join_token",
+                attestation_data=join_token.attestation_data(secrets.token_hex(16)),
+                csr=csr,
+            )
+            try:
+                stub.AttestAgent(request, metadata=stranger.metadata, timeout=30)
+                outcomes["attested (!)"] += 1
+            except grpc.RpcError as error:
+                outcomes[(error.details() or str(error.code())).split(":", 1)[0]] += 1
+    finally:
+        channel.close()
+
+
+def _signup_flood(
+    flood: Flood, done: Callable[[], bool], started: Any, outcomes: Counter[str]
+) -> None:
+    lock = threading.Lock()
+    budget = iter(range(MAX_FLOOD_ACTIONS))
+
+    def worker() -> None:
+        session = requests.Session()
+        while not done():
+            with lock:
+                if next(budget, None) is None:
+                    return
+            td = f"flood-{secrets.token_hex(6)}.test"
+            try:
+                answer = session.post(
+                    f"{flood.url}/api/v1/signup",
+                    timeout=60,
+                    json={"name": td, "trust_domain": td, "email": f"o@{td}", "password": PASSWORD},
+                )
+                outcome = f"{answer.status_code} {answer.json().get('code', '')}".strip()
+            except (requests.RequestException, ValueError) as error:
+                outcome = type(error).__name__
+            with lock:
+                outcomes[outcome] += 1
+
+    started.set()
+    with ThreadPoolExecutor(flood.threads) as pool:
+        for _ in range(flood.threads):
+            pool.submit(worker)
+
+
+@dataclass
+class FloodResult:
+    outcomes: Counter[str]
+    client_cores: float
+
+
+def during(floods: list[Flood], seconds: float, work: Callable[[], Samples]) -> Any:
+    """Start the flood processes, wait until each is flooding, run `work`, stop them."""
+    context = multiprocessing.get_context("spawn")  # no inherited gRPC state
+    stop = context.Event()
+    results: Any = context.Queue()
+    started = [context.Event() for _ in floods]
+    processes = [
+        context.Process(target=_flood_child, args=(f, seconds + 30, s, stop, results), daemon=True)
+        for f, s in zip(floods, started, strict=True)
+    ]
+    began = time.monotonic()
+    for process in processes:
+        process.start()
+    try:
+        for event in started:
+            event.wait(timeout=STARTED_TIMEOUT)
+        time.sleep(0.5)  # let it build up
+        samples = work()
+    finally:
+        stop.set()
+    outcomes: Counter[str] = Counter()
+    cpu = 0.0
+    for _ in processes:
+        try:
+            got, spent = results.get(timeout=60)
+        except queue.Empty:
+            outcomes["a flood client did not answer"] += 1
+            continue
+        outcomes.update(got)
+        cpu += spent
+    for process in processes:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+    return samples, FloodResult(outcomes, cpu / max(time.monotonic() - began, 1e-9))
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def main() -> None:
+    from benchmarks.workload_api import start_control_plane  # same start-up, one place
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    parser.add_argument("--calls", type=int, default=5000, help="most syncs in a phase")
+    parser.add_argument("--entries", type=int, default=10, help="entries the agent syncs")
+    parser.add_argument("--sni-processes", type=int, default=2)
+    parser.add_argument("--idle-connections", type=int, default=500)
+    parser.add_argument("--attest-processes", type=int, default=2)
+    parser.add_argument("--signup-threads", type=int, default=4)
+    parser.add_argument(
+        "--signup-limit",
+        default="10/3600",
+        help="HALLMARK_SIGNUP_RATE_LIMIT of the plane (default: the production default)",
+    )
+    args = parser.parse_args()
+    os.environ["HALLMARK_SIGNUP_RATE_LIMIT"] = args.signup_limit
+    work = Path(tempfile.mkdtemp(prefix="hallmark-abuse-"))
+    print(f"working in {work}", flush=True)
+    plane, url, grpc_address = start_control_plane(work)
+    try:
+        agent = attested_agent(url, grpc_address, args.entries)
+        channel = agent.channel()
+        for _ in range(50):  # warm up
+            agent.sync(channel)
+
+        def flood(kind: str, **extra: Any) -> Flood:
+            return Flood(kind, url, grpc_address, agent.trust_domain, agent.roots_pem, **extra)
+
+        phases: list[tuple[str, list[Flood]]] = [
+            ("SNI flood", [flood("sni")] * args.sni_processes),
+            ("idle-connection flood", [flood("idle", connections=args.idle_connections)]),
+            ("attestation-failure flood", [flood("attest")] * args.attest_processes),
+            ("signup flood", [flood("signup", threads=args.signup_threads)]),
+        ]
+        report = Report()
+        report.add("alone", measure(agent, channel, args.calls, args.seconds), None)
+        for label, floods in phases:
+            samples, result = during(
+                floods, args.seconds, lambda: measure(agent, channel, args.calls, args.seconds)
+            )
+            report.add(label, samples, result)
+        report.add("alone, again", measure(agent, channel, args.calls, args.seconds), None)
+        channel.close()
+    finally:
+        plane.terminate()
+        plane.wait(timeout=60)
+    report.summary()
+
+
+class Report:
+    """Rows as they are measured, then the table against the goal."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, Samples, FloodResult | None]] = []
+
+    def add(self, label: str, samples: Samples, flood: FloodResult | None) -> None:
+        self.rows.append((label, samples, flood))
+        p50, p99 = p50_p99(samples.steady)
+        print(f"  {label:<28} p50 {p50 * 1e3:7.2f} ms  p99 {p99 * 1e3:7.2f} ms", flush=True)
+        if flood is not None:
+            got = ", ".join(f"{k}: {v}" for k, v in flood.outcomes.most_common())
+            print(f"    flood: {got}; its clients used {flood.client_cores:.2f} cores", flush=True)
+        if samples.errors:
+            print(f"    legitimate agent's failed calls: {dict(samples.errors)}", flush=True)
+
+    def summary(self) -> None:
+        alone = p50_p99(self.rows[0][1].steady)[1]
+        alone_fresh = p50_p99(self.rows[0][1].fresh)[1]
+        print(
+            "\nSyncAuthorizedEntries of one legitimate agent (ms); ratio = p99 / p99 alone;"
+            f" goal <= {GOAL:.0f}x"
+        )
+        print(
+            f"  {'phase':<28} {'n':>5} {'p50':>7} {'p99':>7} {'ratio':>6} {'goal':>8}"
+            f"   {'fresh n':>7} {'p50':>7} {'p99':>7} {'ratio':>6}  failed"
+        )
+        for label, samples, _ in self.rows:
+            p50, p99 = p50_p99(samples.steady)
+            f50, f99 = p50_p99(samples.fresh)
+            ratio = p99 / alone
+            verdict = "-" if label.startswith("alone") else ("MET" if ratio <= GOAL else "NOT MET")
+            print(
+                f"  {label:<28} {len(samples.steady):>5} {p50 * 1e3:7.2f} {p99 * 1e3:7.2f}"
+                f" {ratio:5.2f}x {verdict:>8}   {len(samples.fresh):>7} {f50 * 1e3:7.2f}"
+                f" {f99 * 1e3:7.2f} {f99 / alone_fresh:5.2f}x  {sum(samples.errors.values())}"
+            )
+        print(f"  ({os.cpu_count()} cores shared by the plane, the agent and the flood clients)")
+
+
+if __name__ == "__main__":
+    main()
