@@ -147,7 +147,7 @@ class ServerTunnel:
             self.refused += 1
             _log.error("%s:%d: %s", self._host, self._port, exc.detail)
         except (OSError, ssl.SSLError) as exc:
-            _log.warning("cannot reach the agent API at %s:%d: %s", self._host, self._port, exc)
+            _log.warning("cannot reach the agent API at %s:%d: %r", self._host, self._port, exc)
         finally:
             for w in (remote_writer, writer):
                 if w is not None:

@@ -142,6 +142,14 @@ class EmbeddedServers:
         os.environ.update(exported)
         return exported
 
+    @property
+    def owned(self) -> set[str]:
+        """The servers this process started itself (and stops), not joined ones."""
+        owned = {"postgres"} if self._postgres is not None and self._postgres_owned else set()
+        if self._redis is not None and self._redis_owned:
+            owned.add("redis")
+        return owned
+
     def stop(self) -> None:
         if self._openbao is not None:
             self._progress("stopping OpenBao")

@@ -37,10 +37,25 @@ def pytest_load_initial_conftests(
         for name, placeholder in COLLECT_ONLY_PLACEHOLDERS.items():
             os.environ.setdefault(name, placeholder)
     elif embedded.needed():
-        early_config.stash[_SERVERS] = embedded.ensure_started(
-            Path(os.environ["HALLMARK_DATA_DIR"])
-        )
+        servers = embedded.ensure_started(Path(os.environ["HALLMARK_DATA_DIR"]))
+        early_config.stash[_SERVERS] = servers
+        if servers is not None and "postgres" in servers.owned:
+            _drop_databases_of_earlier_planes(os.environ["HALLMARK_DATABASE_URL"])
     return (yield)
+
+
+def _drop_databases_of_earlier_planes(url: str) -> None:
+    """The e2e planes of earlier sessions left databases behind (a plane may be restarted on
+    its database within a test, so they are not dropped as they stop); dropping them keeps
+    the data dir, which tests scan, from growing session after session."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'hallmark\\_e2e\\_%'"
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -52,7 +52,9 @@ MAX_UNKNOWN_NAMES = 10_000
 MAX_PENDING_LOOKUPS = 32
 BUILD_BACKOFF_SECONDS = 1.0
 BUILD_BACKOFF_MAX_SECONDS = 300.0
-EXPIRY_MARGIN = dt.timedelta(seconds=30)
+# A server SVID is served until just before it expires: its life is capped by its CA's, so in
+# the last part of a CA's life a renewal cannot move it further out (renewal starts at half-life).
+EXPIRY_MARGIN = dt.timedelta(seconds=1)
 Build = Callable[[], Credentials | None]
 
 

@@ -81,3 +81,37 @@ def test_the_source_table_is_bounded():
         failures.failed(tenant, f"10.0.{i // 256}.{i % 256}", "invalid_join_token")
     assert len(failures._sources) == 50
     assert len(failures._windows) <= 50
+
+
+def test_a_server_svid_capped_by_its_ca_is_served_until_it_expires():
+    # given a tenant whose server SVID ends with its CA in 20 s (past half-life: renewal could
+    # not move it further out until the next CA is active)
+    import datetime as dt
+
+    from hallmark.x509svid import utcnow
+    from issuance.agentapi.tls import TenantCredentials
+    from issuance.agentapi.tlsbuild import Credentials
+
+    credentials = TenantCredentials(workers=1)
+    try:
+        now = utcnow()
+        served = object()
+        tenant_id = uuid.uuid4()
+        credentials._directory["capped.example"] = tenant_id
+        credentials._cache["capped.example"] = Credentials(
+            tenant_id=tenant_id,
+            trust_domain="capped.example",
+            certificate_pem=b"",
+            key_pem=b"",
+            roots_pem=b"",
+            issuer_der=b"",
+            renew_at=now + dt.timedelta(hours=1),  # no renewal queued by this handshake
+            not_after=now + dt.timedelta(seconds=20),
+            context=served,  # type: ignore[arg-type]
+            roots_checked=float("inf"),
+        )
+
+        # when an agent's handshake names it, then its context is served, not an alert
+        assert credentials.context_for("capped.example") is served
+    finally:
+        credentials.close()
