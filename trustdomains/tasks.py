@@ -1,4 +1,4 @@
-"""Rotation tasks: beat fans `rotate_trust_domain` out to every tenant; each runs in its schema."""
+"""Rotation tasks: beat fans every tenant out in batches; each tenant rotates in its schema."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from tenants.events import shared_redis
 from tenants.scoping import all_tenant_ids, tenant_for_task, tenant_schema
 from trustdomains import journal
 
@@ -19,6 +20,12 @@ def rotation_interval() -> float:
     """Seconds between rotation sweeps (settings.ROTATION_INTERVAL_SECONDS, SPIRE: 10 s)."""
     return float(getattr(settings, "ROTATION_INTERVAL_SECONDS", DEFAULT_ROTATION_INTERVAL_SECONDS))
 
+
+# Tenants a rotation task handles, and how long (in intervals) a sweep may stay unfinished
+# before the next one runs anyway (its worker died, say).
+ROTATION_BATCH = 100
+SWEEP_STALE_INTERVALS = 6
+SWEEP_PENDING_KEY = "hallmark:rotation:sweep-pending"
 
 BEAT_SCHEDULE = {
     "trustdomains-rotate-all": {
@@ -32,13 +39,53 @@ BEAT_SCHEDULE = {
 
 @shared_task(name="trustdomains.tasks.rotate_all", ignore_result=True)
 def rotate_all(at: float | None = None) -> int:
-    """Queue `rotate_trust_domain` for every tenant; returns how many were queued."""
-    tenant_ids = all_tenant_ids()
-    for tenant_id in tenant_ids:
-        rotate_trust_domain.apply_async(
-            args=(str(tenant_id),), kwargs={"at": at}, expires=rotation_interval() * 6
+    """Queue every tenant's rotation in batches; returns how many tenants were queued.
+
+    A thousand tenants are ten messages, not a thousand. The batches carry no expiry (a
+    tenant is never skipped silently); instead, while any batch of the previous sweep is
+    still queued or running, the next sweep is skipped and says so, so a sweep that takes
+    longer than its interval shows in the logs (add workers) rather than piling up.
+    """
+    tenant_ids = [str(tenant_id) for tenant_id in all_tenant_ids()]
+    batches = [
+        tenant_ids[start : start + ROTATION_BATCH]
+        for start in range(0, len(tenant_ids), ROTATION_BATCH)
+    ]
+    if not batches:
+        return 0
+    client = shared_redis()
+    stale_after = max(int(rotation_interval() * SWEEP_STALE_INTERVALS), 1)
+    if not client.set(SWEEP_PENDING_KEY, len(batches), nx=True, ex=stale_after):
+        pending = client.get(SWEEP_PENDING_KEY)
+        log.warning(
+            "rotation sweep skipped: %s batch(es) of the previous sweep are still queued or "
+            "running; the sweep takes longer than its %.0f s interval, so add Celery workers",
+            pending.decode() if isinstance(pending, bytes) else pending,
+            rotation_interval(),
         )
+        return 0
+    for batch in batches:
+        rotate_trust_domains.apply_async(args=(batch,), kwargs={"at": at})
     return len(tenant_ids)
+
+
+@shared_task(name="trustdomains.tasks.rotate_trust_domains", ignore_result=True)
+def rotate_trust_domains(tenant_ids: list[str], at: float | None = None) -> int:
+    """Rotate a batch of tenants, each on its own: one that fails is logged (and tried again
+    by the next sweep) and the others go on. Returns how many failed."""
+    failed = 0
+    try:
+        for tenant_id in tenant_ids:
+            try:
+                rotate_trust_domain(tenant_id, at=at)
+            except Exception:
+                failed += 1
+                log.exception("rotating tenant %s failed; the next sweep tries again", tenant_id)
+    finally:
+        client = shared_redis()
+        if client.decr(SWEEP_PENDING_KEY) <= 0:
+            client.delete(SWEEP_PENDING_KEY)
+    return failed
 
 
 @shared_task(name="trustdomains.tasks.rotate_trust_domain", ignore_result=True)
