@@ -81,19 +81,23 @@ class EntryChangeSerializer(EntryInputSerializer):
 
 
 class BatchCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """`{entries: [entry, ...]}`: 1 to MAX_BATCH_ITEMS entries, each as POST /entries takes it."""
+    """`{entries: [entry, ...]}`: 1 to 500 entries, each as POST /entries takes it."""
 
-    entries = EntryInputSerializer(many=True, min_length=1, max_length=MAX_BATCH_ITEMS)
+    entries = serializers.ListField(
+        child=EntryInputSerializer(), min_length=1, max_length=MAX_BATCH_ITEMS
+    )
 
 
 class BatchUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """`{entries: [{id, ...fields}, ...]}`: 1 to MAX_BATCH_ITEMS changes, each as PATCH."""
+    """`{entries: [{id, ...fields}, ...]}`: 1 to 500 changes, each as PATCH."""
 
-    entries = EntryChangeSerializer(many=True, min_length=1, max_length=MAX_BATCH_ITEMS)
+    entries = serializers.ListField(
+        child=EntryChangeSerializer(), min_length=1, max_length=MAX_BATCH_ITEMS
+    )
 
 
 class BatchDeleteSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """`{ids: [...]}`: 1 to MAX_BATCH_ITEMS entry ids."""
+    """`{ids: [...]}`: 1 to 500 entry ids."""
 
     ids = serializers.ListField(
         child=serializers.CharField(trim_whitespace=False),

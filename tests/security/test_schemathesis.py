@@ -104,6 +104,9 @@ def test_the_schema_covers_the_api() -> None:
         "/api/v1/trust-domain",
         "/api/v1/bundle",
         "/api/v1/agents/{id}",
+        "/api/v1/entries/batch-create",
+        "/api/v1/entries/batch-update",
+        "/api/v1/entries/batch-delete",
     } <= paths
 
 
