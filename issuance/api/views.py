@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from issuance import services
-from issuance.api.batch import batch_answer, batch_items, entry_change, entry_fields, entry_id
+from issuance.api.batch import batch_answer, batch_items, entry_changes, entry_creates, entry_ids
 from issuance.api.serializers import (
     AgentSerializer,
     BatchCreateSerializer,
@@ -92,7 +92,7 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
     @extend_schema(request=BatchCreateSerializer, responses=BatchResultsSerializer)
     @action(detail=False, methods=["post"], url_path="batch-create", url_name="batch-create")
     def batch_create(self, request: Request) -> Response:
-        items = [entry_fields(item) for item in batch_items(request.data, "entries")]
+        items = entry_creates(batch_items(request.data, "entries"))
         results = services.batch_create_entries(
             tenant=self.tenant, actor=self.actor, items=items, source=self.source()
         )
@@ -101,7 +101,7 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
     @extend_schema(request=BatchUpdateSerializer, responses=BatchResultsSerializer)
     @action(detail=False, methods=["post"], url_path="batch-update", url_name="batch-update")
     def batch_update(self, request: Request) -> Response:
-        items = [entry_change(item) for item in batch_items(request.data, "entries")]
+        items = entry_changes(batch_items(request.data, "entries"))
         results = services.batch_update_entries(
             tenant=self.tenant, actor=self.actor, items=items, source=self.source()
         )
@@ -110,7 +110,7 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
     @extend_schema(request=BatchDeleteSerializer, responses=BatchResultsSerializer)
     @action(detail=False, methods=["post"], url_path="batch-delete", url_name="batch-delete")
     def batch_delete(self, request: Request) -> Response:
-        items = [entry_id(item) for item in batch_items(request.data, "ids")]
+        items = entry_ids(batch_items(request.data, "ids"))
         results = services.batch_delete_entries(
             tenant=self.tenant, actor=self.actor, items=items, source=self.source()
         )

@@ -43,7 +43,7 @@ from issuance.services.entries import (
     tenant_trust_domain,
 )
 from issuance.services.revisions import RevisionLock, locked_revisions
-from issuance.services.roots import refresh_roots
+from issuance.services.roots import ancestors, refresh_roots
 from tenants.events import publish_change
 from tenants.services import AuditRecord, record_audits
 
@@ -203,6 +203,13 @@ def batch_create_entries(
                 if created:
                     policy.admit_batch("entry.create", len(created))
                     entries = list(created.values())
+                    # Roots as the stored graph gives them, written with the rows: the common
+                    # batch (parents that are agents or older entries) is then right at once,
+                    # and refresh_roots below only fixes chains inside the batch, instead of
+                    # rewriting every new row (each rewrite touches all of its indexes).
+                    above = ancestors({e.parent_id for e in entries})
+                    for entry in entries:
+                        entry.roots = sorted(above[entry.parent_id])
                     Entry.objects.bulk_create(entries, batch_size=WRITE_BATCH)
                     ids = [e.id for e in entries]
                     refresh_roots(
