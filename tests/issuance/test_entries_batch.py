@@ -339,18 +339,14 @@ def test_an_agents_incremental_sync_sees_every_batched_change(agent_api, tenant_
     mirror = EntryMirror(client)
     mirror.sync()
 
-    # when batches create entries (one below another new one), change, re-parent and delete
+    # when batches create entries (one below another new one), change and re-parent
     _, created = results(
         tenant_a,
         "create",
         {
             "entries": [
                 entry_body(tenant_a, "/new-1", parent_id=mine),
-                entry_body(
-                    tenant_a,
-                    "/new-2",
-                    parent_id=f"spiffe://{tenant_a.trust_domain}/new-1",
-                ),
+                entry_body(tenant_a, "/new-2", parent_id=f"spiffe://{tenant_a.trust_domain}/new-1"),
                 entry_body(tenant_a, "/not-mine", parent_id=elsewhere),
             ]
         },
@@ -367,14 +363,24 @@ def test_an_agents_incremental_sync_sees_every_batched_change(agent_api, tenant_
         },
     )
     assert codes == ["ok", "ok", "ok"]
-    results(tenant_a, "delete", {"ids": [created[0]["id"]]})
-    pages = mirror.sync()
+    changes = mirror.sync()
+
+    # then the agent's next sync brings exactly what the database says it may hold
+    new_1, new_2 = created[0]["id"], created[1]["id"]
+    assert not changes[0].full
+    assert set(mirror.entries) == {kept["id"], arriving["id"], new_1, new_2}
+    assert mirror.entries[kept["id"]].hint == "changed"
+    assert mirror.revisions() == authorised_in_db(tenant_a, identity.spiffe_id)
+
+    # when a batch deletes the new entry the other new one hangs from
+    results(tenant_a, "delete", {"ids": [new_1]})
+    removals = mirror.sync()
     client.close()
 
-    # then the agent holds exactly what the database says it may, incrementally
-    assert not pages[0].full
+    # then both leave the agent, incrementally
+    assert not removals[0].full
+    assert set(removals[0].removed_entry_ids) == {new_1, new_2}
     assert set(mirror.entries) == {kept["id"], arriving["id"]}
-    assert mirror.entries[kept["id"]].hint == "changed"
     assert mirror.revisions() == authorised_in_db(tenant_a, identity.spiffe_id)
     assert mirror.revision == head_revision(tenant_a)
 
