@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from hallmark.errors import HallmarkError
 from hallmark.spiffeid import TrustDomain
 from issuance.errors import EntryExists, EntryNotFound, InvalidBatch
 from issuance.models import Entry
+from issuance.services import dns_policy
 from issuance.services.entries import (
     AUDITED_REFUSALS,
     ENTRY_FIELDS,
@@ -177,16 +178,17 @@ def batch_create_entries(
     results: list[ItemResult | None] = [None] * len(items)
     cleaned: dict[int, dict[str, Any]] = {}
     refusals: list[tuple[str, str, HallmarkError]] = []
-    for index, item in enumerate(items):
-        try:
-            if isinstance(item, HallmarkError):
-                raise item
-            fields = clean_entry_fields(item, trust_domain)
-            policy.authorize_item("entry.create", None, fields)
-            cleaned[index] = fields
-        except HallmarkError as exc:
-            results[index] = ItemResult.refused(exc)
-            refusals.append(("entry.create", "", exc))
+    with dns_policy.prefetched(_dns_names([*items]), trust_domain):
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, HallmarkError):
+                    raise item
+                fields = clean_entry_fields(item, trust_domain)
+                policy.authorize_item("entry.create", None, fields)
+                cleaned[index] = fields
+            except HallmarkError as exc:
+                results[index] = ItemResult.refused(exc)
+                refusals.append(("entry.create", "", exc))
     _write_refusal_audits(tenant=tenant, actor=actor, source=source, refusals=refusals)
     if cleaned:
         try:
@@ -240,6 +242,15 @@ def batch_create_entries(
     return [r for r in results if r is not None]
 
 
+def _dns_names(items: Sequence[object], entries: Iterable[Entry] = ()) -> set[str]:
+    """Every DNS name the items (and stored entries, re-checked on change) carry."""
+    names = {n for e in entries for n in e.dns_names}
+    for item in items:
+        if isinstance(item, Mapping) and isinstance(item.get("dns_names"), list | tuple):
+            names.update(n for n in item["dns_names"] if isinstance(n, str))
+    return names
+
+
 def _entry_ids(texts: Sequence[str]) -> dict[str, uuid.UUID]:
     return {t: uuid.UUID(n) for t in texts if (n := normalized_entry_id(t))}
 
@@ -272,38 +283,41 @@ def batch_update_entries(
             order: list[uuid.UUID] = []
             audits: list[AuditRecord] = []
             now = timezone.now()
-            for index, item in enumerate(items):
-                # Each item sees the entries as the items before it left them.
-                outcome = _apply_change(item, ids, stored, trust_domain, policy)
-                if isinstance(outcome, HallmarkError):
-                    results[index] = ItemResult.refused(outcome)
-                    target = item.entry_id if isinstance(item, EntryChange) else ""
-                    refusals.append(("entry.update", target, outcome))
-                    continue
-                entry, fields, changes = outcome
-                key = _key(fields)
-                if key[0] not in looked_up:
-                    looked_up.add(key[0])
-                    others |= _keys_in_db({key[0]}, exclude=set(stored))
-                if key in others or holders.get(key, entry.pk) != entry.pk:
-                    results[index] = ItemResult.refused(_entry_exists())
-                    continue
-                holders.pop(_key(_fields(entry)), None)
-                holders[key] = entry.pk
-                for name, value in fields.items():
-                    setattr(entry, name, value)
-                entry.revision = revisions.next()
-                entry.updated_at = now
-                if entry.pk not in order:
-                    order.append(entry.pk)
-                results[index] = ItemResult(code=OK, entry=copy.copy(entry))
-                audits.append(
-                    AuditRecord(
-                        action="entry.update",
-                        target=str(entry.pk),
-                        detail={**_audit_detail(entry), "changed": sorted(changes)},
+            changes = [i.changes for i in items if isinstance(i, EntryChange)]
+            names = _dns_names(changes, stored.values())
+            with dns_policy.prefetched(names, trust_domain):
+                for index, item in enumerate(items):
+                    # Each item sees the entries as the items before it left them.
+                    outcome = _apply_change(item, ids, stored, trust_domain, policy)
+                    if isinstance(outcome, HallmarkError):
+                        results[index] = ItemResult.refused(outcome)
+                        target = item.entry_id if isinstance(item, EntryChange) else ""
+                        refusals.append(("entry.update", target, outcome))
+                        continue
+                    entry, fields, changed = outcome
+                    key = _key(fields)
+                    if key[0] not in looked_up:
+                        looked_up.add(key[0])
+                        others |= _keys_in_db({key[0]}, exclude=set(stored))
+                    if key in others or holders.get(key, entry.pk) != entry.pk:
+                        results[index] = ItemResult.refused(_entry_exists())
+                        continue
+                    holders.pop(_key(_fields(entry)), None)
+                    holders[key] = entry.pk
+                    for name, value in fields.items():
+                        setattr(entry, name, value)
+                    entry.revision = revisions.next()
+                    entry.updated_at = now
+                    if entry.pk not in order:
+                        order.append(entry.pk)
+                    results[index] = ItemResult(code=OK, entry=copy.copy(entry))
+                    audits.append(
+                        AuditRecord(
+                            action="entry.update",
+                            target=str(entry.pk),
+                            detail={**_audit_detail(entry), "changed": sorted(changed)},
+                        )
                     )
-                )
             if order:
                 policy.admit_batch("entry.update", len(audits))
                 _store_updates(

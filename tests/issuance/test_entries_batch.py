@@ -4,6 +4,8 @@ transaction, one audit row per entry, one push per call, agents' sync sees every
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.exceptions import PermissionDenied as DrfPermissionDenied
 
 from hallmark.errors import HallmarkError
@@ -127,6 +129,47 @@ def test_delete_items_answer_as_delete_would(tenant_a):
     assert codes == ["ok", "not_found", "invalid_request", "not_found"]
     assert entries[0] == one  # the entry as it was
     assert set(stored(tenant_a)) == {two["id"]}
+
+
+def test_dns_name_policy_answers_as_the_single_calls_at_a_cost_independent_of_size(
+    tenant_a, tenant_b
+):
+    # given DNS names that are fine, and names that speak for tenant B or the platform
+    taken = [tenant_b.trust_domain], ["*." + tenant_b.trust_domain.split(".", 1)[1]], ["127.1"]
+    refused = [entry_body(tenant_a, f"/refused{i}", dns_names=n) for i, n in enumerate(taken)]
+    single = [
+        tenant_a.client.post("/api/v1/entries", item, format="json").json()["code"]
+        for item in refused
+    ]
+
+    def create(label, count):
+        fine = [
+            entry_body(tenant_a, f"/{label}{i}", dns_names=[f"{label}{i}.example.com"])
+            for i in range(count)
+        ]
+        with CaptureQueriesContext(connection) as queries:
+            codes, entries = results(tenant_a, "create", {"entries": [*refused, *fine]})
+        return codes, entries, len(queries)
+
+    def update(entries):
+        with CaptureQueriesContext(connection) as queries:
+            codes, _ = results(
+                tenant_a, "update", {"entries": [{"id": e["id"], "hint": "h"} for e in entries]}
+            )
+        assert set(codes) == {"ok"}
+        return len(queries)
+
+    # when batches of 3 and of 60 such entries are created, then changed
+    small_codes, small, small_queries = create("small", 3)
+    large_codes, large, large_queries = create("large", 60)
+
+    # then the refusals are the single calls' codes, and the database is asked as often for
+    # 60 entries as for 3 (the policy's lookups are made once a call, not once an entry)
+    assert single == ["dns_name_not_allowed", "reserved_dns_name", "dns_name_not_allowed"]
+    assert small_codes == [*single, *["ok"] * 3]
+    assert large_codes == [*single, *["ok"] * 60]
+    assert small_queries == large_queries
+    assert update(small[3:]) == update(large[3:])
 
 
 # -- duplicates inside one batch -----------------------------------------------------------------
