@@ -159,17 +159,24 @@ def test_dns_name_policy_answers_as_the_single_calls_at_a_cost_independent_of_si
         assert set(codes) == {"ok"}
         return len(queries)
 
-    # when batches of 3 and of 60 such entries are created, then changed
+    def delete(entries):
+        with CaptureQueriesContext(connection) as queries:
+            codes, _ = results(tenant_a, "delete", {"ids": [e["id"] for e in entries]})
+        assert set(codes) == {"ok"}
+        return len(queries)
+
+    # when batches of 3 and of 60 such entries are created, changed and deleted
     small_codes, small, small_queries = create("small", 3)
     large_codes, large, large_queries = create("large", 60)
 
     # then the refusals are the single calls' codes, and the database is asked as often for
-    # 60 entries as for 3 (the policy's lookups are made once a call, not once an entry)
+    # 60 entries as for 3 (lookups and writes are made once a call, not once an entry)
     assert single == ["dns_name_not_allowed", "reserved_dns_name", "dns_name_not_allowed"]
     assert small_codes == [*single, *["ok"] * 3]
     assert large_codes == [*single, *["ok"] * 60]
     assert small_queries == large_queries
     assert update(small[3:]) == update(large[3:])
+    assert delete(small[3:]) == delete(large[3:])
 
 
 # -- duplicates inside one batch -----------------------------------------------------------------
