@@ -55,11 +55,12 @@ MAX_BATCH_ITEMS = 500
 WRITE_BATCH = 1000
 OK = "ok"
 
-Key = tuple[str, str, str]  # spiffe_id, parent_id, selectors: what makes two entries "similar"
+# spiffe_id, parent_id, selectors: what makes two entries "similar"
+Key = tuple[str, str, tuple[str, ...]]
 
 
 def _key(fields: Mapping[str, Any]) -> Key:
-    return (fields["spiffe_id"], fields["parent_id"], "\n".join(fields["selectors"]))
+    return (fields["spiffe_id"], fields["parent_id"], tuple(fields["selectors"]))
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,7 @@ def _keys_in_db(spiffe_ids: set[str], *, exclude: set[uuid.UUID] | None = None) 
     if exclude:
         found = found.exclude(pk__in=exclude)
     return {
-        (s, p, "\n".join(sel))
-        for s, p, sel in found.values_list("spiffe_id", "parent_id", "selectors")
+        (s, p, tuple(sel)) for s, p, sel in found.values_list("spiffe_id", "parent_id", "selectors")
     }
 
 
