@@ -4,7 +4,7 @@ and 10,000 entries registered end to end until a connected agent's sync holds th
 Prints, from one run of a real `hallmark up` (embedded PostgreSQL, Redis, OpenBao):
   one by one   POST /api/v1/entries, one keep-alive client, --single entries
   batched      POST /api/v1/entries/batch-create of --batch-size entries a call, one client,
-               --batched entries
+               --batched entries; then batch-update (a new hint) and batch-delete of them
   end to end   --end-to-end entries in batch calls while an agent (its own process, the
                agent's own AgentClient and sync code over mTLS) follows WatchUpdates pushes
                and syncs: the time until the last call answered, and until the agent held
@@ -71,18 +71,41 @@ def one_by_one(session: requests.Session, url: str, td: str, count: int, label: 
 
 def batched(
     session: requests.Session, url: str, *, td: str, parent: str, label: str, count: int, size: int
-) -> float:
-    """Register `count` entries in calls of `size`; returns the seconds it took."""
+) -> tuple[float, list[str]]:
+    """Register `count` entries in calls of `size`; the seconds it took and the entries' ids."""
+    ids: list[str] = []
     started = time.perf_counter()
     for first in range(0, count, size):
         items = [_entry(td, parent, f"{label}/{i}") for i in range(first, min(first + size, count))]
-        answer = session.post(f"{url}/api/v1/entries/batch-create", json={"entries": items})
-        if answer.status_code != 200:
-            raise SystemExit(f"batch-create answered {answer.status_code}: {answer.text[:300]}")
-        failed = [r["status"] for r in answer.json()["results"] if r["status"]["code"] != "ok"]
-        if failed:
-            raise SystemExit(f"batch-create refused {len(failed)} items, first: {failed[0]}")
+        ids += _call(session, f"{url}/api/v1/entries/batch-create", {"entries": items})
+    return time.perf_counter() - started, ids
+
+
+def batched_changes(
+    session: requests.Session, url: str, *, operation: str, ids: list[str], size: int
+) -> float:
+    """batch-update (a new hint for each entry) or batch-delete of `ids`; the seconds it took."""
+    started = time.perf_counter()
+    for first in range(0, len(ids), size):
+        chunk = ids[first : first + size]
+        body: dict[str, Any] = (
+            {"entries": [{"id": i, "hint": "redeployed"} for i in chunk]}
+            if operation == "update"
+            else {"ids": chunk}
+        )
+        _call(session, f"{url}/api/v1/entries/batch-{operation}", body)
     return time.perf_counter() - started
+
+
+def _call(session: requests.Session, url: str, body: dict[str, Any]) -> list[str]:
+    answer = session.post(url, json=body)
+    if answer.status_code != 200:
+        raise SystemExit(f"{url} answered {answer.status_code}: {answer.text[:300]}")
+    results = answer.json()["results"]
+    failed = [r["status"] for r in results if r["status"]["code"] != "ok"]
+    if failed:
+        raise SystemExit(f"{url} refused {len(failed)} items, first: {failed[0]}")
+    return [r["entry"]["id"] for r in results]
 
 
 # -- the agent, in a process of its own --------------------------------------------------------
@@ -159,7 +182,7 @@ def end_to_end(
     if not ready.wait(timeout=120):
         raise SystemExit("the agent did not attest and subscribe in 120 s")
     started = time.monotonic()
-    registered = batched(session, url, td=td, parent=alias, label="e2e", count=count, size=size)
+    registered, _ = batched(session, url, td=td, parent=alias, label="e2e", count=count, size=size)
     try:
         answer = results.get(timeout=AGENT_TIMEOUT)
     except queue.Empty:
@@ -193,7 +216,7 @@ def main() -> None:
 
         single = one_by_one(session, url, td, args.single, "single")
         print(f"  one by one (POST /entries)        {single:8,.0f} entries/s", flush=True)
-        seconds = batched(
+        seconds, ids = batched(
             session,
             url,
             td=td,
@@ -208,6 +231,13 @@ def main() -> None:
             f"   ({rate / single:.0f}x one by one)",
             flush=True,
         )
+        for operation in ("update", "delete"):
+            took = batched_changes(session, url, operation=operation, ids=ids, size=args.batch_size)
+            print(
+                f"  batch-{operation} ({args.batch_size} a call)       "
+                f"{len(ids) / took:8,.0f} entries/s",
+                flush=True,
+            )
         e2e = end_to_end(
             session, url, grpc=grpc, td=td, count=args.end_to_end, size=args.batch_size
         )

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from hallmark.errors import HallmarkError
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 MAX_BATCH_ITEMS = 500
 WRITE_BATCH = 1000
+UPDATED_COLUMNS = (*ENTRY_FIELDS, "expired", "revision", "updated_at")
 OK = "ok"
 
 # spiffe_id, parent_id, selectors: what makes two entries "similar"
@@ -342,9 +343,19 @@ def _store_updates(
     at: dt.datetime,
 ) -> None:
     """Write the changed entries (one UPDATE) and recompute the roots of those that moved."""
-    with transaction.atomic():  # a savepoint: a key shuffle refused as a whole
-        Entry.objects.bulk_update(
-            entries, [*ENTRY_FIELDS, "expired", "revision", "updated_at"], batch_size=WRITE_BATCH
+    # One UPDATE a row, pipelined by psycopg: Django's bulk_update builds a CASE over every
+    # row for every column, which PostgreSQL evaluates row by row (quadratic: 2.8 s for 500).
+    fields = [Entry._meta.get_field(name) for name in UPDATED_COLUMNS]
+    assignments = ", ".join(f"{f.column} = %s" for f in fields)  # type: ignore[union-attr]
+    rows = [
+        [f.get_db_prep_save(getattr(e, f.attname), connection) for f in fields]  # type: ignore[union-attr]
+        + [e.pk]
+        for e in entries
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:  # a savepoint (see the caller)
+        cursor.executemany(
+            f"UPDATE {Entry._meta.db_table} SET {assignments} WHERE id = %s",  # noqa: S608
+            rows,
         )
     moved = [e for e in entries if any(getattr(e, n) != before[e.pk][n] for n in GRAPH_FIELDS)]
     if moved:
