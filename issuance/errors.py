@@ -66,3 +66,24 @@ class AgentConflict(HallmarkError):
 
     code = "agent_conflict"
     http_status = 409
+
+
+class EntryNotFound(HallmarkError):
+    """No entry with this id in the caller's tenant (another tenant's id answers the same)."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class InvalidBatchItem(HallmarkError):
+    """One item of a batch call has the wrong shape (what a single call answers with 400)."""
+
+    code = "invalid_request"
+    http_status = 400
+
+
+class InvalidBatch(HallmarkError):
+    """A batch call's body as a whole is refused: not an object, no items, too many items."""
+
+    code = "invalid_request"
+    http_status = 400

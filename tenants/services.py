@@ -57,6 +57,52 @@ def record_audit(
 
 
 @dataclass(frozen=True)
+class AuditRecord:
+    """One row for `record_audits`: what `record_audit` takes besides tenant, actor, source."""
+
+    action: str
+    target: str = ""
+    outcome: str = "success"
+    detail: dict[str, Any] | None = None
+
+
+def record_audits(
+    *, tenant: Tenant, actor: str, records: list[AuditRecord], source: str = ""
+) -> None:
+    """Append many audit rows of one call at once (one INSERT), in the caller's transaction.
+
+    Each row has exactly the shape `record_audit` writes; a batch call of 500 entries writes
+    its 500 rows here instead of 500 INSERTs and 1,000 schema switches.
+    """
+    if not records:
+        return
+    schema = connection.schema_name
+    connection.set_schema_to_public()
+    try:
+        AuditEvent.objects.bulk_create(
+            [
+                AuditEvent(
+                    tenant=tenant,
+                    tenant_slug=tenant.slug,
+                    actor=actor[:300],
+                    action=r.action,
+                    target=r.target[:2100],
+                    outcome=r.outcome,
+                    source=source[:300],
+                    detail=r.detail or {},
+                )
+                for r in records
+            ],
+            batch_size=1000,
+        )
+    finally:
+        if schema == tenant.schema_name:
+            connection.set_tenant(tenant)
+        elif schema != "public":
+            connection.set_schema(schema)
+
+
+@dataclass(frozen=True)
 class SignupResult:
     """A new tenant and the API token shown to its owner exactly once."""
 

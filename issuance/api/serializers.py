@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from issuance.models import Agent, Entry, JoinToken
+from issuance.services.batch import MAX_BATCH_ITEMS
 
 
 class EntrySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -65,6 +66,64 @@ class EntryInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
                     {name: ["unknown field"] for name in sorted(unknown)}
                 )
         return super().to_internal_value(data)
+
+
+class EntryChangeSerializer(EntryInputSerializer):
+    """One item of batch-update: the entry's `id` and the fields to change (as PATCH)."""
+
+    id = serializers.CharField(trim_whitespace=False)
+
+    def get_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = super().get_fields()
+        for name, field in fields.items():
+            field.required = name == "id"
+        return fields
+
+
+class BatchCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """`{entries: [entry, ...]}`: 1 to 500 entries, each as POST /entries takes it."""
+
+    entries = serializers.ListField(
+        child=EntryInputSerializer(), min_length=1, max_length=MAX_BATCH_ITEMS
+    )
+
+
+class BatchUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """`{entries: [{id, ...fields}, ...]}`: 1 to 500 changes, each as PATCH."""
+
+    entries = serializers.ListField(
+        child=EntryChangeSerializer(), min_length=1, max_length=MAX_BATCH_ITEMS
+    )
+
+
+class BatchDeleteSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """`{ids: [...]}`: 1 to 500 entry ids."""
+
+    ids = serializers.ListField(
+        child=serializers.CharField(trim_whitespace=False),
+        min_length=1,
+        max_length=MAX_BATCH_ITEMS,
+    )
+
+
+class BatchStatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """An item's outcome: `ok`, or the code (and detail) the single-entry call would answer."""
+
+    code = serializers.CharField()
+    detail = serializers.CharField(allow_blank=True)
+
+
+class BatchResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """One item's result: its status and the entry (as stored, or as it was when deleted)."""
+
+    status = BatchStatusSerializer()
+    entry = EntrySerializer(allow_null=True)
+
+
+class BatchResultsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """One result per item, in the order of the items."""
+
+    results = BatchResultSerializer(many=True)
 
 
 class JoinTokenCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -16,8 +16,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from issuance import services
+from issuance.api.batch import batch_answer, batch_items, entry_changes, entry_creates, entry_ids
 from issuance.api.serializers import (
     AgentSerializer,
+    BatchCreateSerializer,
+    BatchDeleteSerializer,
+    BatchResultsSerializer,
+    BatchUpdateSerializer,
     EntryInputSerializer,
     EntrySerializer,
     JoinTokenCreateSerializer,
@@ -81,6 +86,35 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
                 tenant=self.tenant, actor=self.actor, entry_id=entry.pk, source=self.source()
             )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    # SPIRE's BatchCreateEntry/BatchUpdateEntry/BatchDeleteEntry: one result per item, in
+    # order; a bad item fails alone (see issuance.services.batch).
+    @extend_schema(request=BatchCreateSerializer, responses=BatchResultsSerializer)
+    @action(detail=False, methods=["post"], url_path="batch-create", url_name="batch-create")
+    def batch_create(self, request: Request) -> Response:
+        items = entry_creates(batch_items(request.data, "entries"))
+        results = services.batch_create_entries(
+            tenant=self.tenant, actor=self.actor, items=items, source=self.source()
+        )
+        return Response(batch_answer(results))
+
+    @extend_schema(request=BatchUpdateSerializer, responses=BatchResultsSerializer)
+    @action(detail=False, methods=["post"], url_path="batch-update", url_name="batch-update")
+    def batch_update(self, request: Request) -> Response:
+        items = entry_changes(batch_items(request.data, "entries"))
+        results = services.batch_update_entries(
+            tenant=self.tenant, actor=self.actor, items=items, source=self.source()
+        )
+        return Response(batch_answer(results))
+
+    @extend_schema(request=BatchDeleteSerializer, responses=BatchResultsSerializer)
+    @action(detail=False, methods=["post"], url_path="batch-delete", url_name="batch-delete")
+    def batch_delete(self, request: Request) -> Response:
+        items = entry_ids(batch_items(request.data, "ids"))
+        results = services.batch_delete_entries(
+            tenant=self.tenant, actor=self.actor, items=items, source=self.source()
+        )
+        return Response(batch_answer(results))
 
 
 class JoinTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResourceViewSet):

@@ -10,6 +10,14 @@ from issuance.services.agents import (
     record_failed_attestations,
     renew_agent,
 )
+from issuance.services.batch import (
+    BatchPolicy,
+    EntryChange,
+    ItemResult,
+    batch_create_entries,
+    batch_delete_entries,
+    batch_update_entries,
+)
 from issuance.services.entries import (
     authorized_entries,
     authorized_entries_by_id,
@@ -28,6 +36,12 @@ from issuance.services.svids import SvidRequest, SvidResult, new_x509_svids
 from issuance.services.sync import SyncPage, prune_tombstones, sync_page
 
 __all__ = [
+    "BatchPolicy",
+    "EntryChange",
+    "ItemResult",
+    "batch_create_entries",
+    "batch_delete_entries",
+    "batch_update_entries",
     "Attestation",
     "MintedJwtSvid",
     "NewJoinToken",

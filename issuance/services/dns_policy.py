@@ -10,9 +10,12 @@ by whom.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -102,6 +105,56 @@ def names_not_allowed_now(names: Iterable[str], trust_domain: TrustDomain) -> se
     return refused
 
 
+@dataclass(frozen=True)
+class _Prefetched:
+    """What `check_dns_names` reads from the database, read once for a whole batch call."""
+
+    trust_domain: TrustDomain
+    names: frozenset[str]
+    taken: tuple[str, ...]  # other tenants' trust domains that one of `names` matches
+    confined: bool
+
+
+_prefetched: ContextVar[_Prefetched | None] = ContextVar("dns_policy_prefetched", default=None)
+
+
+@contextlib.contextmanager
+def prefetched(names: Iterable[str], trust_domain: TrustDomain) -> Iterator[None]:
+    """Within the block, `check_dns_names` of any of `names` asks the database nothing more.
+
+    A batch of 500 entries with DNS names would otherwise cost two queries an entry; the
+    answers (codes and details) are the same as without it.
+    """
+    wanted = frozenset(n.lower().rstrip(".") for n in names if isinstance(n, str) and n)
+    snapshot = _Prefetched(
+        trust_domain=trust_domain,
+        names=wanted,
+        taken=tuple(_platform_trust_domains(sorted(wanted), trust_domain, limit=None))
+        if wanted
+        else (),
+        confined=bool(wanted) and trustdomain_services.dns_names_confined_to_trust_domain(),
+    )
+    token = _prefetched.set(snapshot)
+    try:
+        yield
+    finally:
+        _prefetched.reset(token)
+
+
+def _other_tenants_match(names: list[str], trust_domain: TrustDomain) -> bool:
+    known = _prefetched.get()
+    if known is not None and known.trust_domain == trust_domain and known.names >= set(names):
+        return any(_covers(n, other) for n in names for other in known.taken)
+    return bool(_platform_trust_domains(names, trust_domain))
+
+
+def _confined(names: list[str], trust_domain: TrustDomain) -> bool:
+    known = _prefetched.get()
+    if known is not None and known.trust_domain == trust_domain and known.names >= set(names):
+        return known.confined
+    return trustdomain_services.dns_names_confined_to_trust_domain()
+
+
 def check_dns_names(names: list[str], trust_domain: TrustDomain) -> None:
     """Refuse (400 `dns_name_not_allowed`) names that stand for the platform or another tenant.
 
@@ -119,7 +172,7 @@ def check_dns_names(names: list[str], trust_domain: TrustDomain) -> None:
                 f"DNS name {name!r} covers the trust domain's own server name",
                 code="reserved_dns_name",
             )
-    if names and trustdomain_services.dns_names_confined_to_trust_domain():
+    if names and _confined(names, trust_domain):
         outside = [n for n in names if not n.endswith("." + trust_domain.name)]
         if outside:
             raise InvalidEntry(
@@ -127,7 +180,7 @@ def check_dns_names(names: list[str], trust_domain: TrustDomain) -> None:
                 "upstream authority signs CAs with a name constraint to the trust domain",
                 code="dns_name_outside_trust_domain",
             )
-    if names and _platform_trust_domains(names, trust_domain):
+    if names and _other_tenants_match(names, trust_domain):
         raise InvalidEntry(
             "dns_names name or cover a trust domain of another tenant on this platform; "
             "an SVID may carry only names that are not trust domains here",

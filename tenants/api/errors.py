@@ -49,11 +49,12 @@ _CODES: dict[type[Exception], str] = {
 }
 
 
-def _flatten(detail: Any) -> str:
+def flatten_detail(detail: Any) -> str:
+    """A validation error's messages as the one `detail` string the answers carry."""
     if isinstance(detail, dict):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in detail.items())
+        return "; ".join(f"{k}: {flatten_detail(v)}" for k, v in detail.items())
     if isinstance(detail, list):
-        return " ".join(_flatten(v) for v in detail)
+        return " ".join(flatten_detail(v) for v in detail)
     return str(detail)
 
 
@@ -79,7 +80,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = exc.error_code
     else:
         code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), "error")
-    body: dict[str, Any] = {"code": code, "detail": _flatten(response.data)}
+    body: dict[str, Any] = {"code": code, "detail": flatten_detail(response.data)}
     if isinstance(exc, exceptions.ValidationError) and isinstance(response.data, dict):
         body["fields"] = response.data
     if code == "not_authenticated":

@@ -245,10 +245,37 @@ def _collection_writes(world: World) -> dict[tuple[str, str], tuple[dict[str, An
             {"trust_domain": world.targets["federation.FederationRelationship"]},
             {201},  # A's own relationship with the same peer; B's stays as it was
         ),
+        # Batch calls act on the caller's tenant only: B's ids are each that item's
+        # `not_found` (BATCH_ITEM_CODES), a SPIFFE ID in B's trust domain is refused.
+        ("entry-batch-create", "POST"): (
+            {
+                "entries": [
+                    {
+                        "spiffe_id": f"spiffe://{b}/planted-by-a",
+                        "parent_id": f"spiffe://{b}/spire/agent/join_token/b-node",
+                        "selectors": ["unix:uid:0"],
+                    }
+                ]
+            },
+            {200},
+        ),
+        ("entry-batch-update", "POST"): (
+            {"entries": [{"id": world.b_entry["id"], **CHANGE_BODIES["issuance.Entry"]}]},
+            {200},
+        ),
+        ("entry-batch-delete", "POST"): ({"ids": [world.b_entry["id"]]}, {200}),
         ("trust-domain", "PATCH"): ({"upstream_authority": ""}, {200}),
         ("x509-authority-prepare", "POST"): ({}, {201}),
         ("jwt-authority-prepare", "POST"): ({}, {201}),
     }
+
+
+# Per-item codes the batch calls above must answer (one result per item, in order).
+BATCH_ITEM_CODES: dict[str, list[str]] = {
+    "entry-batch-create": ["spiffe_id_outside_trust_domain"],
+    "entry-batch-update": ["not_found"],
+    "entry-batch-delete": ["not_found"],
+}
 
 
 # -- the generator's own completeness ---------------------------------------------------------
@@ -367,6 +394,9 @@ def test_tenant_a_collections_show_and_change_nothing_of_tenant_b(
         text = answer.content.decode(errors="replace")
         leaked = sorted(m for m in markers if m in text)
         assert not leaked, f"{method} {route.name} by A shows B's {leaked}"
+        if route.name in BATCH_ITEM_CODES:
+            codes = [r["status"]["code"] for r in answer.json()["results"]]
+            assert codes == BATCH_ITEM_CODES[route.name], answer.content[:300]
     assert tenant_rows(world.b) == before, f"{method} {route.name} by A changed tenant B"
 
 
