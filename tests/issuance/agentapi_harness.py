@@ -140,10 +140,10 @@ class AgentApiClient:
             ],
         )
         if wait_ready:
-            # Wait for the server to serve this name (a handshake without a client
-            # certificate), not for this channel: a channel the server must refuse (a foreign
-            # or revoked SVID) would only ever time out.
-            wait_until_served(port, server_name)
+            # A channel the server must refuse (a foreign or revoked SVID) would only time out
+            # here: callers expecting a refusal pass wait_ready=False after wait_until_served.
+            with contextlib.suppress(grpc.FutureTimeoutError):
+                grpc.channel_ready_future(self.channel).result(timeout=READY_TIMEOUT)
         self.stub = agent_pb2_grpc.AgentAPIStub(self.channel)
         self.metadata = (("x-hallmark-trust-domain", metadata_td or server_name),)
 

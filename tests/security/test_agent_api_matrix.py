@@ -34,6 +34,7 @@ from tests.issuance.agentapi_harness import (
     AgentIdentity,
     ServerThread,
     running_server,
+    wait_until_served,
 )
 from tests.issuance.conftest import bundle_pem, create_entry, create_join_token
 from tests.issuance.test_agent_api_taint import rotate, taint
@@ -180,12 +181,16 @@ def call(
 
     A server stream answers its first message. Raises grpc.RpcError as the call does.
     """
+    # Wait until the server serves the name, not until this channel is ready: a channel the
+    # server refuses at the handshake (the attack cases) would only time out.
+    wait_until_served(server.port, target.trust_domain)
     client = AgentApiClient(
         server.port,
         server_name=target.trust_domain,
         roots_pem=bundle_pem(target),
         identity=identity,
         metadata_td=metadata_td,
+        wait_ready=False,
     )
     try:
         method = getattr(client.stub, rpc)
