@@ -23,7 +23,7 @@ from django.conf import settings
 from hallmark.protos import agent_pb2_grpc
 from hallmark.relay import PeerRegistry, Relay, private_socket_path
 from hallmark.relaylimits import RelayLimits
-from issuance.agentapi.limits import AttestationFailures, FailureWindow
+from issuance.agentapi.limits import AttestationFailures, FailureWindow, SharedFailureCount
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.servicer import AgentApiServicer, AgentPeer
 from issuance.agentapi.tls import TenantCredentials, TenantSSLContext, base_context
@@ -50,8 +50,11 @@ class AgentApiServer:
         self.hub = ChangeHub(self._publish_probe)
         self.port = 0
         self.connections = 0
+        window = settings.ATTEST_FAILURE_WINDOW_SECONDS
         self.attestation_failures = AttestationFailures(
-            limit=settings.ATTEST_FAILURE_LIMIT, window=settings.ATTEST_FAILURE_WINDOW_SECONDS
+            limit=settings.ATTEST_FAILURE_LIMIT,
+            window=window,
+            shared=SharedFailureCount(_shared_redis, window=window),
         )
         self.servicer = AgentApiServicer(
             self.registry, self.threads, self.hub, self.attestation_failures
@@ -152,6 +155,12 @@ class AgentApiServer:
         await asyncio.to_thread(self.credentials.close)
         await asyncio.to_thread(self.threads.close)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _shared_redis() -> Any:
+    from tenants.events import shared_redis
+
+    return shared_redis()
 
 
 def _write_failures(tenant: Any, *, window: FailureWindow, seconds: float) -> None:

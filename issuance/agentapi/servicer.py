@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from hallmark.errors import HallmarkError
 from hallmark.jwtsvid import JwtSvidError
 from hallmark.protos import agent_pb2, agent_pb2_grpc
 from hallmark.relay import PeerRegistry
+from hallmark.relaylimits import source_of
 from issuance import services
 from issuance.agentapi.limits import AttestationFailures
 from issuance.agentapi.scoped import OrmThreads
@@ -176,13 +178,15 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
                 f"({peer.server_name})",
             )
 
-        failures, source = self.attestation_failures, source_address(peer.address)
-        if failures.blocked(source):
-            # Refused before any database work; the refusal is counted like a failure.
+        failures, source = self.attestation_failures, source_of(source_address(peer.address))
+        # The count is in Redis (shared by every agent-API process): asked off the event loop.
+        if await asyncio.to_thread(failures.blocked, source):
+            # Refused before any database work; the refusal is counted like a failure (in
+            # this process's audit aggregate; the shared count is over the limit already).
             refused = AttestationRateLimited(
                 "too many failed attestations from this address; wait and retry"
             )
-            if failures.failed(peer.tenant_id, source, refused.code):
+            if failures.failed(peer.tenant_id, source, refused.code, refused=True):
                 await self._call(
                     context,
                     peer,
