@@ -20,9 +20,10 @@ from typing import Any
 import grpc
 from django.conf import settings
 
-from hallmark.protos import agent_pb2_grpc
+from hallmark.protos import agent_pb2
 from hallmark.relay import PeerRegistry, Relay, private_socket_path
 from hallmark.relaylimits import RelayLimits
+from issuance.agentapi.decoding import add_strictly_decoded
 from issuance.agentapi.limits import AttestationFailures, FailureWindow, SharedFailureCount
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.servicer import AgentApiServicer, AgentPeer
@@ -69,7 +70,10 @@ class AgentApiServer:
         self._grpc = grpc.aio.server()
         await self.hub.start()
         self.hub.on_event(self.credentials.bundle_changed)
-        agent_pb2_grpc.add_AgentAPIServicer_to_server(self.servicer, self._grpc)
+        # Not add_AgentAPIServicer_to_server: its decoding turns a malformed request into
+        # UNKNOWN; these handlers answer INVALID_ARGUMENT `malformed_request`.
+        service = agent_pb2.DESCRIPTOR.services_by_name["AgentAPI"]
+        add_strictly_decoded(self.servicer, self._grpc, service)
         self._grpc.add_insecure_port("unix:" + inner)
         await self._grpc.start()
         await asyncio.wrap_future(self.credentials.start())
