@@ -41,6 +41,9 @@ _STATUS_BY_HTTP = {
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
+# A status detail goes out as a percent-encoded trailer, which clients refuse past 16 KiB:
+# an error that echoes a huge input would reach the agent as a broken stream, not a code.
+MAX_DETAIL_CHARS = 512
 # Without a change event, a watch stream still gets a notice this often: the safety net for
 # a lost event, and the moment a stream re-checks the agent (expired SVID, ban).
 WATCH_KEEPALIVE_SECONDS = 30.0
@@ -120,6 +123,8 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
 
     # -- boundary ----------------------------------------------------------------------------
     async def _abort(self, context: Any, code: grpc.StatusCode, slug: str, detail: str) -> NoReturn:
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = detail[: MAX_DETAIL_CHARS - 3] + "..."
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
             # The server's own trouble (key manager down, ...): operators read it here, not
             # only in the agents' logs.
