@@ -106,6 +106,22 @@ def _public_schema_after_each_test() -> Iterator[None]:
         connection.set_schema_to_public()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_attestation_failure_counts() -> None:
+    """Every test's clients come from 127.0.0.1: failed attestations counted in Redis by an
+    earlier test (the window outlives it) must not refuse this test's agents."""
+    import redis
+    from django.conf import settings
+
+    from issuance.agentapi.limits import SharedFailureCount
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+    with contextlib.suppress(redis.RedisError), client:
+        keys = list(client.scan_iter(SharedFailureCount.KEY.format(source="*"), count=1000))
+        if keys:
+            client.delete(*keys)
+
+
 @pytest.fixture
 def vault_unreachable(settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
     """Point the key managers at a closed port for one test (a real connection refusal)."""

@@ -4,10 +4,17 @@ Everything here has a fixed upper size and forgets by age, so a flood of new nam
 addresses costs memory up to the bound and no more: a TTL set of names known not to be
 tenants, a back-off per tenant whose credentials cannot be built, and a per-source counter
 of failed attestations whose audit rows are aggregated per source and time window.
+
+The failure count that decides the limit is kept in Redis, so every agent-API process on
+the port counts against one limit. If Redis cannot be reached, each process falls back to
+its own count (the limit then holds per process, N processes allowing up to N times it) and
+logs it: refusing every attestation while Redis is down would take the identity service
+down with it, and the per-process count still bounds a flood.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -15,7 +22,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis
+
 Clock = Callable[[], float]
+log = logging.getLogger(__name__)
 
 
 class ExpiringSet:
@@ -94,14 +104,74 @@ class FailureWindow:
     codes: dict[str, int] = field(default_factory=dict)
 
 
+# INCR and set the expiry on the first failure of a window, in one round trip (a fixed
+# window, as tenants/ratelimit.py counts signups); a key left without expiry gets one.
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+
+
+class SharedFailureCount:
+    """Failed attestations per source in Redis: one count for every agent-API process.
+
+    `hallmark:attest-failures:<source>` lives for one window from the source's first failure.
+    After a Redis error it is not asked again for a back-off (1 s doubling to 30 s), so an
+    outage costs each attestation nothing while the caller falls back to its own count.
+    """
+
+    KEY = "hallmark:attest-failures:{source}"
+
+    def __init__(self, client: Callable[[], redis.Redis], *, window: float) -> None:
+        self._client, self.window = client, max(1, int(window))
+        self._down = Backoff(base=1.0, cap=30.0, max_size=1)
+        self._unreachable = False
+
+    def count(self, source: str) -> int | None:
+        """Failures of `source` in its current window; None when Redis cannot say."""
+        return self._ask(lambda r: int(r.get(self.KEY.format(source=source)) or 0))
+
+    def add(self, source: str) -> int | None:
+        """Count one failure; the count in this window, or None when Redis cannot say."""
+        key = self.KEY.format(source=source)
+        return self._ask(lambda r: int(r.eval(_HIT, 1, key, self.window)))
+
+    def _ask(self, call: Callable[[redis.Redis], int]) -> int | None:
+        if self._down.waiting("redis"):
+            return None
+        try:
+            answer = call(self._client())
+        except redis.RedisError as exc:
+            self._unreachable = True
+            if self._down.failed("redis") == 1:
+                log.warning(
+                    "attestation failure limit: Redis unreachable (%s); each agent-API "
+                    "process counts on its own until it is back",
+                    exc,
+                )
+            return None
+        if self._unreachable:
+            self._unreachable = False
+            log.warning("attestation failure limit: Redis is back; counting shared again")
+            self._down.succeeded("redis")
+        return answer
+
+
 class AttestationFailures:
     """Per-source limit on failed attestations, and their audit rows aggregated per window.
 
-    A source (IP address) with `limit` failures in the current window is refused until the
-    window ends, before any database work. Per tenant and source, the first failure of a
-    window gets its own audit row (who, what code, at once); the rest of that window are
-    counted and written as one row with the count when the window is flushed. Memory is
-    bounded by `max_sources`.
+    A source (IPv4 address or IPv6 /64) with `limit` failures in the current window is
+    refused until the window ends, before any database work. The count is `shared` by every
+    agent-API process when a shared counter is given and reachable; this process's own count
+    is always kept too and is what holds when it is not (see the module docstring). Per tenant
+    and source, the first failure of a window gets its own audit row (who, what code, at
+    once); the rest of that window are counted and written by this process as one row with
+    the count when the window is flushed. Memory is bounded by `max_sources`.
+
+    `blocked` and `failed` may ask Redis: call them off the event loop.
     """
 
     def __init__(
@@ -109,26 +179,39 @@ class AttestationFailures:
         *,
         limit: int,
         window: float,
+        shared: SharedFailureCount | None = None,
         max_sources: int = 65_536,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
     ) -> None:
         self.limit, self.window, self.max_sources = limit, window, max_sources
+        self.shared = shared
         self._clock, self._wall = clock, wall_clock
         self._sources: OrderedDict[str, tuple[float, int]] = OrderedDict()  # start, failures
         self._windows: dict[tuple[uuid.UUID, str], FailureWindow] = {}
         self._lock = threading.Lock()  # the event loop asks; ORM worker threads count
 
     def blocked(self, source: str) -> bool:
-        """Whether `source` used up its failures in this window."""
+        """Whether `source` used up its failures in this window (in any process)."""
+        if self._locally_blocked(source):
+            return True
+        shared = self.shared.count(source) if self.shared is not None else None
+        return shared is not None and shared >= self.limit
+
+    def _locally_blocked(self, source: str) -> bool:
         with self._lock:
             entry = self._sources.get(source)
         if entry is None or self._clock() - entry[0] >= self.window:
             return False
         return entry[1] >= self.limit
 
-    def failed(self, tenant_id: uuid.UUID, source: str, code: str) -> bool:
-        """Count a failure (or a refusal); True when it should get an audit row of its own."""
+    def failed(
+        self, tenant_id: uuid.UUID, source: str, code: str, *, refused: bool = False
+    ) -> bool:
+        """Count a failure (or a `refused` attempt, which the shared count need not see: the
+        source is over the limit already); True when it should get an audit row of its own."""
+        if self.shared is not None and not refused:
+            self.shared.add(source)
         with self._lock:
             return self._count(tenant_id, source, code)
 

@@ -20,10 +20,11 @@ from typing import Any
 import grpc
 from django.conf import settings
 
-from hallmark.protos import agent_pb2_grpc
+from hallmark.protos import agent_pb2
 from hallmark.relay import PeerRegistry, Relay, private_socket_path
 from hallmark.relaylimits import RelayLimits
-from issuance.agentapi.limits import AttestationFailures, FailureWindow
+from issuance.agentapi.decoding import add_strictly_decoded
+from issuance.agentapi.limits import AttestationFailures, FailureWindow, SharedFailureCount
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.servicer import AgentApiServicer, AgentPeer
 from issuance.agentapi.tls import TenantCredentials, TenantSSLContext, base_context
@@ -50,8 +51,11 @@ class AgentApiServer:
         self.hub = ChangeHub(self._publish_probe)
         self.port = 0
         self.connections = 0
+        window = settings.ATTEST_FAILURE_WINDOW_SECONDS
         self.attestation_failures = AttestationFailures(
-            limit=settings.ATTEST_FAILURE_LIMIT, window=settings.ATTEST_FAILURE_WINDOW_SECONDS
+            limit=settings.ATTEST_FAILURE_LIMIT,
+            window=window,
+            shared=SharedFailureCount(_shared_redis, window=window),
         )
         self.servicer = AgentApiServicer(
             self.registry, self.threads, self.hub, self.attestation_failures
@@ -66,7 +70,10 @@ class AgentApiServer:
         self._grpc = grpc.aio.server()
         await self.hub.start()
         self.hub.on_event(self.credentials.bundle_changed)
-        agent_pb2_grpc.add_AgentAPIServicer_to_server(self.servicer, self._grpc)
+        # Not add_AgentAPIServicer_to_server: its decoding turns a malformed request into
+        # UNKNOWN; these handlers answer INVALID_ARGUMENT `malformed_request`.
+        service = agent_pb2.DESCRIPTOR.services_by_name["AgentAPI"]
+        add_strictly_decoded(self.servicer, self._grpc, service)
         self._grpc.add_insecure_port("unix:" + inner)
         await self._grpc.start()
         await asyncio.wrap_future(self.credentials.start())
@@ -152,6 +159,12 @@ class AgentApiServer:
         await asyncio.to_thread(self.credentials.close)
         await asyncio.to_thread(self.threads.close)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _shared_redis() -> Any:
+    from tenants.events import shared_redis
+
+    return shared_redis()
 
 
 def _write_failures(tenant: Any, *, window: FailureWindow, seconds: float) -> None:

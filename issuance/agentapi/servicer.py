@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from hallmark.errors import HallmarkError
 from hallmark.jwtsvid import JwtSvidError
 from hallmark.protos import agent_pb2, agent_pb2_grpc
 from hallmark.relay import PeerRegistry
+from hallmark.relaylimits import source_of
 from issuance import services
 from issuance.agentapi.limits import AttestationFailures
 from issuance.agentapi.scoped import OrmThreads
@@ -39,6 +41,9 @@ _STATUS_BY_HTTP = {
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
+# A status detail goes out as a percent-encoded trailer, which clients refuse past 16 KiB:
+# an error that echoes a huge input would reach the agent as a broken stream, not a code.
+MAX_DETAIL_CHARS = 512
 # Without a change event, a watch stream still gets a notice this often: the safety net for
 # a lost event, and the moment a stream re-checks the agent (expired SVID, ban).
 WATCH_KEEPALIVE_SECONDS = 30.0
@@ -118,6 +123,8 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
 
     # -- boundary ----------------------------------------------------------------------------
     async def _abort(self, context: Any, code: grpc.StatusCode, slug: str, detail: str) -> NoReturn:
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = detail[: MAX_DETAIL_CHARS - 3] + "..."
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
             # The server's own trouble (key manager down, ...): operators read it here, not
             # only in the agents' logs.
@@ -176,13 +183,15 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
                 f"({peer.server_name})",
             )
 
-        failures, source = self.attestation_failures, source_address(peer.address)
-        if failures.blocked(source):
-            # Refused before any database work; the refusal is counted like a failure.
+        failures, source = self.attestation_failures, source_of(source_address(peer.address))
+        # The count is in Redis (shared by every agent-API process): asked off the event loop.
+        if await asyncio.to_thread(failures.blocked, source):
+            # Refused before any database work; the refusal is counted like a failure (in
+            # this process's audit aggregate; the shared count is over the limit already).
             refused = AttestationRateLimited(
                 "too many failed attestations from this address; wait and retry"
             )
-            if failures.failed(peer.tenant_id, source, refused.code):
+            if failures.failed(peer.tenant_id, source, refused.code, refused=True):
                 await self._call(
                     context,
                     peer,
