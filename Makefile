@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint up protos check-protos softhsm clean
+.PHONY: demo test lint up protos check-protos softhsm clean mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ softhsm:
 	  else echo "note: softhsm2 is missing and you are not root; install Debian's softhsm2"; fi; \
 	fi
 
+## mutation: mutate the security-critical modules one change at a time and run the tests that
+## guard each (slow; not part of `make test`). MUTATION_ARGS="--only selectors,jwtsvid" picks
+## modules; the report is mutation/report.md.
+mutation: $(STAMP) softhsm
+	$(PY) -m mutation.run $(MUTATION_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -44,4 +50,4 @@ protos: $(STAMP)
 	scripts/gen_protos.sh
 
 clean:
-	rm -rf .hallmark-test
+	rm -rf .hallmark-test .hallmark-mutation
