@@ -4,10 +4,10 @@ For each target of `mutation/targets.py`: run its guarding tests once on the rea
 (they must pass), then for each mutant write it over the module in place, run the tests with
 `-x` in a fresh interpreter (so embedded servers, subprocess agents and workload servers all
 see the mutant), and restore the file. A mutant whose tests fail or time out is killed; one
-whose tests pass survived. Results accumulate in `mutation/results.json` (a rerun skips
-mutants already judged against the same source) and `mutation/report.md` is rewritten from
-them, with each survivor's diff and, when one is recorded in `mutation/justifications.yaml`,
-why it is equivalent.
+whose tests pass survived. Results accumulate in `mutation/results.json`: a rerun skips
+mutants already killed against the same source and tries survivors again. `mutation/report.md`
+is rewritten from them, with each survivor's diff and, when one is recorded in
+`mutation/justifications.yaml`, why it is equivalent.
 
     .venv/bin/python -m mutation.run [--only NAME,...] [--max N] [--fresh] [--report-only]
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -61,6 +62,18 @@ def _save_results(results: dict[str, Any]) -> None:
     RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
+@contextlib.contextmanager
+def _only_run() -> Iterator[None]:
+    """One mutating run at a time: a second would restore the first's module under it."""
+    BACKUP.mkdir(parents=True, exist_ok=True)
+    with (BACKUP / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.exit("another mutation run is in progress in this checkout")
+        yield
+
+
 def _restore_leftovers() -> None:
     """A run killed mid-mutant left its backup: put the real source back first."""
     if not BACKUP.is_dir():
@@ -91,7 +104,7 @@ def _mutated(path: Path, source: str) -> Iterator[None]:
     finally:
         path.write_text(original)
         _drop_bytecode(path)
-        backup.unlink()
+        backup.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -155,7 +168,9 @@ def _run_target(target: Target, results: dict[str, Any], *, limit: int | None) -
     record["total"] = len(found)
     current = {m.key for m in found}  # forget mutants the mutation rules no longer make
     record["mutants"] = {k: v for k, v in record["mutants"].items() if k in current}
-    todo = [m for m in found if m.key not in record["mutants"]]
+    # survivors are tried again every run: a test written since may kill them now
+    judged = record["mutants"]
+    todo = [m for m in found if judged.get(m.key, {}).get("outcome") in (None, "survived")]
     if limit is not None:
         todo = todo[:limit]
     print(f"== {target.name}: {len(found)} mutants, {len(todo)} to run", flush=True)
@@ -254,10 +269,6 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = parser.parse_args()
-    # `kill` (SIGTERM) unwinds like Ctrl-C, so the mutated module is always restored
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    _restore_leftovers()
-    results = {} if args.fresh else _load_results()
     chosen = [t for t in TARGETS if not args.only or t.name in args.only.split(",")]
     if args.only and len(chosen) != len(args.only.split(",")):
         parser.error(f"unknown target in {args.only!r}; known: {[t.name for t in TARGETS]}")
@@ -267,7 +278,15 @@ def main() -> int:
             for m in mutants(source, functions=target.functions, strings=target.strings):
                 print(f"{target.name} {m.key} {m.function}:{m.line} {m.operator}")
         return 0
-    if not args.report_only:
+    if args.report_only:
+        write_report(_load_results())
+        print(f"report: {REPORT.relative_to(ROOT)}")
+        return 0
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so the mutated module is always restored
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with _only_run():
+        _restore_leftovers()
+        results = {} if args.fresh else _load_results()
         try:
             with _embedded_servers() as exported:
                 _CHILD_ENV.update(exported)
