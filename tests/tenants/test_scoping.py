@@ -129,3 +129,13 @@ def test_a_tenant_viewset_refuses_to_list_from_the_public_schema() -> None:
     connection.set_schema_to_public()
     with pytest.raises(NotInTenantSchema):
         view.get_queryset()
+
+
+def test_current_tenant_refuses_a_tenant_row_that_names_the_public_schema() -> None:
+    # a Tenant row for `public` (django-tenants keeps one in many setups) is no tenant
+    public = Tenant.objects.create(
+        schema_name="public", slug=f"public-{uuid.uuid4().hex[:6]}", name="p", trust_domain="p.x"
+    )
+    connection.set_tenant(public)
+    with pytest.raises(NotInTenantSchema):
+        current_tenant()
