@@ -140,6 +140,8 @@ class _Walker:
             return
         if _is_docstring(node, parent) or _is_logging_call(node):
             return
+        if isinstance(node, ast.Expr) and _is_logging_call(node.value):
+            return
         if isinstance(node, ast.AnnAssign):
             if node.value is not None:
                 yield from self._visit(node.value, node, qualname, function)

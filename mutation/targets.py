@@ -84,6 +84,7 @@ TARGETS: tuple[Target, ...] = (
         path="agent/workload/server.py",
         tests=(
             "tests/agent/test_workload_security_header.py",
+            "tests/agent/test_workload_attestation_failures.py",
             "tests/agent/test_workload_api.py",
             "tests/agent/test_workload_jwt.py",
         ),
