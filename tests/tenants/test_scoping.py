@@ -13,7 +13,7 @@ from django.db import connection
 from rest_framework.test import APIRequestFactory
 
 from tenants.api.base import TenantResourceViewSet
-from tenants.models import ApiToken, Tenant
+from tenants.models import ApiToken, AuditEvent, Tenant
 from tenants.scoping import (
     NotInTenantSchema,
     TenantRequired,
@@ -26,6 +26,7 @@ from tenants.scoping import (
     tenant_schema,
 )
 from tests.conftest import TenantHandle
+from tests.crosstenant import assert_not_visible_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -139,3 +140,27 @@ def test_current_tenant_refuses_a_tenant_row_that_names_the_public_schema() -> N
     connection.set_tenant(public)
     with pytest.raises(NotInTenantSchema):
         current_tenant()
+
+
+def test_a_tenant_resource_is_written_listed_and_read_only_by_its_tenant(
+    tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    # when tenant A registers an entry through a TenantResourceViewSet
+    body = {
+        "spiffe_id": f"spiffe://{tenant_a.trust_domain}/web",
+        "parent_id": f"spiffe://{tenant_a.trust_domain}/spire/agent/join_token/node",
+        "selectors": ["unix:uid:1000"],
+    }
+    created = tenant_a.client.post("/api/v1/entries", body, format="json")
+    assert created.status_code == 201, created.content
+    entry_id = created.json()["id"]
+
+    # then A lists and reads it, B's list is empty and B's read is the plain 404
+    assert [e["id"] for e in tenant_a.client.get("/api/v1/entries").json()] == [entry_id]
+    assert tenant_a.client.get(f"/api/v1/entries/{entry_id}").status_code == 200
+    assert tenant_b.client.get("/api/v1/entries").json() == []
+    assert_not_visible_to(tenant_b.client, "GET", f"/api/v1/entries/{entry_id}")
+    # and the audit row names A's token as the actor, in A's trail
+    event = AuditEvent.objects.get(action="entry.create", target=entry_id)
+    assert event.tenant_id == tenant_a.tenant.pk
+    assert event.actor == f"token:{tenant_a.token[:9]}"
