@@ -145,3 +145,18 @@ def test_an_executable_larger_than_a_read_chunk_is_hashed_whole(tmp_path: Path) 
     values = _values(attest(PID, 1000, 1000, proc=str(proc)))
 
     assert f"sha256:{hashlib.sha256(big.read_bytes()).hexdigest()}" in values
+
+
+def test_a_process_name_with_colons_does_not_confuse_the_status_reader(tmp_path: Path) -> None:
+    # a workload picks its own name (prctl PR_SET_NAME), colons included
+    proc = _proc(tmp_path, _status().replace("Name:\tapp", "Name:\tweb:server:1"))
+
+    assert {"uid:1000", "gid:1000"} <= _values(attest(PID, 1000, 1000, proc=str(proc)))
+
+
+def test_pid_1_is_a_caller_like_any_other(tmp_path: Path) -> None:
+    # the agent's namespace may see a workload as pid 1 (a container sharing it, or init)
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "status").write_text(_status())
+
+    assert "uid:1000" in _values(attest(1, 1000, 1000, proc=str(tmp_path)))
