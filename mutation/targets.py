@@ -66,7 +66,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="tenant-resource-viewset",
         path="tenants/api/base.py",
-        tests=("tests/tenants/test_scoping.py",),
+        tests=("tests/tenants/test_scoping.py",),  # its last test drives the entries API
         timeout=240,
     ),
     Target(
@@ -85,6 +85,8 @@ TARGETS: tuple[Target, ...] = (
         tests=(
             "tests/agent/test_workload_security_header.py",
             "tests/agent/test_workload_attestation_failures.py",
+            "tests/agent/test_workload_in_process.py",
+            "tests/agent/test_workload_jwt_edges.py",
             "tests/agent/test_workload_api.py",
             "tests/agent/test_workload_jwt.py",
         ),
@@ -106,6 +108,7 @@ TARGETS: tuple[Target, ...] = (
         name="workload-api-responses",
         path="agent/workload/responses.py",
         tests=(
+            "tests/agent/test_workload_in_process.py",
             "tests/agent/test_workload_api.py",
             "tests/agent/test_workload_jwt.py",
         ),
