@@ -118,7 +118,10 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="vault-policies",
         path="trustdomains/keymanagers/vault.py",
-        tests=("tests/trustdomains/test_vault_key_manager.py",),
+        tests=(
+            "tests/trustdomains/test_vault_policy_recovery.py",
+            "tests/trustdomains/test_vault_key_manager.py",
+        ),
         functions=(
             "tenant_policy_name",
             "tenant_policy",
