@@ -5,9 +5,9 @@ For each target of `mutation/targets.py`: run its guarding tests once on the rea
 `-x` in a fresh interpreter (so embedded servers, subprocess agents and workload servers all
 see the mutant), and restore the file. A mutant whose tests fail or time out is killed; one
 whose tests pass survived. Results accumulate in `mutation/results.json`: a rerun skips
-mutants already killed against the same source and tries survivors again. `mutation/report.md`
-is rewritten from them, with each survivor's diff and, when one is recorded in
-`mutation/justifications.yaml`, why it is equivalent.
+mutants already killed or explained against the same source and tries the others again.
+`mutation/report.md` is rewritten from them, with each survivor's diff and, when one is
+recorded in `mutation/justifications.yaml`, why it is equivalent.
 
     .venv/bin/python -m mutation.run [--only NAME,...] [--max N] [--fresh] [--report-only]
 """
@@ -168,9 +168,15 @@ def _run_target(target: Target, results: dict[str, Any], *, limit: int | None) -
     record["total"] = len(found)
     current = {m.key for m in found}  # forget mutants the mutation rules no longer make
     record["mutants"] = {k: v for k, v in record["mutants"].items() if k in current}
-    # survivors are tried again every run: a test written since may kill them now
+    # unexplained survivors are tried again every run: a test written since may kill them
     judged = record["mutants"]
-    todo = [m for m in found if judged.get(m.key, {}).get("outcome") in (None, "survived")]
+    explained = _justifications()
+    todo = [
+        m
+        for m in found
+        if m.key not in judged
+        or (judged[m.key]["outcome"] == "survived" and m.key not in explained)
+    ]
     if limit is not None:
         todo = todo[:limit]
     print(f"== {target.name}: {len(found)} mutants, {len(todo)} to run", flush=True)
@@ -212,10 +218,14 @@ def _describe(  # noqa: PLR0913 - one record's fields
     }
 
 
+def _justifications() -> dict[str, str]:
+    if not JUSTIFICATIONS.exists():
+        return {}
+    return dict(yaml.safe_load(JUSTIFICATIONS.read_text()) or {})
+
+
 def write_report(results: dict[str, Any]) -> None:
-    justified: dict[str, str] = {}
-    if JUSTIFICATIONS.exists():
-        justified = yaml.safe_load(JUSTIFICATIONS.read_text()) or {}
+    justified = _justifications()
     lines = [
         "# Mutation testing report",
         "",

@@ -147,7 +147,9 @@ TARGETS: tuple[Target, ...] = (
             "tests/issuance/test_agent_api_attestation.py",
             "tests/issuance/test_agent_api_taint.py",
         ),
-        functions=("_attest", "authenticate_agent"),
+        # authenticate_agent's tests come with issue 14's point 1 (another change); mutate it
+        # once they land: functions=("_attest", "authenticate_agent")
+        functions=("_attest",),
         timeout=300,
     ),
     Target(
