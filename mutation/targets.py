@@ -134,6 +134,8 @@ TARGETS: tuple[Target, ...] = (
         name="join-tokens",
         path="issuance/services/join_tokens.py",
         tests=(
+            "tests/issuance/test_join_token_limits.py",
+            "tests/issuance/test_join_token_secrets.py",
             "tests/issuance/test_join_tokens_api.py",
             "tests/issuance/test_agent_api_attestation.py",
         ),
