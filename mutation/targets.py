@@ -146,6 +146,7 @@ TARGETS: tuple[Target, ...] = (
         name="agent-authentication",
         path="issuance/services/agents.py",
         tests=(
+            "tests/issuance/test_agent_attestation_records.py",
             "tests/issuance/test_agent_api_attestation.py",
             "tests/issuance/test_agent_api_taint.py",
         ),
