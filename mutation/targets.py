@@ -158,13 +158,19 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="jwt-svid-minting",
         path="issuance/services/jwt_svids.py",
-        tests=("tests/issuance/test_agent_api_jwt.py",),
+        tests=(
+            "tests/issuance/test_svid_request_limits.py",
+            "tests/issuance/test_agent_api_jwt.py",
+        ),
         timeout=300,
     ),
     Target(
         name="x509-svid-minting",
         path="issuance/services/svids.py",
-        tests=("tests/issuance/test_agent_api_entries.py",),
+        tests=(
+            "tests/issuance/test_svid_request_limits.py",
+            "tests/issuance/test_agent_api_entries.py",
+        ),
         timeout=300,
     ),
 )
