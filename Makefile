@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint up protos check-protos softhsm clean
+.PHONY: demo test test-fast lint up protos check-protos softhsm clean mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ softhsm:
 	  else echo "note: softhsm2 is missing and you are not root; install Debian's softhsm2"; fi; \
 	fi
 
+## mutation: mutate the security-critical modules one change at a time and run the tests that
+## guard each (slow; not part of `make test`). MUTATION_ARGS="--only selectors,jwtsvid" picks
+## modules; the report is mutation/report.md.
+mutation: $(STAMP) softhsm
+	$(PY) -m mutation.run $(MUTATION_ARGS)
+
 ## lint: ruff (rules and formatting) and mypy (strict for hallmark/ and agent/, pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -54,4 +60,4 @@ protos: $(STAMP)
 	scripts/gen_protos.sh
 
 clean:
-	rm -rf .hallmark-test
+	rm -rf .hallmark-test .hallmark-mutation

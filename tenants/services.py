@@ -10,6 +10,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from hallmark.spiffeid import TrustDomain
@@ -120,6 +121,24 @@ def issue_api_token(*, tenant: Tenant, created_by: Any = None, name: str = "defa
         created_by=created_by,
     )
     return secret
+
+
+def revoke_api_token(token_id: object, *, tenant: Tenant, actor: str) -> ApiToken:
+    """Revoke one of the tenant's API tokens; from then on it authenticates nothing.
+
+    Scoped by tenant: another tenant's token id is "not found", exactly like an unknown one.
+    Revoking twice keeps the first revocation time.
+    """
+    connection.set_schema_to_public()
+    with transaction.atomic():
+        token = ApiToken.objects.select_for_update().filter(pk=token_id, tenant=tenant).first()
+        if token is None:
+            raise ApiError("not_found", "no such API token", 404)
+        if token.revoked_at is None:
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+            record_audit(tenant=tenant, actor=actor, action="api_token.revoke", target=token.prefix)
+    return token
 
 
 def _unique_slug(base: str) -> str:

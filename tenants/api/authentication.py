@@ -13,6 +13,13 @@ from tenants.models import ApiToken
 from tenants.tokens import hash_token
 
 
+class InvalidToken(exceptions.AuthenticationFailed):
+    """401 `invalid_token`: no such token, or it was revoked (RFC 6750 uses the same code)."""
+
+    default_detail = "unknown or revoked API token"
+    error_code = "invalid_token"
+
+
 class TenantTokenAuthentication(authentication.BaseAuthentication):
     """`Authorization: Bearer <token>` → the token's tenant; the connection moves to its schema."""
 
@@ -32,7 +39,7 @@ class TenantTokenAuthentication(authentication.BaseAuthentication):
             .first()
         )
         if token is None:
-            raise exceptions.AuthenticationFailed("unknown or revoked API token")
+            raise InvalidToken()
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
         request._request.tenant = token.tenant  # type: ignore[attr-defined]
         request._request.actor = f"token:{token.prefix}"  # type: ignore[attr-defined]

@@ -76,10 +76,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
-    if isinstance(exc, ApiError):
-        code = exc.error_code
-    else:
-        code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), "error")
+    # ApiError, and DRF errors raised with a stable code of their own (InvalidToken), say it
+    code = getattr(exc, "error_code", None) or next(
+        (c for cls, c in _CODES.items() if isinstance(exc, cls)), "error"
+    )
     body: dict[str, Any] = {"code": code, "detail": flatten_detail(response.data)}
     if isinstance(exc, exceptions.ValidationError) and isinstance(response.data, dict):
         body["fields"] = response.data

@@ -15,7 +15,7 @@ def test_tenant_calls_without_a_token_are_401_with_a_hint(api) -> None:
 def test_unknown_token_is_401(api) -> None:
     response = api.get("/api/v1/trust-domain", HTTP_AUTHORIZATION="Bearer hm_not-a-real-token")
     assert response.status_code == 401
-    assert response.json()["code"] == "authentication_failed"
+    assert response.json()["code"] == "invalid_token"
 
 
 @pytest.mark.django_db

@@ -1,0 +1,90 @@
+"""A Workload API caller that cannot be attested gets nothing: the refusals, over real sockets.
+
+The server runs in a subprocess over a static state (conftest.py). Written to kill the
+mutants `make mutation` found surviving in agent/workload/server.py's caller attestation.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import grpc
+import pytest
+
+from hallmark.protos import workloadapi_pb2, workloadapi_pb2_grpc
+from tests.agent.conftest import PYTHON, WorkloadServer, child_env
+
+HEADER = (("workload.spiffe.io", "true"),)
+
+# Connects as root (the relay records uid 0 for the connection), then becomes nobody before
+# asking: /proc then disagrees with the connection's credentials.
+CHANGE_UID_AFTER_CONNECTING = r"""
+import os, sys, grpc
+channel = grpc.insecure_channel(sys.argv[1])
+grpc.channel_ready_future(channel).result(timeout=20)
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+call = channel.unary_stream(
+    "/SpiffeWorkloadAPI/FetchX509SVID",
+    request_serializer=lambda b: b,
+    response_deserializer=lambda b: b,
+)(b"", metadata=[("workload.spiffe.io", "true")], timeout=20)
+try:
+    for message in call:
+        print("OK", len(message))
+        break
+except grpc.RpcError as exc:
+    print(exc.code().name, exc.details())
+"""
+
+
+def test_a_caller_whose_uid_changed_since_it_connected_gets_nothing(
+    workload_server: WorkloadServer,
+) -> None:
+    # when a process connects as root and asks for root's SVID after becoming nobody
+    result = subprocess.run(  # noqa: S603 - our interpreter and our script
+        [PYTHON, "-c", CHANGE_UID_AFTER_CONNECTING, workload_server.endpoint],
+        env=child_env(),
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    # then it is neither served root's SVID nor nobody's: attestation fails, retry later
+    assert result.stdout.startswith("UNAVAILABLE workload attestation failed"), (
+        result.stdout + result.stderr
+    )
+
+
+def _inner_socket(workload_server: WorkloadServer) -> str:
+    return os.path.join(workload_server.data_dir, "workload-private", "inner.sock")
+
+
+@pytest.mark.parametrize("rpc", ["FetchX509SVID", "FetchJWTSVID", "ValidateJWTSVID"])
+def test_a_connection_that_bypasses_the_relay_is_not_identified(
+    workload_server: WorkloadServer, rpc: str
+) -> None:
+    # given the inner server's socket (only its owner can reach it; the test runs as root)
+    inner = _inner_socket(workload_server)
+    assert os.path.exists(inner)
+    requests = {
+        "FetchX509SVID": workloadapi_pb2.X509SVIDRequest(),
+        "FetchJWTSVID": workloadapi_pb2.JWTSVIDRequest(audience=["reports"]),
+        "ValidateJWTSVID": workloadapi_pb2.ValidateJWTSVIDRequest(audience="a", svid="a.b.c"),
+    }
+
+    # when a call reaches it without passing the relay (no kernel credentials recorded)
+    with grpc.insecure_channel("unix:" + inner) as channel:
+        stub = workloadapi_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            answer = getattr(stub, rpc)(requests[rpc], metadata=HEADER, timeout=20)
+            if rpc == "FetchX509SVID":
+                next(iter(answer))
+
+    # then it is refused: no credentials, no identity
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert raised.value.details() == "caller could not be identified"
