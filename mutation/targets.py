@@ -150,9 +150,27 @@ TARGETS: tuple[Target, ...] = (
             "tests/issuance/test_agent_api_attestation.py",
             "tests/issuance/test_agent_api_taint.py",
         ),
-        # authenticate_agent's tests come with issue 14's point 1 (another change); mutate it
-        # once they land: functions=("_attest", "authenticate_agent")
         functions=("_attest",),
+        timeout=300,
+    ),
+    Target(
+        name="agent-authentication-per-call",
+        path="issuance/services/agents.py",
+        tests=(
+            "tests/issuance/test_agent_authentication.py",
+            "tests/security/test_agent_api_matrix.py",
+        ),
+        functions=("authenticate_agent",),
+        timeout=300,
+    ),
+    Target(
+        name="entry-authorisation",
+        path="issuance/services/entries.py",
+        tests=(
+            "tests/issuance/test_agent_api_entries.py",
+            "tests/issuance/test_agent_api_sync.py",
+        ),
+        functions=("_authorized", "authorized_entries", "authorized_entries_by_id"),
         timeout=300,
     ),
     Target(
