@@ -157,6 +157,7 @@ TARGETS: tuple[Target, ...] = (
         name="agent-authentication-per-call",
         path="issuance/services/agents.py",
         tests=(
+            "tests/issuance/test_agent_api_entries.py::test_renewed_svid_replaces_the_old_one_once_used",
             "tests/issuance/test_agent_authentication.py",
             "tests/security/test_agent_api_matrix.py",
         ),
@@ -170,7 +171,7 @@ TARGETS: tuple[Target, ...] = (
             "tests/issuance/test_agent_api_entries.py",
             "tests/issuance/test_agent_api_sync.py",
         ),
-        functions=("_authorized", "authorized_entries", "authorized_entries_by_id"),
+        functions=("_authorized", "authorized_entries_by_id"),
         timeout=300,
     ),
     Target(

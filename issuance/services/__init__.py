@@ -19,7 +19,6 @@ from issuance.services.batch import (
     batch_update_entries,
 )
 from issuance.services.entries import (
-    authorized_entries,
     authorized_entries_by_id,
     create_entry,
     delete_entry,
@@ -52,7 +51,6 @@ __all__ = [
     "record_failed_attestation",
     "record_failed_attestations",
     "authenticate_agent",
-    "authorized_entries",
     "authorized_entries_by_id",
     "ban_agent",
     "create_entry",

@@ -301,16 +301,10 @@ def principal_ids(agent: Agent) -> list[str]:
 
 
 def _authorized(agent: Agent) -> Any:
+    """Entries the agent may mint SVIDs for: parented by its ID or a node alias, recursively
+    (entry `roots`); expired entries are left out."""
     live = Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
     return Entry.objects.filter(live, roots__overlap=principal_ids(agent), expired=False)
-
-
-def authorized_entries(agent: Agent) -> list[Entry]:
-    """Entries the agent may mint SVIDs for: parented by its ID or a node alias, recursively.
-
-    Expired entries are left out. Each entry appears once.
-    """
-    return list(_authorized(agent).order_by("created_at", "id"))
 
 
 def normalized_entry_id(text: str) -> str:

@@ -193,3 +193,38 @@ def test_another_tenant_cannot_see_ban_or_evict_agents(agent_api, tenant_a, tena
     assert_not_visible_to(tenant_a.client, "POST", f"/api/v1/agents/{agent['id']}/ban")
     assert_not_visible_to(tenant_a.client, "DELETE", f"/api/v1/agents/{agent['id']}")
     assert tenant_b.client.get(f"/api/v1/agents/{agent['id']}").json()["banned"] is False
+
+
+@pytest.mark.parametrize("marked_expired", [False, True], ids=["past-expiry", "marked-expired"])
+def test_an_expired_entry_gets_no_svid_even_before_upkeep_removes_it(
+    agent_api, tenant_a, marked_expired
+):
+    # given an agent with two entries, one of which is past its expires_at (upkeep has not
+    # run yet), or has been marked expired by upkeep with no date set
+    identity, _, client = attested(agent_api, tenant_a)
+    live = create_entry(tenant_a, "/live", parent_id=identity.spiffe_id)
+    gone = create_entry(tenant_a, "/gone", parent_id=identity.spiffe_id)
+    with tenant_a.schema():
+        if marked_expired:
+            Entry.objects.filter(id=gone["id"]).update(expired=True)
+        else:
+            Entry.objects.filter(id=gone["id"]).update(
+                expires_at=timezone.now() - dt.timedelta(minutes=1)
+            )
+
+    # when the agent asks for SVIDs for both
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    response = client.new_svids({live["id"]: csr, gone["id"]: csr})
+    client.close()
+
+    # then only the live entry is signed
+    results = {r.entry_id: r for r in response.results}
+    assert results[live["id"]].error_code == "" and results[live["id"]].svid_chain
+    assert results[gone["id"]].error_code == "entry_not_authorized"
+    assert not results[gone["id"]].svid_chain
