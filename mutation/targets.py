@@ -169,7 +169,9 @@ TARGETS: tuple[Target, ...] = (
         path="issuance/services/entries.py",
         tests=(
             "tests/issuance/test_agent_api_entries.py",
+            "tests/issuance/test_agent_api_jwt.py",
             "tests/issuance/test_agent_api_sync.py",
+            "tests/security/test_fuzz_agent_api.py",
         ),
         functions=("_authorized", "authorized_entries_by_id"),
         timeout=300,

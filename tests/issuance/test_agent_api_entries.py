@@ -203,6 +203,12 @@ def test_an_expired_entry_gets_no_svid_even_before_upkeep_removes_it(
     # run yet), or has been marked expired by upkeep with no date set
     identity, _, client = attested(agent_api, tenant_a)
     live = create_entry(tenant_a, "/live", parent_id=identity.spiffe_id)
+    later = create_entry(
+        tenant_a,
+        "/expires-later",
+        parent_id=identity.spiffe_id,
+        expires_at=(timezone.now() + dt.timedelta(hours=1)).isoformat(),
+    )
     gone = create_entry(tenant_a, "/gone", parent_id=identity.spiffe_id)
     with tenant_a.schema():
         if marked_expired:
@@ -220,11 +226,12 @@ def test_an_expired_entry_gets_no_svid_even_before_upkeep_removes_it(
         .sign(key, hashes.SHA256())
         .public_bytes(serialization.Encoding.DER)
     )
-    response = client.new_svids({live["id"]: csr, gone["id"]: csr})
+    response = client.new_svids({live["id"]: csr, later["id"]: csr, gone["id"]: csr})
     client.close()
 
-    # then only the live entry is signed
+    # then the live entries are signed (one with an expiry still ahead), the expired one not
     results = {r.entry_id: r for r in response.results}
     assert results[live["id"]].error_code == "" and results[live["id"]].svid_chain
+    assert results[later["id"]].error_code == "" and results[later["id"]].svid_chain
     assert results[gone["id"]].error_code == "entry_not_authorized"
     assert not results[gone["id"]].svid_chain
