@@ -134,3 +134,21 @@ def test_fetch_bundle_carries_the_bundles_its_entries_federate_with(agent_api, t
     )
     assert federated.x509_authorities == _bundle(tenant_b).x509_authorities
     assert after.trust_domain == tenant_a.trust_domain
+
+
+def test_jwt_svid_is_for_the_entry_asked_for_among_the_agents_entries(agent_api, tenant_a):
+    # given an agent with several entries
+    identity, _, client = attested(agent_api, tenant_a)
+    entries = [create_entry(tenant_a, f"/svc-{n}", parent_id=identity.spiffe_id) for n in range(3)]
+
+    # when it asks for a JWT-SVID for each in turn, last first
+    bundle = _bundle(tenant_a)
+    minted = []
+    for entry in reversed(entries):
+        token = client.new_jwt_svid(entry["id"], ["aud"]).token
+        svid = verify_jwt_svid(token, audience="aud", bundles={bundle.trust_domain: bundle})
+        minted.append(str(svid.spiffe_id))
+    client.close()
+
+    # then each carries the SPIFFE ID of the entry it was asked for, never another of them
+    assert minted == [entry["spiffe_id"] for entry in reversed(entries)]
