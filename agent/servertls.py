@@ -142,7 +142,7 @@ class ServerTunnel:
             ssl_object = remote_writer.get_extra_info("ssl_object")
             der = None if ssl_object is None else ssl_object.getpeercert(binary_form=True)
             check_server_certificate(der, self.trust_domain)
-            await asyncio.gather(_pipe(reader, remote_writer), _pipe(remote_reader, writer))
+            await asyncio.gather(pipe(reader, remote_writer), pipe(remote_reader, writer))
         except ServerAuthenticationError as exc:
             self.refused += 1
             _log.error("%s:%d: %s", self._host, self._port, exc.detail)
@@ -155,7 +155,8 @@ class ServerTunnel:
                         w.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy one direction of a tunnelled connection until it ends, then pass the end on."""
     try:
         while data := await reader.read(_CHUNK):
             writer.write(data)

@@ -17,13 +17,13 @@ import urllib.request
 
 from cryptography import x509
 
+from agent.servertls import pipe
 from hallmark.bundle import Bundle, load_pem_certificates
 from hallmark.errors import HallmarkError
 from hallmark.relay import private_socket_path
 from hallmark.spiffeid import TrustDomain
 
 _log = logging.getLogger(__name__)
-_CHUNK = 256 * 1024
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 
 
@@ -126,7 +126,7 @@ class InsecureTunnel:
             ssl_object = remote_writer.get_extra_info("ssl_object")
             if ssl_object is not None and (der := ssl_object.getpeercert(binary_form=True)):
                 self.server_certificate = x509.load_der_x509_certificate(der)
-            await asyncio.gather(_pipe(reader, remote_writer), _pipe(remote_reader, writer))
+            await asyncio.gather(pipe(reader, remote_writer), pipe(remote_reader, writer))
         except (OSError, ssl.SSLError) as exc:
             _log.warning("insecure bootstrap: cannot reach %s:%d: %s", self._host, self._port, exc)
         finally:
@@ -134,18 +134,3 @@ class InsecureTunnel:
                 if w is not None:
                     with contextlib.suppress(Exception):
                         w.close()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(_CHUNK):
-            writer.write(data)
-            await writer.drain()
-    except (OSError, ssl.SSLError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            if writer.can_write_eof():
-                writer.write_eof()
-            else:
-                writer.close()
