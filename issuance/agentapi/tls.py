@@ -54,7 +54,7 @@ BUILD_BACKOFF_SECONDS = 1.0
 BUILD_BACKOFF_MAX_SECONDS = 300.0
 # A server SVID is served until just before it expires: its life is capped by its CA's, so in
 # the last part of a CA's life a renewal cannot move it further out (renewal starts at half-life).
-EXPIRY_MARGIN = dt.timedelta(seconds=1)
+EXPIRY_MARGIN = dt.timedelta(0)
 Build = Callable[[], Credentials | None]
 
 

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from hallmark.spiffeid import TrustDomain
-from hallmark.x509svid import LeafRequest
+from hallmark.x509svid import LeafRequest, utcnow
 
 log = logging.getLogger(__name__)
 SERVER_PATH = "/spire/server"
@@ -198,6 +198,11 @@ def refresh(credentials: Credentials) -> Credentials | None:
             )
     finally:
         connection.set_schema_to_public()
+    # Past half-life, a bundle change (a CA activated, say) renews the server SVID now rather
+    # than waiting for a handshake to notice: its life ends with its CA's, and the first
+    # handshake after that would otherwise find it expired.
+    if utcnow() >= credentials.renew_at:
+        return issue(credentials.tenant_id)
     # An issuer not identified at issue time (b"") is left to the half-life renewal: checking
     # it would re-issue on every refresh.
     if credentials.issuer_der and (issuer is None or issuer.tainted):
