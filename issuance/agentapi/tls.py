@@ -21,7 +21,6 @@ retry, as they do for any transient failure.
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as dt
 import logging
 import ssl
 import threading
@@ -52,9 +51,6 @@ MAX_UNKNOWN_NAMES = 10_000
 MAX_PENDING_LOOKUPS = 32
 BUILD_BACKOFF_SECONDS = 1.0
 BUILD_BACKOFF_MAX_SECONDS = 300.0
-# A server SVID is served until just before it expires: its life is capped by its CA's, so in
-# the last part of a CA's life a renewal cannot move it further out (renewal starts at half-life).
-EXPIRY_MARGIN = dt.timedelta(0)
 Build = Callable[[], Credentials | None]
 
 
@@ -107,13 +103,13 @@ class TenantCredentials:
             if time.monotonic() - self._reloaded > DIRECTORY_RELOAD_SECONDS:
                 self._reloaded = time.monotonic()  # one reload at a time
                 self._threads.submit(self._reload_quietly)
-            if cached is None or now >= cached.not_after - EXPIRY_MARGIN:
+            if cached is None or now >= cached.not_after:
                 if name in self._unknown:
                     return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
                 if self._backoff.waiting(name):
                     return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
                 tenant_id = self._directory.get(name)
-        if cached is not None and now < cached.not_after - EXPIRY_MARGIN:
+        if cached is not None and now < cached.not_after:
             if self._backing_off(name):
                 return cached.context  # a failed renewal is retried after its back-off
             if now >= cached.renew_at:
