@@ -194,4 +194,28 @@ TARGETS: tuple[Target, ...] = (
         ),
         timeout=300,
     ),
+    Target(
+        name="relay-limits",
+        path="hallmark/relaylimits.py",
+        tests=("tests/hallmark/test_relay_limits.py",),
+        timeout=120,
+    ),
+    Target(
+        name="socket-directory",
+        path="agent/workload/socketdir.py",
+        tests=("tests/agent/test_socket_dir.py",),
+        timeout=120,
+    ),
+    Target(
+        name="connected-process",
+        path="attestors/workload/process.py",
+        tests=("tests/attestors/test_process_binding.py", "tests/agent/test_workload_binding.py"),
+        timeout=180,
+    ),
+    Target(
+        name="fetch-write",
+        path="agent/workload/fetch.py",
+        tests=("tests/agent/test_fetch_write.py", "tests/agent/test_cli.py"),
+        timeout=180,
+    ),
 )
