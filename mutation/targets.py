@@ -197,13 +197,16 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="relay-limits",
         path="hallmark/relaylimits.py",
-        tests=("tests/hallmark/test_relay_limits.py",),
+        tests=(
+            "tests/hallmark/test_relay_limits_edges.py",
+            "tests/hallmark/test_relay_limits.py",
+        ),
         timeout=120,
     ),
     Target(
         name="socket-directory",
         path="agent/workload/socketdir.py",
-        tests=("tests/agent/test_socket_dir.py",),
+        tests=("tests/agent/test_socket_dir_edges.py", "tests/agent/test_socket_dir.py"),
         timeout=120,
     ),
     Target(
