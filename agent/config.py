@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from attestors.workload.catalog import WorkloadAttestors
+from attestors.workload.plugin import AttestorConfigError
 from hallmark.errors import HallmarkError, InvalidTrustDomain
 from hallmark.spiffeid import TrustDomain
 
@@ -92,6 +94,8 @@ class AgentConfig:
     taint_jitter: float = DEFAULT_TAINT_JITTER
     log_level: str = "INFO"
     join_token_file: str | None = None
+    # The [workload_attestor.<type>] tables (attestors.workload.catalog); empty: unix alone.
+    workload_attestor: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -181,7 +185,17 @@ class AgentConfig:
             svid_wait=_positive(values, "svid_wait", DEFAULT_SVID_WAIT),
             taint_jitter=_non_negative(values, "taint_jitter", DEFAULT_TAINT_JITTER),
             log_level=(_text(values, "log_level") or "INFO").upper(),
+            workload_attestor=_workload_attestor(values.get("workload_attestor")),
         )
+
+
+def _workload_attestor(tables: Any) -> dict[str, dict[str, Any]]:
+    """The workload attestor tables, checked now so that a bad one stops the agent at start."""
+    try:
+        WorkloadAttestors(tables)
+    except AttestorConfigError as exc:
+        raise ConfigError(exc.detail, code=exc.code) from None
+    return dict(tables or {})
 
 
 def default_socket(data_dir: str = DEFAULT_DATA_DIR, euid: int | None = None) -> str:
@@ -250,6 +264,8 @@ def read_toml(path: str) -> dict[str, Any]:
     table = document.get("agent", document)
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path}: [agent] must be a table")
+    if table is not document and "workload_attestor" in document:
+        table = {**table, "workload_attestor": document["workload_attestor"]}
     return table
 
 

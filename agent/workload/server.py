@@ -335,14 +335,16 @@ class WorkloadApiServer:
         max_exe_hash_bytes: int = unix.DEFAULT_MAX_EXE_HASH_BYTES,
         svid_wait: float = 10.0,
         jwt_svids: JwtSvidCache | None = None,
+        compose_attestor: Callable[[Attestor], Attestor] | None = None,
     ) -> None:
         self.socket_path = socket_path
         self._inner_path = private_socket_path(os.path.join(data_dir, "workload-private"))
         self._registry: PeerRegistry[process.ConnectedProcess] = PeerRegistry()
         self._max_exe_hash_bytes = max_exe_hash_bytes
-        self._servicer = WorkloadApiServicer(
-            state, self._registry, self._attest, svid_wait, jwt_svids
-        )
+        # compose_attestor (attestors.workload.catalog) is given the unix attestation below
+        # and returns the attestor the Workload API uses.
+        attestor = self._attest if compose_attestor is None else compose_attestor(self._attest)
+        self._servicer = WorkloadApiServicer(state, self._registry, attestor, svid_wait, jwt_svids)
         self._server: grpc.aio.Server | None = None
         self._relay: Relay[process.ConnectedProcess] | None = None
 
