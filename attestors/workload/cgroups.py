@@ -7,6 +7,7 @@ runtime's, not anything the workload says about itself.
 
 Formats understood (each line `hierarchy-id:controllers:path`; cgroup v1 has one line a
 hierarchy, v2 a single `0::` line):
+Only where runtimes create cgroups (see locate_in_path for why):
 - Docker, cgroupfs driver:   /docker/<64 hex>
 - Docker, systemd driver:   /system.slice/docker-<64 hex>.scope
 - Kubernetes, cgroupfs:     /kubepods/<qos>/pod<uid>/<64 hex>
@@ -92,17 +93,43 @@ def _container_id(segment: str) -> str | None:
     return name if _CONTAINER_ID.match(name) else None
 
 
+def _pod_uid(segment: str) -> str | None:
+    match = _POD_UID.match(segment)
+    return match.group(1).replace("_", "-") if match else None
+
+
 def locate_in_path(path: str) -> ContainerLocation:
-    """The container ID (the last one in the path) and pod UID of one cgroup path."""
-    container_id: str | None = None
-    pod_uid: str | None = None
-    for segment in path.split("/"):
-        if pod_match := _POD_UID.match(segment):
-            pod_uid = pod_match.group(1).replace("_", "-")
-            container_id = None  # a container ID counts only below its pod
-        elif (found := _container_id(segment)) is not None:
-            container_id = found
-    return ContainerLocation(container_id, pod_uid)
+    """The container ID and pod UID of one cgroup path, only where runtimes put containers.
+
+    Anchored, not searched: a user with a delegated cgroup subtree (systemd's user@.service
+    delegates one to every user) may create cgroups with any name below it, such as
+    `.../user@1000.service/app.slice/docker-<another container's ID>.scope`, and move its
+    own processes there. So the container must be where only root (the runtime, the
+    kubelet) can create cgroups: `/docker/<id>`, `/system.slice/docker-<id>.scope`, or the
+    cgroup right below a pod's under `/kubepods*`. A path seen through a cgroup namespace
+    starts with `..` components; the first component after them is then the child of the
+    common ancestor, which for a process outside the runtime's tree is never `kubepods*`,
+    `docker` or `system.slice/docker-*`. Cgroups a container created below its own are
+    still that container.
+    """
+    segments = [s for s in path.split("/") if s]
+    while segments and segments[0] == "..":
+        segments.pop(0)
+    if not segments:
+        return ContainerLocation(None, None)
+    head, rest = segments[0], segments[1:]
+    if head.startswith("kubepods"):
+        for index, segment in enumerate(segments[:3]):
+            if (pod_uid := _pod_uid(segment)) is not None:
+                below = segments[index + 1 : index + 2]
+                container_id = _container_id(below[0]) if below else None
+                return ContainerLocation(container_id, pod_uid)
+        return ContainerLocation(None, None)
+    if head == "docker" and rest and _CONTAINER_ID.match(rest[0]):
+        return ContainerLocation(rest[0], None)
+    if head == "system.slice" and rest and rest[0].startswith("docker-"):
+        return ContainerLocation(_container_id(rest[0]), None)
+    return ContainerLocation(None, None)
 
 
 def locate(pid: int, *, proc_path: str = "/proc") -> ContainerLocation:

@@ -100,6 +100,32 @@ AMBIGUOUS_V1 = f"""4:memory:/docker/{DOCKER_ID}
 """
 
 
+# A user's own cgroups (systemd delegates user@<uid>.service's subtree to the user), named
+# to look like a Docker container and like a pod's container: forgeries, not containers.
+FORGED_DOCKER_IN_USER_SUBTREE = (
+    f"0::/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{DOCKER_ID}.scope\n"
+)
+FORGED_POD_IN_USER_SUBTREE = (
+    "0::/user.slice/user-1000.slice/user@1000.service/app.slice/kubepods.slice/"
+    f"kubepods-pod{POD_UID.replace('-', '_')}.slice/cri-containerd-{K8S_CONTAINER_ID}.scope\n"
+)
+FORGED_DOCKER_UNDER_CGROUPFS_USER = f"0::/user.slice/docker/{DOCKER_ID}\n"
+# A container that made cgroups of its own below its cgroup (it may, with cgroupns and
+# delegation): still that container, whatever the sub-cgroups are called.
+K8S_NESTED_IN_CONTAINER = (
+    f"0::/kubepods/besteffort/pod{POD_UID}/{K8S_CONTAINER_ID}/docker/{DOCKER_ID}\n"
+)
+# Seen by an agent in a private cgroup namespace (its own pod's container cgroup as root).
+K8S_THROUGH_CGROUPNS = (
+    f"0::/../../../kubepods-burstable.slice/kubepods-burstable-pod{POD_UID.replace('-', '_')}"
+    f".slice/cri-containerd-{K8S_CONTAINER_ID}.scope\n"
+)
+FORGED_THROUGH_CGROUPNS = (
+    "0::/../../../../user.slice/user-1000.slice/user@1000.service/app.slice/"
+    f"docker-{DOCKER_ID}.scope\n"
+)
+
+
 def write_cgroup(proc_root: Path, pid: int, content: str) -> Path:
     """Write `content` as `<proc_root>/<pid>/cgroup`; returns the file."""
     directory = proc_root / str(pid)

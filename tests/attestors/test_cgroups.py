@@ -26,6 +26,8 @@ PID = 4242
         (trees.HOST_SHELL_V2, None, None),
         (trees.SYSTEMD_SERVICE_V1, None, None),
         (trees.NO_UNIT_V2, None, None),
+        (trees.K8S_NESTED_IN_CONTAINER, trees.K8S_CONTAINER_ID, trees.POD_UID),
+        (trees.K8S_THROUGH_CGROUPNS, trees.K8S_CONTAINER_ID, trees.POD_UID),
     ],
     ids=[
         "docker-v1-cgroupfs",
@@ -39,6 +41,8 @@ PID = 4242
         "host-session",
         "host-service-v1",
         "container-root",
+        "k8s-nested-in-container",
+        "k8s-through-cgroupns",
     ],
 )
 def test_the_container_and_pod_come_from_the_cgroup_file(
@@ -52,6 +56,27 @@ def test_the_container_and_pod_come_from_the_cgroup_file(
 
     # then the runtime's container ID and the pod UID (dashed, as the API has it) are found
     assert location == cgroups.ContainerLocation(container_id, pod_uid)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        trees.FORGED_DOCKER_IN_USER_SUBTREE,
+        trees.FORGED_POD_IN_USER_SUBTREE,
+        trees.FORGED_DOCKER_UNDER_CGROUPFS_USER,
+        trees.FORGED_THROUGH_CGROUPNS,
+    ],
+    ids=["docker-scope", "pod", "docker-dir", "through-cgroupns"],
+)
+def test_a_users_own_cgroup_named_like_a_container_is_no_container(
+    tmp_path: Path, content: str
+) -> None:
+    # given a process that a user moved into a cgroup of its delegated subtree, named after
+    # another container (the user may name its cgroups anything)
+    trees.write_cgroup(tmp_path, PID, content)
+
+    # then it is not taken for that container or pod
+    assert cgroups.locate(PID, proc_path=str(tmp_path)) == cgroups.ContainerLocation(None, None)
 
 
 def test_crio_conmon_is_not_taken_for_the_container(tmp_path: Path) -> None:

@@ -87,10 +87,15 @@ def test_a_configured_docker_version_is_used_without_negotiating(
     assert daemon.requests[before:] == [f"/v1.43/containers/{trees.DOCKER_ID}/json"]
 
 
+@pytest.mark.parametrize(
+    "cgroup",
+    [trees.HOST_SHELL_V2, trees.FORGED_DOCKER_IN_USER_SUBTREE],
+    ids=["host-shell", "user-cgroup-named-like-the-container"],
+)
 def test_a_process_outside_containers_gets_no_selectors_and_no_daemon_call(
-    daemon: FakeDockerServer, tmp_path: Path
+    daemon: FakeDockerServer, tmp_path: Path, cgroup: str
 ) -> None:
-    trees.write_cgroup(tmp_path, PID, trees.HOST_SHELL_V2)
+    trees.write_cgroup(tmp_path, PID, cgroup)
     before = len(daemon.requests)
 
     assert attestor(daemon, tmp_path).attest(PID) == frozenset()
