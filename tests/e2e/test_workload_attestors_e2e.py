@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 from spiffe import WorkloadApiClient
+from spiffe.workloadapi.errors import FetchX509SvidError
 
 from hallmark.protos import workloadapi_pb2
 from tests.attestors import cgroup_trees as trees
@@ -174,14 +175,20 @@ def test_a_failing_attestor_fails_the_call_with_its_reason(node: dict[str, Any])
     kubelet.tokens = set()
     try:
         # then the call fails, naming the attestor and why, instead of going on with
-        # docker's selectors alone
+        # docker's selectors alone; py-spiffe's user sees the reason too
         refused = raw_fetch(node)
+        with (
+            WorkloadApiClient(socket_path=node["endpoint"]) as client,
+            pytest.raises(FetchX509SvidError) as raised,
+        ):
+            client.fetch_x509_svid(timeout=30)
     finally:
         kubelet.tokens = {TOKEN}
 
     assert isinstance(refused, grpc.RpcError)
     assert refused.code() == grpc.StatusCode.UNAVAILABLE
     assert refused.details().startswith("workload attestation failed: k8s: k8s_kubelet_refused")
+    assert "k8s_kubelet_refused" in str(raised.value)
 
 
 def test_a_container_docker_does_not_know_fails_the_call(node: dict[str, Any]) -> None:
