@@ -86,11 +86,12 @@ class Api:
         body: Any = None,
         query: Mapping[str, str] | None = None,
         auth: bool = True,
+        accept: str = "application/json",
     ) -> Answer:
         url = self.target.api_url + API_PREFIX + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v})
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        headers = {"Accept": accept, "User-Agent": USER_AGENT}
         data = None
         if body is not None:
             data = json.dumps(body).encode()

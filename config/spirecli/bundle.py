@@ -125,7 +125,14 @@ def read_bundle(trust_domain: str, path: str | None, form: str) -> dict[str, Any
 def _show(args: argparse.Namespace) -> int:
     api = Api.with_token(resolve())
     if args.format == "pem" and args.output != "json":
-        out(str(api.get("bundle", query={"format": "pem"})).rstrip("\n"))
+        # errors still come as JSON {code, detail}
+        answer = api.call(
+            "GET",
+            "bundle",
+            query={"format": "pem"},
+            accept="application/x-pem-file, application/json;q=0.5",
+        )
+        out(str(answer.body).rstrip("\n"))
     else:
         emit_json(api.get("bundle"))
     return 0
