@@ -89,8 +89,9 @@ class Api:
         accept: str = "application/json",
     ) -> Answer:
         url = self.target.api_url + API_PREFIX + path
-        if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v})
+        given = {k: v for k, v in (query or {}).items() if v}
+        if given:
+            url += "?" + urllib.parse.urlencode(given)
         headers = {"Accept": accept, "User-Agent": USER_AGENT}
         data = None
         if body is not None:

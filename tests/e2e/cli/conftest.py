@@ -63,7 +63,7 @@ def _tenant(plane: ControlPlaneProcess, label: str) -> CliTenant:
         token=str(answer["token"]),
         trust_domain=trust_domain,
         email=f"ops@{trust_domain}",
-        slug=str(answer["tenant"]["slug"]),  # type: ignore[index]
+        slug=str(answer["tenant"]["slug"]),
     )
 
 
