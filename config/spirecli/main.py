@@ -8,6 +8,7 @@ was sent).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Callable, Sequence
 
@@ -98,7 +99,7 @@ def _wants_json(argv: Sequence[str]) -> bool:
 
 
 def _command(argv: Sequence[str]) -> str:
-    words = [arg for arg in argv[:3] if not arg.startswith("-")]
+    words = list(itertools.takewhile(lambda arg: not arg.startswith("-"), argv))
     return " ".join(words[:3] if words[:1] == ["localauthority"] else words[:2])
 
 
