@@ -7,6 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from config.spirecli import GROUPS as API_COMMANDS
+from config.spirecli import main as api_command
+
 
 def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
@@ -77,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     manage = commands.add_parser("manage", help="run a Django management command")
     manage.add_argument("args", nargs=argparse.REMAINDER)
+    # SPIRE-style commands over the REST API (config/spirecli, no Django): listed here for
+    # `hallmark --help`, parsed and run by config.spirecli.main (see main() below).
+    for name, (summary, _register) in API_COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
     return parser
 
 
@@ -179,6 +186,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in API_COMMANDS:
+        return api_command(words)
     args = _parser().parse_args(argv)
     return COMMANDS[args.command](args)
 
