@@ -111,16 +111,52 @@ class SignupResult:
     token: str
 
 
-def issue_api_token(*, tenant: Tenant, created_by: Any = None, name: str = "default") -> str:
+def issue_api_token(  # noqa: PLR0913 - the token's fields
+    *,
+    tenant: Tenant,
+    created_by: Any = None,
+    name: str = "default",
+    role: str = "owner",
+    spiffe_id_prefix: str = "",
+    expires_at: Any = None,
+    kind: str = "api",
+) -> str:
+    """Store a new token's hash and answer its secret (shown once). The checks of who may make
+    which token are in tenants.apitokens; signup makes the owner's first token here."""
+    return issue_api_token_row(
+        tenant=tenant,
+        created_by=created_by,
+        name=name,
+        role=role,
+        spiffe_id_prefix=spiffe_id_prefix,
+        expires_at=expires_at,
+        kind=kind,
+    )[0]
+
+
+def issue_api_token_row(  # noqa: PLR0913 - the token's fields
+    *,
+    tenant: Tenant,
+    created_by: Any = None,
+    name: str = "default",
+    role: str = "owner",
+    spiffe_id_prefix: str = "",
+    expires_at: Any = None,
+    kind: str = "api",
+) -> tuple[str, ApiToken]:
     secret = new_token()
-    ApiToken.objects.create(
+    token = ApiToken.objects.create(
         tenant=tenant,
         name=name,
         prefix=display_prefix(secret),
         token_hash=hash_token(secret),
         created_by=created_by,
+        role=role,
+        spiffe_id_prefix=spiffe_id_prefix,
+        expires_at=expires_at,
+        kind=kind,
     )
-    return secret
+    return secret, token
 
 
 def revoke_api_token(token_id: object, *, tenant: Tenant, actor: str) -> ApiToken:

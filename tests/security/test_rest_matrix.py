@@ -42,6 +42,9 @@ PUBLIC_ROUTES = {
     "bundle-endpoint": "SPIFFE bundles are public keys (https_web profile)",
     "healthz": "whole-plane health for load balancers",
     "readyz": "this replica's readiness",
+    "auth-login": "trades an email and a password for a session token",
+    "invitation-accept": "the invitation token is the credential",
+    "login-page": "the web login form (session cookie + CSRF)",
 }
 
 
@@ -183,7 +186,11 @@ def _b_objects(b: TenantHandle) -> tuple[dict[str, str], dict[str, Any]]:
             serial="b0b0b0b0b0",
             expires_at=timezone.now() + dt.timedelta(hours=1),
         )
+    from tenants.models import ApiToken, Membership
+
     targets = {
+        "tenants.ApiToken": str(ApiToken.objects.filter(tenant=b.tenant).first().pk),  # type: ignore[union-attr]
+        "tenants.Membership": str(Membership.objects.filter(tenant=b.tenant).first().pk),  # type: ignore[union-attr]
         "issuance.Entry": entry.json()["id"],
         "issuance.JoinToken": token.json()["id"],
         "issuance.Agent": str(agent.id),
@@ -210,6 +217,8 @@ def world(module_db: None) -> Iterator[World]:
 # What "does not exist anywhere" looks like for each kind of object: the answer for B's object
 # must be exactly this one. Extend MISSING and TARGETS (in _b_objects) for a new kind.
 MISSING: dict[str, Callable[[], str]] = {
+    "tenants.ApiToken": lambda: str(uuid.uuid4()),
+    "tenants.Membership": lambda: str(uuid.uuid4().int % 2**62 + 2**40),
     "issuance.Entry": lambda: str(uuid.uuid4()),
     "issuance.JoinToken": lambda: str(uuid.uuid4()),
     "issuance.Agent": lambda: str(uuid.uuid4()),
@@ -220,6 +229,7 @@ MISSING: dict[str, Callable[[], str]] = {
 
 # Bodies that would really change the object if the scoping let A reach it.
 CHANGE_BODIES: dict[str, dict[str, Any]] = {
+    "tenants.Membership": {"role": "viewer"},
     "issuance.Entry": {"hint": "changed-by-a", "selectors": ["unix:uid:0"]},
     "federation.FederationRelationship": {
         "bundle_endpoint_url": "https://attacker.example/bundle",
@@ -265,6 +275,14 @@ def _collection_writes(world: World) -> dict[tuple[str, str], tuple[dict[str, An
         ),
         ("entry-batch-delete", "POST"): ({"ids": [world.b_entry["id"]]}, {200}),
         ("trust-domain", "PATCH"): ({"upstream_authority": ""}, {200}),
+        # A's own token, refused: the prefix names B's trust domain.
+        ("api-token-list", "POST"): (
+            {"name": "a", "role": "registrar", "spiffe_id_prefix": f"spiffe://{b}/"},
+            {400},
+        ),
+        # A's own invitation; B's members stay as they were.
+        ("member-list", "POST"): ({"email": "invited-by-a@example.com", "role": "viewer"}, {201}),
+        ("auth-logout", "POST"): ({}, {204}),  # A's own session ends, nothing of B's
         ("x509-authority-prepare", "POST"): ({}, {201}),
         ("jwt-authority-prepare", "POST"): ({}, {201}),
     }
