@@ -227,15 +227,16 @@ PRUNE_GRACE_SECONDS = env.integer("HALLMARK_PRUNE_GRACE", 24 * 3600)
 MAX_AUTHORITIES = env.integer("HALLMARK_MAX_AUTHORITIES", 10)
 FORCED_PREPARES_PER_HOUR = env.integer("HALLMARK_FORCED_PREPARES_PER_HOUR", 6)
 
+# Argon2 (memory-hard) hashes new passwords; PBKDF2 still checks older hashes, which Django
+# rehashes with Argon2 at the next successful login. The test suite may ask for a fast one.
+PRODUCTION_PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
 PASSWORD_HASHERS = (
     ["django.contrib.auth.hashers.MD5PasswordHasher"]
     if env.boolean("HALLMARK_FAST_PASSWORD_HASHER", False)
-    else [
-        # Argon2 (memory-hard) hashes new passwords; PBKDF2 still checks older hashes, which
-        # Django rehashes with Argon2 at the next successful login.
-        "django.contrib.auth.hashers.Argon2PasswordHasher",
-        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-    ]
+    else PRODUCTION_PASSWORD_HASHERS
 )
 
 LOGGING = {

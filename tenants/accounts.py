@@ -132,6 +132,19 @@ def _choose_tenant(user: Any, wanted: str | None) -> Membership:
     return memberships[0]
 
 
+def audit_web_login(user: Any, request: HttpRequest) -> None:
+    """A web (session cookie) sign-in, in the trail of each tenant the account belongs to."""
+    for membership in Membership.objects.filter(user=user, active=True).select_related("tenant"):
+        record_audit(
+            tenant=membership.tenant,
+            actor=f"user:{user.username}",
+            action="auth.login",
+            target="web",
+            source=ratelimit.client_address(request),
+            detail={"role": membership.role, "via": "web"},
+        )
+
+
 def login(*, email: str, password: str, tenant: str | None, request: HttpRequest) -> Session:
     user = authenticate(email, password, request)
     membership = _choose_tenant(user, tenant)

@@ -45,6 +45,7 @@ PUBLIC_ROUTES = {
     "auth-login": "trades an email and a password for a session token",
     "invitation-accept": "the invitation token is the credential",
     "login-page": "the web login form (session cookie + CSRF)",
+    "logout-page": "ends the web session (POST with CSRF)",
 }
 
 
