@@ -13,6 +13,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from hallmark.errors import HallmarkError
 from hallmark.spiffeid import TrustDomain
 from tenants import schemas
 from tenants.api.errors import ApiError
@@ -101,6 +102,16 @@ def record_audits(
             connection.set_tenant(tenant)
         elif schema != "public":
             connection.set_schema(schema)
+
+
+def refuse_if_suspended(tenant_id: object, *, error: type[HallmarkError]) -> None:
+    """Raise `error` (code `tenant_suspended`) when the tenant is suspended, read now.
+
+    One query on the public table, from whatever schema the caller is in (the tenant
+    schemas' search path includes `public`), so a suspension holds at once everywhere.
+    """
+    if Tenant.objects.filter(pk=tenant_id, status=Tenant.Status.SUSPENDED).exists():
+        raise error("this tenant is suspended by the platform operator", code="tenant_suspended")
 
 
 @dataclass(frozen=True)
