@@ -123,3 +123,14 @@ def test_tokens_of_another_tenant_are_neither_listed_nor_revocable(
     assert theirs["id"] not in {t["id"] for t in listed}
     assert revoke.status_code == 404 and revoke.json()["code"] == "not_found"
     assert _client(theirs["token"]).get("/api/v1/entries").status_code == 200
+
+
+def test_the_signup_token_is_an_owner_token(tenant_a: TenantHandle) -> None:
+    stored = ApiToken.objects.get(token_hash=hash_token(tenant_a.token))
+
+    assert stored.role == "owner" and stored.kind == "api"
+    assert tenant_a.client.get("/api/v1/members").status_code == 200  # owners only may write
+    invite = tenant_a.client.post(
+        "/api/v1/members", {"email": "new@example.com", "role": "viewer"}, format="json"
+    )
+    assert invite.status_code == 201
