@@ -102,14 +102,23 @@ def authenticate(email: str, password: str, request: HttpRequest) -> Any:
         ok = user.check_password(password)  # rehashes with Argon2 if the hash is older
     if not ok:
         _count_failure(email, request)
-        record_audit(
-            tenant=None,
-            actor=f"user:{email}"[:300],
-            action="auth.login",
-            outcome="failure",
-            source=ratelimit.client_address(request),
-            detail={"code": "invalid_credentials"},
-        )
+        # In the trail of each tenant the account belongs to (a tenant sees attempts on its
+        # members), else in the platform's; never the password.
+        tenants: list[Tenant | None] = [None]
+        if user is not None:
+            tenants = [
+                m.tenant
+                for m in Membership.objects.filter(user=user, active=True).select_related("tenant")
+            ] or [None]
+        for tenant in tenants:
+            record_audit(
+                tenant=tenant,
+                actor=f"user:{email}"[:300],
+                action="auth.login",
+                outcome="failure",
+                source=ratelimit.client_address(request),
+                detail={"code": "invalid_credentials"},
+            )
         raise InvalidCredentials()
     return user
 

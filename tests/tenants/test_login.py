@@ -78,7 +78,7 @@ def test_unknown_email_and_wrong_password_answer_the_same(tenant_a: TenantHandle
     assert wrong.json() == unknown.json()
     assert wrong.json()["code"] == "invalid_credentials"
     failures = AuditEvent.objects.filter(action="auth.login", outcome="failure")
-    assert failures.filter(actor=f"user:{email}").exists()
+    assert failures.filter(actor=f"user:{email}", tenant=tenant_a.tenant).exists()
     assert not failures.filter(detail__icontains="not it at all").exists()
 
 
