@@ -78,6 +78,25 @@ def _parser() -> argparse.ArgumentParser:
         "HALLMARK_* configures, say what is wrong in plain words, and exit non-zero if "
         "anything is. Starts no server: run it before a rollout.",
     )
+    operator = commands.add_parser(
+        "operator",
+        help="platform operators: create one, print an operator API token",
+        description="Work on the platform's own database (the embedded servers of a running "
+        "`hallmark up` under HALLMARK_DATA_DIR, or the HALLMARK_* servers).",
+    )
+    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
+    operator_create = operator_commands.add_parser("create", help="make a platform operator")
+    operator_create.add_argument("--email", required=True)
+    operator_create.add_argument(
+        "--password-file",
+        type=Path,
+        help="a file holding the operator's password (first line); without it the operator "
+        "signs in with tokens only",
+    )
+    operator_token = operator_commands.add_parser(
+        "token", help="print a new API token of an operator (shown once)"
+    )
+    operator_token.add_argument("--email", required=True)
     manage = commands.add_parser("manage", help="run a Django management command")
     manage.add_argument("args", nargs=argparse.REMAINDER)
     # SPIRE-style commands over the REST API (config/spirecli, no Django): listed here for
@@ -167,6 +186,30 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> int:
+    password = None
+    if getattr(args, "password_file", None) is not None:
+        try:
+            password = args.password_file.read_text().splitlines()[0]
+        except (OSError, IndexError) as exc:
+            print(f"hallmark operator: cannot read the password file: {exc}", file=sys.stderr)
+            return 2
+    _django()
+    from tenants import operators
+    from tenants.api.errors import ApiError
+
+    try:
+        if args.operator_command == "create":
+            operator = operators.create_operator(email=args.email, password=password)
+            print(f"operator {operator.email} created")
+        else:
+            print(operators.issue_operator_token(email=args.email))
+    except ApiError as exc:
+        print(f"hallmark operator: {exc.error_code}: {exc.detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _manage(args: argparse.Namespace) -> int:
     _django()
     from django.core.management import execute_from_command_line
@@ -182,6 +225,7 @@ COMMANDS = {
     "check": _check,
     "migrate": _migrate,
     "manage": _manage,
+    "operator": _operator,
 }
 
 

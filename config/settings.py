@@ -57,6 +57,7 @@ SHARED_APPS = [
     "django.contrib.auth",
     "rest_framework",
     "drf_spectacular",
+    "django.contrib.sessions",  # the /login page's session cookie (tenants.web)
     "tenants",
 ]
 TENANT_APPS = [
@@ -75,6 +76,11 @@ MIDDLEWARE = [
     "tenants.middleware.PublicSchemaMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # The server-rendered pages (/login, the console): session cookie and CSRF. DRF's views
+    # are CSRF-exempt and authenticate by bearer token only, so the API is unaffected.
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -92,7 +98,8 @@ LANGUAGE_CODE = "en-us"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.api.authentication.TenantTokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every authenticated view names its `permission_resource`; tenants.roles decides.
+    "DEFAULT_PERMISSION_CLASSES": ["tenants.api.permissions.RolePermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["tenants.api.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "tenants.api.errors.exception_handler",
@@ -220,12 +227,16 @@ PRUNE_GRACE_SECONDS = env.integer("HALLMARK_PRUNE_GRACE", 24 * 3600)
 MAX_AUTHORITIES = env.integer("HALLMARK_MAX_AUTHORITIES", 10)
 FORCED_PREPARES_PER_HOUR = env.integer("HALLMARK_FORCED_PREPARES_PER_HOUR", 6)
 
+# Argon2 (memory-hard) hashes new passwords; PBKDF2 still checks older hashes, which Django
+# rehashes with Argon2 at the next successful login. The test suite may ask for a fast one.
+PRODUCTION_PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
 PASSWORD_HASHERS = (
     ["django.contrib.auth.hashers.MD5PasswordHasher"]
     if env.boolean("HALLMARK_FAST_PASSWORD_HASHER", False)
-    else [
-        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-    ]
+    else PRODUCTION_PASSWORD_HASHERS
 )
 
 LOGGING = {

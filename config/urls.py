@@ -4,12 +4,16 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from config.health import healthz, readyz
+from tenants.web import login_page, logout_page
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("login", login_page, name="login-page"),
+    path("logout", logout_page, name="logout-page"),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/", include("tenants.api.urls")),
+    path("api/v1/operator/", include("tenants.api.operator_urls")),
     path("api/v1/", include("trustdomains.api.urls")),
     path("api/v1/", include("issuance.api.urls")),
     path("", include("federation.api.urls")),

@@ -13,6 +13,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from hallmark.errors import HallmarkError
 from hallmark.spiffeid import TrustDomain
 from tenants import schemas
 from tenants.api.errors import ApiError
@@ -103,6 +104,16 @@ def record_audits(
             connection.set_schema(schema)
 
 
+def refuse_if_suspended(tenant_id: object, *, error: type[HallmarkError]) -> None:
+    """Raise `error` (code `tenant_suspended`) when the tenant is suspended, read now.
+
+    One query on the public table, from whatever schema the caller is in (the tenant
+    schemas' search path includes `public`), so a suspension holds at once everywhere.
+    """
+    if Tenant.objects.filter(pk=tenant_id, status=Tenant.Status.SUSPENDED).exists():
+        raise error("this tenant is suspended by the platform operator", code="tenant_suspended")
+
+
 @dataclass(frozen=True)
 class SignupResult:
     """A new tenant and the API token shown to its owner exactly once."""
@@ -111,16 +122,52 @@ class SignupResult:
     token: str
 
 
-def issue_api_token(*, tenant: Tenant, created_by: Any = None, name: str = "default") -> str:
+def issue_api_token(  # noqa: PLR0913 - the token's fields
+    *,
+    tenant: Tenant,
+    created_by: Any = None,
+    name: str = "default",
+    role: str = "owner",
+    spiffe_id_prefix: str = "",
+    expires_at: Any = None,
+    kind: str = "api",
+) -> str:
+    """Store a new token's hash and answer its secret (shown once). The checks of who may make
+    which token are in tenants.apitokens; signup makes the owner's first token here."""
+    return issue_api_token_row(
+        tenant=tenant,
+        created_by=created_by,
+        name=name,
+        role=role,
+        spiffe_id_prefix=spiffe_id_prefix,
+        expires_at=expires_at,
+        kind=kind,
+    )[0]
+
+
+def issue_api_token_row(  # noqa: PLR0913 - the token's fields
+    *,
+    tenant: Tenant,
+    created_by: Any = None,
+    name: str = "default",
+    role: str = "owner",
+    spiffe_id_prefix: str = "",
+    expires_at: Any = None,
+    kind: str = "api",
+) -> tuple[str, ApiToken]:
     secret = new_token()
-    ApiToken.objects.create(
+    token = ApiToken.objects.create(
         tenant=tenant,
         name=name,
         prefix=display_prefix(secret),
         token_hash=hash_token(secret),
         created_by=created_by,
+        role=role,
+        spiffe_id_prefix=spiffe_id_prefix,
+        expires_at=expires_at,
+        kind=kind,
     )
-    return secret
+    return secret, token
 
 
 def revoke_api_token(token_id: object, *, tenant: Tenant, actor: str) -> ApiToken:

@@ -65,7 +65,29 @@ def tenant_rows(handle: Any) -> dict[str, list[dict[str, Any]]]:
         rows["tenants.AuditEvent"] = list(
             AuditEvent.objects.filter(tenant=handle.tenant).order_by("id").values()
         )
+        rows.update(_people_rows(handle.tenant))
     return rows
+
+
+def _people_rows(tenant: Any) -> dict[str, list[dict[str, Any]]]:
+    """The tenant's API tokens (but when each was last used), members and invitations."""
+    from tenants.models import ApiToken, Invitation, Membership
+
+    return {
+        "tenants.ApiToken": list(
+            ApiToken.objects.filter(tenant=tenant)
+            .order_by("id")
+            .values(
+                "id", "name", "role", "spiffe_id_prefix", "expires_at", "revoked_at", "token_hash"
+            )
+        ),
+        "tenants.Membership": list(
+            Membership.objects.filter(tenant=tenant).order_by("id").values()
+        ),
+        "tenants.Invitation": list(
+            Invitation.objects.filter(tenant=tenant).order_by("id").values()
+        ),
+    }
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,8 @@ class FederationRelationshipViewSet(
 ):
     """`/api/v1/federation-relationships[/<trust domain>]`: create, list, read, patch, delete."""
 
+    permission_resource = "federation"
+
     model = FederationRelationship
     serializer_class = RelationshipSerializer
     lookup_field = "trust_domain"

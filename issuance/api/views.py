@@ -31,6 +31,7 @@ from issuance.api.serializers import (
 )
 from issuance.models import Agent, Entry, JoinToken
 from tenants.api.base import TenantResourceViewSet
+from tenants.roles import check_under_prefix
 
 
 @contextlib.contextmanager
@@ -47,6 +48,21 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
 
     model = Entry
     serializer_class = EntrySerializer
+    permission_resource = "entries"
+
+    def entry_policy(self) -> services.BatchPolicy:
+        """Batch items outside the caller's SPIFFE-ID prefix fail alone (`permission_denied`)."""
+
+        prefix = self.spiffe_id_prefix
+
+        def authorize_item(action: str, before: Entry | None, after: Any) -> None:
+            check_under_prefix(
+                prefix,
+                before.spiffe_id if before is not None else None,
+                after["spiffe_id"] if after is not None else None,
+            )
+
+        return services.BatchPolicy(authorize_item=authorize_item)
 
     def filter_queryset(self, queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
         for name in ("spiffe_id", "parent_id"):
@@ -59,6 +75,7 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
     def create(self, request: Request) -> Response:
         body = EntryInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        self.check_under_prefix(body.validated_data.get("spiffe_id"), action="entry.create")
         entry = services.create_entry(
             tenant=self.tenant, actor=self.actor, fields=body.validated_data, source=self.source()
         )
@@ -69,6 +86,12 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
         entry = self.get_object()
         body = EntryInputSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
+        self.check_under_prefix(
+            entry.spiffe_id,
+            body.validated_data.get("spiffe_id"),
+            action="entry.update",
+            target=str(entry.pk),
+        )
         with _gone_is_404():
             entry = services.update_entry(
                 tenant=self.tenant,
@@ -81,6 +104,7 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
 
     def destroy(self, request: Request, pk: str | None = None) -> Response:
         entry = self.get_object()
+        self.check_under_prefix(entry.spiffe_id, action="entry.delete", target=str(entry.pk))
         with _gone_is_404():
             services.delete_entry(
                 tenant=self.tenant, actor=self.actor, entry_id=entry.pk, source=self.source()
@@ -94,7 +118,11 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
     def batch_create(self, request: Request) -> Response:
         items = entry_creates(batch_items(request.data, "entries"))
         results = services.batch_create_entries(
-            tenant=self.tenant, actor=self.actor, items=items, source=self.source()
+            tenant=self.tenant,
+            actor=self.actor,
+            items=items,
+            source=self.source(),
+            policy=self.entry_policy(),
         )
         return Response(batch_answer(results))
 
@@ -103,7 +131,11 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
     def batch_update(self, request: Request) -> Response:
         items = entry_changes(batch_items(request.data, "entries"))
         results = services.batch_update_entries(
-            tenant=self.tenant, actor=self.actor, items=items, source=self.source()
+            tenant=self.tenant,
+            actor=self.actor,
+            items=items,
+            source=self.source(),
+            policy=self.entry_policy(),
         )
         return Response(batch_answer(results))
 
@@ -112,7 +144,11 @@ class EntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
     def batch_delete(self, request: Request) -> Response:
         items = entry_ids(batch_items(request.data, "ids"))
         results = services.batch_delete_entries(
-            tenant=self.tenant, actor=self.actor, items=items, source=self.source()
+            tenant=self.tenant,
+            actor=self.actor,
+            items=items,
+            source=self.source(),
+            policy=self.entry_policy(),
         )
         return Response(batch_answer(results))
 
@@ -122,11 +158,14 @@ class JoinTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantR
 
     model = JoinToken
     serializer_class = JoinTokenSerializer
+    permission_resource = "join_tokens"
 
     @extend_schema(request=JoinTokenCreateSerializer, responses={201: NewJoinTokenSerializer})
     def create(self, request: Request) -> Response:
         body = JoinTokenCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        # A node alias outside the prefix would let entries hang under someone else's node.
+        self.check_under_prefix(body.validated_data.get("spiffe_id"), action="join_token.create")
         created = services.create_join_token(
             tenant=self.tenant,
             actor=self.actor,
@@ -159,6 +198,7 @@ class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantResou
 
     model = Agent
     serializer_class = AgentSerializer
+    permission_resource = "agents"
 
     @extend_schema(request=None, responses=AgentSerializer)
     @action(detail=True, methods=["post"])

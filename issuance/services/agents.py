@@ -27,7 +27,8 @@ from issuance.models import Agent
 from issuance.services import join_tokens
 from issuance.services.entries import tenant_trust_domain
 from tenants.events import publish_change
-from tenants.services import record_audit
+from tenants.scoping import current_tenant
+from tenants.services import record_audit, refuse_if_suspended
 from trustdomains import services as trustdomain_services
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ def attest_agent(
     counts the others and writes them per source and window (`record_failed_attestations`).
     """
     try:
+        refuse_if_suspended(tenant.pk, error=AgentDenied)
         return _attest(
             tenant=tenant,
             attestation_type=attestation_type,
@@ -211,6 +213,8 @@ def authenticate_agent(certificate: x509.Certificate | None) -> Agent:
             "this call needs the agent's X.509-SVID as TLS client certificate; attest first",
             code="no_client_certificate",
         )
+    # A suspended tenant's agents get no new SVIDs (and no entries) until it is reactivated.
+    refuse_if_suspended(current_tenant().pk, error=AgentDenied)
     bundle = trustdomain_services.current_bundle()
     try:
         chain = [certificate]

@@ -427,6 +427,7 @@ def batch_delete_entries(
     """Delete many entries; agents that held them (or entries below them) are told."""
     check_batch_size(len(items))
     results: list[ItemResult | None] = [None] * len(items)
+    refusals: list[tuple[str, str, HallmarkError]] = []
     with transaction.atomic(), locked_revisions() as revisions:
         ids = _entry_ids([i for i in items if isinstance(i, str)])
         stored = {
@@ -444,6 +445,7 @@ def batch_delete_entries(
                 policy.authorize_item("entry.delete", entry, None)
             except HallmarkError as exc:
                 results[index] = ItemResult.refused(exc)
+                refusals.append(("entry.delete", item if isinstance(item, str) else "", exc))
                 continue
             gone[entry.pk] = entry
             results[index] = ItemResult(code=OK, entry=entry)
@@ -464,6 +466,7 @@ def batch_delete_entries(
                 ],
             )
             publish_change(tenant_id=tenant.id, kind="entries")
+    _write_refusal_audits(tenant=tenant, actor=actor, source=source, refusals=refusals)
     return [r for r in results if r is not None]
 
 

@@ -105,7 +105,8 @@ def _entry_exists() -> EntryExists:
 
 
 # Refusals that are attempts on someone else's names: the tenant's trail records them.
-AUDITED_REFUSALS = frozenset({"dns_name_not_allowed"})
+# permission_denied: an item outside the caller's SPIFFE-ID prefix (tenants.roles).
+AUDITED_REFUSALS = frozenset({"dns_name_not_allowed", "permission_denied"})
 
 
 def _audit_refusal(

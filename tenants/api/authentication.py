@@ -5,19 +5,47 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from tenants.models import ApiToken
+from tenants import roles
+from tenants.models import ApiToken, Membership
 from tenants.tokens import hash_token
 
 
 class InvalidToken(exceptions.AuthenticationFailed):
-    """401 `invalid_token`: no such token, or it was revoked (RFC 6750 uses the same code)."""
+    """401 `invalid_token`: no such token, revoked or expired (RFC 6750 uses the same code)."""
 
-    default_detail = "unknown or revoked API token"
+    default_detail = "unknown, revoked or expired API token"
     error_code = "invalid_token"
+
+
+def bearer_secret(request: Request) -> str | None:
+    """The secret of `Authorization: Bearer <secret>`; None without the header."""
+    header = authentication.get_authorization_header(request).decode("latin-1")
+    if not header:
+        return None
+    keyword, _, secret = header.partition(" ")
+    if keyword != TenantTokenAuthentication.keyword or not secret.strip():
+        raise exceptions.AuthenticationFailed("use 'Authorization: Bearer <token>'")
+    return secret.strip()
+
+
+def live_tenant_token(secret: str) -> ApiToken | None:
+    """The unrevoked, unexpired tenant token with this secret, read from the database now.
+
+    Read on every request (no cache), so a revocation or an expiry holds at once on every
+    web replica.
+    """
+    now = timezone.now()
+    return (
+        ApiToken.objects.select_related("tenant", "created_by")
+        .filter(token_hash=hash_token(secret), revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .first()
+    )
 
 
 class TenantTokenAuthentication(authentication.BaseAuthentication):
@@ -26,39 +54,51 @@ class TenantTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[Any, ApiToken] | None:
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
+        secret = bearer_secret(request)
+        if secret is None:
             return None
-        keyword, _, secret = header.partition(" ")
-        if keyword != self.keyword or not secret.strip():
-            raise exceptions.AuthenticationFailed("use 'Authorization: Bearer <token>'")
         connection.set_schema_to_public()
-        token = (
-            ApiToken.objects.select_related("tenant")
-            .filter(token_hash=hash_token(secret.strip()), revoked_at__isnull=True)
-            .first()
-        )
+        token = live_tenant_token(secret)
         if token is None:
             raise InvalidToken()
+        held = roles.grants(token.role)
+        if token.created_by_id is not None:
+            # The member the token acts for: its current role caps the token's, and a token
+            # of someone who left the tenant opens nothing.
+            member_role = (
+                Membership.objects.filter(
+                    user_id=token.created_by_id, tenant_id=token.tenant_id, active=True
+                )
+                .values_list("role", flat=True)
+                .first()
+            )
+            if member_role is None:
+                raise InvalidToken()
+            held = held & roles.grants(member_role)
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
         request._request.tenant = token.tenant  # type: ignore[attr-defined]
         request._request.actor = f"token:{token.prefix}"  # type: ignore[attr-defined]
         connection.set_tenant(token.tenant)
-        return (_TokenUser(token), token)
+        return (TenantPrincipal(token, held), token)
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
 
 
-class _TokenUser:
-    """The principal behind a tenant token (DRF wants a user object)."""
+class TenantPrincipal:
+    """The principal behind a tenant token (DRF wants a user object): what it may do."""
 
     is_authenticated = True
     is_anonymous = False
+    is_platform_operator = False
 
-    def __init__(self, token: ApiToken) -> None:
+    def __init__(self, token: ApiToken, held: frozenset[roles.Grant]) -> None:
         self.token = token
         self.tenant = token.tenant
+        self.role = token.role
+        self.grants = held
+        self.spiffe_id_prefix = token.spiffe_id_prefix
+        self.user = token.created_by
 
     def __str__(self) -> str:
         return f"token:{self.token.prefix}"

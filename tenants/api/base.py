@@ -8,6 +8,7 @@ from django.db import models
 from rest_framework import viewsets
 from rest_framework.request import Request
 
+from tenants import roles
 from tenants.models import Tenant
 from tenants.scoping import current_tenant
 
@@ -42,6 +43,29 @@ class TenantResourceViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     @property
     def actor(self) -> str:
         return str(getattr(self.request, "actor", "unknown"))
+
+    @property
+    def spiffe_id_prefix(self) -> str:
+        """The caller's SPIFFE-ID prefix ("" for none): its entry writes stay under it."""
+        return str(getattr(self.request.user, "spiffe_id_prefix", "") or "")
+
+    def check_under_prefix(self, *spiffe_ids: object, action: str, target: str = "") -> None:
+        """403 `permission_denied` for a SPIFFE ID outside the caller's prefix (audited)."""
+        try:
+            roles.check_under_prefix(self.spiffe_id_prefix, *spiffe_ids)
+        except roles.OutsidePrefix as refused:
+            from tenants.services import record_audit
+
+            record_audit(
+                tenant=self.tenant,
+                actor=self.actor,
+                action=action,
+                target=target,
+                outcome="denied",
+                source=self.source(),
+                detail={"code": refused.code, "detail": refused.detail[:500]},
+            )
+            raise
 
     def source(self) -> str:
         request: Request = self.request

@@ -52,6 +52,8 @@ class SignupView(APIView):
 class AuditEventList(generics.ListAPIView):  # type: ignore[type-arg]
     """`GET /api/v1/audit-events`: the caller's tenant's audit trail, newest first."""
 
+    permission_resource = "audit"
+
     serializer_class = AuditEventSerializer
 
     def list(self, request: Request, *args: object, **kwargs: object) -> Response:

@@ -53,6 +53,8 @@ class ControlPlaneProcess:
     data_dir: Path
     process: subprocess.Popen[bytes]
     agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # The environment `up` runs with: other `hallmark` commands reach the same servers with it.
+    env: dict[str, str] = field(default_factory=dict)
 
     def signup(self, label: str, **extra: str) -> dict[str, str]:
         trust_domain = f"{label}-{secrets.token_hex(3)}.e2e.test"
@@ -144,7 +146,7 @@ def launch_control_plane(
         env=env,
     )
     plane = ControlPlaneProcess(
-        f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", data_dir, process
+        f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", data_dir, process, env=env
     )
 
     def healthy() -> bool:

@@ -42,6 +42,10 @@ PUBLIC_ROUTES = {
     "bundle-endpoint": "SPIFFE bundles are public keys (https_web profile)",
     "healthz": "whole-plane health for load balancers",
     "readyz": "this replica's readiness",
+    "auth-login": "trades an email and a password for a session token",
+    "invitation-accept": "the invitation token is the credential",
+    "login-page": "the web login form (session cookie + CSRF)",
+    "logout-page": "ends the web session (POST with CSRF)",
 }
 
 
@@ -104,6 +108,14 @@ def _uses_tenant_token(route: Route) -> bool:
     authenticators = [type(a) for a in view.get_authenticators()]
     permissions = [type(p) for p in view.get_permissions()]
     return TenantTokenAuthentication in authenticators and AllowAny not in permissions
+
+
+def is_operator_route(route: Route) -> bool:
+    """A platform operator's route (/api/v1/operator/...): a tenant token there is 403."""
+    from tenants.api.operator import OperatorTokenAuthentication
+
+    cls = route.view_class
+    return cls is not None and OperatorTokenAuthentication in cls.authentication_classes
 
 
 TENANT_ROUTES = [r for r in ROUTES if r.name not in PUBLIC_ROUTES and _uses_tenant_token(r)]
@@ -183,7 +195,11 @@ def _b_objects(b: TenantHandle) -> tuple[dict[str, str], dict[str, Any]]:
             serial="b0b0b0b0b0",
             expires_at=timezone.now() + dt.timedelta(hours=1),
         )
+    from tenants.models import ApiToken, Membership
+
     targets = {
+        "tenants.ApiToken": str(ApiToken.objects.filter(tenant=b.tenant).first().pk),  # type: ignore[union-attr]
+        "tenants.Membership": str(Membership.objects.filter(tenant=b.tenant).first().pk),  # type: ignore[union-attr]
         "issuance.Entry": entry.json()["id"],
         "issuance.JoinToken": token.json()["id"],
         "issuance.Agent": str(agent.id),
@@ -210,6 +226,8 @@ def world(module_db: None) -> Iterator[World]:
 # What "does not exist anywhere" looks like for each kind of object: the answer for B's object
 # must be exactly this one. Extend MISSING and TARGETS (in _b_objects) for a new kind.
 MISSING: dict[str, Callable[[], str]] = {
+    "tenants.ApiToken": lambda: str(uuid.uuid4()),
+    "tenants.Membership": lambda: str(uuid.uuid4().int % 2**62 + 2**40),
     "issuance.Entry": lambda: str(uuid.uuid4()),
     "issuance.JoinToken": lambda: str(uuid.uuid4()),
     "issuance.Agent": lambda: str(uuid.uuid4()),
@@ -220,6 +238,7 @@ MISSING: dict[str, Callable[[], str]] = {
 
 # Bodies that would really change the object if the scoping let A reach it.
 CHANGE_BODIES: dict[str, dict[str, Any]] = {
+    "tenants.Membership": {"role": "viewer"},
     "issuance.Entry": {"hint": "changed-by-a", "selectors": ["unix:uid:0"]},
     "federation.FederationRelationship": {
         "bundle_endpoint_url": "https://attacker.example/bundle",
@@ -265,6 +284,14 @@ def _collection_writes(world: World) -> dict[tuple[str, str], tuple[dict[str, An
         ),
         ("entry-batch-delete", "POST"): ({"ids": [world.b_entry["id"]]}, {200}),
         ("trust-domain", "PATCH"): ({"upstream_authority": ""}, {200}),
+        # A's own token, refused: the prefix names B's trust domain.
+        ("api-token-list", "POST"): (
+            {"name": "a", "role": "registrar", "spiffe_id_prefix": f"spiffe://{b}/"},
+            {400},
+        ),
+        # A's own invitation; B's members stay as they were.
+        ("member-list", "POST"): ({"email": "invited-by-a@example.com", "role": "viewer"}, {201}),
+        ("auth-logout", "POST"): ({}, {204}),  # A's own session ends, nothing of B's
         ("x509-authority-prepare", "POST"): ({}, {201}),
         ("jwt-authority-prepare", "POST"): ({}, {201}),
     }
@@ -287,6 +314,8 @@ def test_every_route_is_classified() -> None:
         where = f"route {route.name!r} ({route.display})"
         if not route.is_api:
             problems.append(f"{where} is outside {API_PREFIX}: list it in PUBLIC_ROUTES")
+        elif is_operator_route(route):
+            continue  # operator tokens only; tests/tenants/test_operators.py checks tenant tokens
         elif not _uses_tenant_token(route):
             problems.append(
                 f"{where} takes no tenant token: list it in PUBLIC_ROUTES with the reason it is "

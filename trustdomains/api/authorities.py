@@ -53,6 +53,8 @@ class AuthoritySchema(AutoSchema):
 class PrepareAuthorityView(APIView):
     """POST …/{x509,jwt}-authorities/prepare: a new authority, published, not signing yet."""
 
+    permission_resource = "trust_domain"
+
     kind: ClassVar[str] = "x509"
     schema = AuthoritySchema()
 
@@ -72,6 +74,8 @@ class PrepareAuthorityView(APIView):
 
 class AuthorityOperationView(APIView):
     """POST …/{x509,jwt}-authorities/{id}/{activate,taint,revoke}."""
+
+    permission_resource = "trust_domain"
 
     kind: ClassVar[str] = "x509"
     operation: ClassVar[str] = "activate"

@@ -44,6 +44,8 @@ class PemRenderer(renderers.BaseRenderer):
 class TrustDomainView(APIView):
     """The caller's trust domain and its authorities."""
 
+    permission_resource = "trust_domain"
+
     @extend_schema(responses=TrustDomainSerializer)
     def get(self, request: Request) -> Response:
         trust_domain = services.get_trust_domain()
@@ -64,6 +66,8 @@ class TrustDomainView(APIView):
 
 class BundleView(APIView):
     """The caller's SPIFFE bundle: JWKS with `spiffe_sequence`; `?format=pem` for PEM."""
+
+    permission_resource = "bundle"
 
     renderer_classes = [renderers.JSONRenderer, PemRenderer]
 
