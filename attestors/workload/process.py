@@ -43,8 +43,7 @@ class ConnectedProcess:
 
 def _start_time(proc: str, pid: int) -> int | None:
     try:
-        with open(os.path.join(proc, str(pid), "stat"), "rb") as handle:
-            raw = handle.read()
+        raw = unix.read_proc_file(os.path.join(proc, str(pid), "stat"))
     except OSError:
         return None
     # comm (field 2) is in parentheses and may hold anything: split after the last ')'.

@@ -56,10 +56,35 @@ class _ProcStatus:
     groups: tuple[int, ...]
 
 
+_STATUS_FIELDS = frozenset({"Uid", "Gid", "Groups"})
+_READ_SIZE = 16384
+
+
+def read_proc_file(path: str) -> bytes:
+    """A /proc file's whole content in as few read(2) calls as it takes (usually one).
+
+    procfs (like any file) returns less than asked only at its end.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, _READ_SIZE):
+            chunks.append(chunk)
+            if len(chunk) < _READ_SIZE:
+                break
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _read_status(proc: str, pid: int) -> _ProcStatus:
     try:
-        with open(os.path.join(proc, str(pid), "status"), encoding="utf-8") as handle:
-            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        text = read_proc_file(os.path.join(proc, str(pid), "status")).decode("utf-8", "replace")
+        fields = {}
+        for line in text.split("\n"):
+            key, colon, value = line.partition(":")
+            if colon and key in _STATUS_FIELDS:
+                fields[key] = value
     except (FileNotFoundError, ProcessLookupError):
         raise WorkloadAttestationError(
             f"process {pid} exited before it could be attested"
