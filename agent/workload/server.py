@@ -1,7 +1,8 @@
 """The SPIFFE Workload API server: the X.509-SVID and JWT-SVID profiles.
 
-grpcio does not show a servicer the accepted socket, so a `hallmark.relay.Relay` accepts
-workload connections on the public socket, reads SO_PEERCRED, records the connecting process
+grpcio does not show a servicer the accepted socket, so a relay (a `hallmark.relay.Relay`,
+agent.workload.splice.WorkloadRelay) accepts workload connections on the public socket, reads
+SO_PEERCRED, records the connecting process
 (its start time and executable: attestors.workload.process), and relays each connection to
 the grpc.aio server on a socket in a private (0700) directory; the servicer looks the caller
 up by `context.peer()` and attests it only while it is still that process image.
@@ -44,6 +45,7 @@ from agent.workload.responses import (
     x509_bundles_response,
 )
 from agent.workload.socketdir import prepare_socket_directory
+from agent.workload.splice import WorkloadRelay
 from attestors.workload import process, unix
 from hallmark.bundle import Bundle
 from hallmark.errors import HallmarkError
@@ -421,7 +423,9 @@ class WorkloadApiServer:
         server.add_insecure_port("unix:" + self._inner_path)
         await server.start()
         self._server = server
-        relay: Relay[process.ConnectedProcess] = Relay(self._inner_path, self._registry, _identify)
+        relay: Relay[process.ConnectedProcess] = WorkloadRelay(
+            self._inner_path, self._registry, _identify
+        )
         await relay.serve_unix(self.socket_path, mode=0o777)
         self._relay = relay
         _log.info("Workload API listening on unix:%s", self.socket_path)
