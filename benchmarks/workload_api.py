@@ -1,17 +1,27 @@
 """Workload API latency and registration → SVID latency against a real Hallmark stack.
 
-Prints, from one run on one machine:
-  raw gRPC unary round trip over a Unix socket (the floor), p50/p99
-  FetchX509SVID through py-spiffe, first message of the stream (SVIDs cached by the agent)
-  registration (POST /api/v1/entries) → the SVID in an open py-spiffe stream, p50/p99
+Prints, for each of `--runs` runs on one machine, and each from a small executable (a copy of
+the interpreter) and a large one (the same copy padded with zeros to `--large-mb` MB, so the
+agent's unix:sha256 has a real file to hash):
+  raw gRPC unary round trip over a Unix socket (the floor), p50/p99, measured by the same
+  client process in the same run
+  FetchX509SVID first message, FetchJWTSVID, FetchJWTBundles first message, ValidateJWTSVID
+  (raw grpcio), p50/p99 and the ratio of each to the floor
+and once per run: FetchX509SVID through py-spiffe, and registration (POST /api/v1/entries) →
+the SVID in an open py-spiffe stream, p50/p99 with its stages (REST commit as the POST's
+answer, then the agent's sync and mint, then the stream).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
+import functools
+import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -20,10 +30,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import requests
@@ -45,8 +56,13 @@ def percentiles(samples: list[float]) -> str:
     return f"p50 {p50 * 1e3:8.3f} ms   p99 {p99 * 1e3:8.3f} ms   (n={len(ordered)})"
 
 
-def raw_grpc_round_trip(directory: Path, calls: int) -> list[float]:
-    """A do-nothing unary gRPC call over a Unix socket: what any Workload API pays at least."""
+AUDIENCE = "bench-audience"
+HEADER = (("workload.spiffe.io", "true"),)
+WARMUP = 50
+
+
+def start_floor_server(directory: Path) -> tuple[grpc.Server, Path]:
+    """A do-nothing unary gRPC server over a Unix socket: what any Workload API pays at least."""
     path = directory / "raw.sock"
     handler = grpc.method_handlers_generic_handler(
         "Bench", {"Ping": grpc.unary_unary_rpc_method_handler(lambda request, context: request)}
@@ -55,37 +71,117 @@ def raw_grpc_round_trip(directory: Path, calls: int) -> list[float]:
     server.add_generic_rpc_handlers((handler,))
     server.add_insecure_port(f"unix:{path}")
     server.start()
-    channel = grpc.insecure_channel(f"unix:{path}")
-    ping = channel.unary_unary("/Bench/Ping")
-    for _ in range(100):
-        ping(b"x")
+    return server, path
+
+
+def _timed(call: Callable[[], object], calls: int) -> list[float]:
+    for _ in range(WARMUP):
+        call()
     samples = []
     for _ in range(calls):
         started = time.perf_counter()
-        ping(b"x")
+        call()
         samples.append(time.perf_counter() - started)
-    channel.close()
-    server.stop(0)
     return samples
 
 
-def raw_fetch_x509(socket_path: Path, calls: int) -> list[float]:
-    """FetchX509SVID's first message over plain grpcio: the agent's cost without py-spiffe."""
+def client_main(socket_path: str, floor_path: str, calls: int) -> None:
+    """Run inside the executable under test: time each call, print the samples as JSON."""
     from hallmark.protos import workloadapi_pb2, workloadapi_pb2_grpc
 
+    floor_channel = grpc.insecure_channel(f"unix:{floor_path}")
+    ping = floor_channel.unary_unary("/Bench/Ping")
     channel = grpc.insecure_channel(f"unix:{socket_path}")
-    stub = workloadapi_pb2_grpc.SpiffeWorkloadAPIStub(channel)
-    header = (("workload.spiffe.io", "true"),)
-    samples = []
-    for i in range(calls + 100):
-        started = time.perf_counter()
-        stream = stub.FetchX509SVID(workloadapi_pb2.X509SVIDRequest(), metadata=header)
-        next(stream)
+    stub = workloadapi_pb2_grpc.SpiffeWorkloadAPIStub(channel)  # type: ignore[no-untyped-call,unused-ignore]
+
+    def first(stream: Any) -> Any:
+        message = next(stream)
         stream.cancel()
-        if i >= 100:
-            samples.append(time.perf_counter() - started)
+        return message
+
+    def x509() -> object:
+        return first(stub.FetchX509SVID(workloadapi_pb2.X509SVIDRequest(), metadata=HEADER))
+
+    def jwt() -> Any:
+        return stub.FetchJWTSVID(
+            workloadapi_pb2.JWTSVIDRequest(audience=[AUDIENCE]), metadata=HEADER
+        )
+
+    def jwt_bundles() -> object:
+        return first(stub.FetchJWTBundles(workloadapi_pb2.JWTBundlesRequest(), metadata=HEADER))
+
+    token = jwt().svids[0].svid
+
+    def validate() -> object:
+        return stub.ValidateJWTSVID(
+            workloadapi_pb2.ValidateJWTSVIDRequest(audience=AUDIENCE, svid=token), metadata=HEADER
+        )
+
+    def transport() -> None:
+        # The agent's own floor: its relay and grpc.aio, then an answer that costs nothing
+        # (UNIMPLEMENTED after the header check: no attestation, no snapshot).
+        with contextlib.suppress(grpc.RpcError):
+            first(stub.FetchWITSVID(workloadapi_pb2.WITSVIDRequest(), metadata=HEADER))
+
+    results: dict[str, list[float]] = {}
+    # Interleaved with the floor, so that each ratio compares like with like in time.
+    for name, call in (
+        ("transport", transport),
+        ("x509", x509),
+        ("jwt", jwt),
+        ("jwt_bundles", jwt_bundles),
+        ("validate", validate),
+    ):
+        results.setdefault("floor", []).extend(_timed(lambda: ping(b"x"), calls // 4))
+        results[name] = _timed(call, calls)
     channel.close()
-    return samples
+    floor_channel.close()
+    json.dump(results, sys.stdout)
+
+
+def build_executables(work: Path, large_mb: int) -> dict[str, Path]:
+    """A copy of the interpreter, and the same copy padded with zeros to `large_mb` MB."""
+    interpreter = Path(os.path.realpath(sys.executable))
+    small = work / "bench-small"
+    large = work / "bench-large"
+    shutil.copy2(interpreter, small)
+    shutil.copy2(interpreter, large)
+    with open(large, "r+b") as handle:
+        handle.truncate(large_mb * 1024 * 1024)
+        # Real zeros on disk, not a sparse hole: hashing must read every byte.
+        handle.seek(interpreter.stat().st_size)
+        block = b"\0" * (1024 * 1024)
+        while handle.tell() < large_mb * 1024 * 1024:
+            handle.write(block[: large_mb * 1024 * 1024 - handle.tell()])
+    return {"small": small, "large": large}
+
+
+def run_client(
+    executable: Path, socket_path: Path, floor: Path, calls: int
+) -> dict[str, list[float]]:
+    import sysconfig
+
+    env = dict(os.environ)
+    env["PYTHONHOME"] = sys.base_prefix
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent), sysconfig.get_paths()["purelib"]]
+    )
+    output = subprocess.run(
+        [
+            str(executable),
+            "-m",
+            "benchmarks.workload_api",
+            "--client",
+            str(socket_path),
+            str(floor),
+            str(calls),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    return dict(json.loads(output.stdout))
 
 
 def start_control_plane(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -133,9 +229,10 @@ class Stack:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def register(self, path: str) -> str:
+    def register(self, path: str) -> tuple[str, str]:
+        """Register an entry for this uid; its SPIFFE ID and entry id."""
         spiffe_id = f"spiffe://{self.trust_domain}{path}"
-        requests.post(
+        answer = requests.post(
             f"{self.url}/api/v1/entries",
             headers=self.headers,
             timeout=30,
@@ -144,8 +241,14 @@ class Stack:
                 "parent_id": self.alias,
                 "selectors": [f"unix:uid:{os.getuid()}"],
             },
+        )
+        answer.raise_for_status()
+        return spiffe_id, str(answer.json()["id"])
+
+    def delete(self, entry_id: str) -> None:
+        requests.delete(
+            f"{self.url}/api/v1/entries/{entry_id}", headers=self.headers, timeout=30
         ).raise_for_status()
-        return spiffe_id
 
 
 @contextlib.contextmanager
@@ -188,6 +291,7 @@ def running_stack(work: Path) -> Iterator[Stack]:
                 str(work / "agent"),
                 "--trust-bundle-url",
                 f"{url}/bundle/{td}",
+                "--insecure-bootstrap",  # plain http on loopback, a benchmark's own plane
             ],
             stdout=open(work / "agent.log", "wb"),
             stderr=subprocess.STDOUT,  # noqa: SIM115
@@ -225,51 +329,161 @@ def py_spiffe_fetch(client: WorkloadApiClient, calls: int) -> list[float]:
     return samples
 
 
-def registration_to_svid(stack: Stack, client: WorkloadApiClient, count: int) -> list[float]:
-    """POST an entry, then wait for its SVID on an already open py-spiffe stream."""
+def registration_to_svid(
+    stack: Stack, client: WorkloadApiClient, count: int, first: int
+) -> list[tuple[str, float, float, float]]:
+    """POST an entry, then wait for its SVID on an already open py-spiffe stream.
+
+    Each registration as (SPIFFE ID, POST sent, POST answered, SVID in the stream), in wall
+    clock seconds so that the agent log's stages can be placed between them.
+    """
     seen: dict[str, float] = {}
+    current: set[str] = set()
     lock = threading.Condition()
 
     def on_update(context) -> None:  # type: ignore[no-untyped-def]
-        now = time.perf_counter()
+        now = time.time()
         with lock:
+            current.clear()
             for svid in context.x509_svids:
                 seen.setdefault(str(svid.spiffe_id), now)
+                current.add(str(svid.spiffe_id))
             lock.notify_all()
 
     stream = client.stream_x509_contexts(on_success=on_update, on_error=lambda e: None)
-    samples = []
-    for i in range(count):
-        started = time.perf_counter()
-        spiffe_id = stack.register(f"/bench/r{i}")
+    done = []
+    for i in range(first, first + count):
+        started = time.time()
+        spiffe_id, entry_id = stack.register(f"/bench/r{i}")
+        committed = time.time()
         with lock:
-            if not lock.wait_for(lambda sid=spiffe_id: sid in seen, timeout=30):
+            if not lock.wait_for(functools.partial(seen.__contains__, spiffe_id), timeout=30):
                 raise SystemExit(f"{spiffe_id} never reached the workload")
-            samples.append(seen[spiffe_id] - started)
+            done.append((spiffe_id, started, committed, seen[spiffe_id]))
+        # Back to one identity before the next: a workload's stream carries its own SVIDs,
+        # and a message of dozens would time the client's parsing, not the path.
+        stack.delete(entry_id)
+        with lock:
+            if not lock.wait_for(lambda: spiffe_id not in current, timeout=30):  # noqa: B023
+                raise SystemExit(f"{spiffe_id} was never withdrawn from the workload")
     stream.cancel()
-    return samples
+    return done
+
+
+def _agent_log(path: Path) -> list[tuple[float, str]]:
+    """The agent log's lines as (wall clock seconds, message)."""
+    lines = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            stamp = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").astimezone()
+        except ValueError:
+            continue
+        lines.append((stamp.timestamp(), line[24:]))
+    return lines
+
+
+def registration_stages(
+    done: list[tuple[str, float, float, float]], log: list[tuple[float, str]]
+) -> dict[str, list[float]]:
+    """Split each registration at the agent's own log lines (millisecond stamps).
+
+    rest: POST sent → answered (the entry committed, its change event published on commit);
+    to_agent_sync: answered → the agent holds the new entries (event → agent API → notice →
+    the agent's incremental SyncEntries); mint: → the agent logs the new SVID (key, CSR,
+    BatchNewX509SVID); publish: → the agent published the new snapshot; stream: → the
+    workload's open py-spiffe stream delivered it.
+    """
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("total", "rest", "to_agent_sync", "mint", "publish", "stream")
+    }
+    for spiffe_id, started, committed, arrived in done:
+        window = [(t, m) for t, m in log if started - 0.002 <= t <= arrived + 0.002]
+        synced = next((t for t, m in window if m.find("entries at revision") >= 0), None)
+        minted = next((t for t, m in window if m.find(f"SVID for {spiffe_id} ") >= 0), None)
+        published = next(
+            (t for t, m in window if m.find("published:") >= 0 and minted and t >= minted), None
+        )
+        stages["total"].append(arrived - started)
+        stages["rest"].append(committed - started)
+        if synced is None or minted is None or published is None:
+            continue
+        stages["to_agent_sync"].append(max(synced - committed, 0.0))
+        stages["mint"].append(minted - synced)
+        stages["publish"].append(published - minted)
+        stages["stream"].append(max(arrived - published, 0.0))
+    return stages
+
+
+def ratio(samples: list[float], floor: list[float]) -> str:
+    def p99(values: list[float]) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+    return (
+        f"x{statistics.median(samples) / statistics.median(floor):5.2f} p50  "
+        f"x{p99(samples) / p99(floor):5.2f} p99"
+    )
+
+
+LABELS = {
+    "floor": "raw gRPC unary (the floor)",
+    "transport": "agent relay+grpc.aio, no work",
+    "x509": "FetchX509SVID first message",
+    "jwt": "FetchJWTSVID",
+    "jwt_bundles": "FetchJWTBundles first message",
+    "validate": "ValidateJWTSVID",
+}
+
+
+STAGES = {
+    "rest": "REST commit (POST answered)",
+    "to_agent_sync": "event -> agent API -> agent sync",
+    "mint": "agent mints (BatchNewX509SVID)",
+    "publish": "agent publishes the snapshot",
+    "stream": "snapshot -> workload stream",
+}
 
 
 def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--client":
+        client_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=2000, help="Workload API calls to time")
-    parser.add_argument("--registrations", type=int, default=50, help="registrations to time")
+    parser.add_argument("--calls", type=int, default=1000, help="calls to time, each kind")
+    parser.add_argument("--registrations", type=int, default=30, help="registrations per run")
+    parser.add_argument("--runs", type=int, default=3, help="runs against the same stack")
+    parser.add_argument("--large-mb", type=int, default=60, help="the large executable's size")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="hallmark-bench-"))
     print(f"working in {work}", flush=True)
-    raw = raw_grpc_round_trip(work, args.calls)
+    executables = build_executables(work, args.large_mb)
+    floor_server, floor_path = start_floor_server(work)
     with running_stack(work) as stack:
         client = first_svid_client(stack, work)
-        fetch = py_spiffe_fetch(client, args.calls)
-        raw_fetch = raw_fetch_x509(stack.socket_path, args.calls)
-        registration = registration_to_svid(stack, client, args.registrations)
+        for run in range(1, args.runs + 1):
+            print(f"\n== run {run}", flush=True)
+            for size, executable in executables.items():
+                mb = executable.stat().st_size / 1e6
+                results = run_client(executable, stack.socket_path, floor_path, args.calls)
+                print(f"-- {size} executable ({mb:.2f} MB)")
+                for name, label in LABELS.items():
+                    line = f"  {label:32s} {percentiles(results[name])}"
+                    if name != "floor":
+                        line += f"   {ratio(results[name], results['floor'])}"
+                    print(line, flush=True)
+            fetch = py_spiffe_fetch(client, args.calls)
+            print(f"  FetchX509SVID via py-spiffe (cached)  {percentiles(fetch)}")
+            done = registration_to_svid(
+                stack, client, args.registrations, (run - 1) * args.registrations
+            )
+            stages = registration_stages(done, _agent_log(work / "agent.log"))
+            print(f"  registration -> SVID in stream   {percentiles(stages['total'])}")
+            for name, label in STAGES.items():
+                if stages[name]:
+                    print(f"    {label:30s} {percentiles(stages[name])}")
         client.close()
-    print()
-    print(f"raw gRPC unary over a Unix socket        {percentiles(raw)}")
-    print(f"FetchX509SVID, raw gRPC, first message   {percentiles(raw_fetch)}")
-    print(f"FetchX509SVID via py-spiffe (cached)      {percentiles(fetch)}")
-    print(f"registration -> SVID in workload stream  {percentiles(registration)}")
+    floor_server.stop(0)
 
 
 if __name__ == "__main__":

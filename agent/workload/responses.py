@@ -8,7 +8,8 @@ workload must not be handed a foreign trust domain its operator did not grant it
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agent.state import Entry, Snapshot
@@ -120,3 +121,86 @@ def jwt_bundles_response(
 def claims_struct(response: Any, claims: Mapping[str, Any]) -> None:
     """Fill a ValidateJWTSVIDResponse's `claims` (google.protobuf.Struct) from JSON claims."""
     response.claims.update(dict(claims))
+
+
+class CallerViews:
+    """What one caller is served from one snapshot, computed once per (snapshot, selectors).
+
+    A snapshot never changes once published (a change is a new version), so a caller's
+    entries, bundles and messages at a version are facts that can be kept and reused by every
+    call with the same selectors; only an X.509 message also depends on the clock (an SVID
+    past its not_after is left out), so it is kept until its first SVID expires. Bounded:
+    the least recently used (version, selectors) goes first.
+    """
+
+    def __init__(self, max_views: int = 4096) -> None:
+        self._max_views = max_views
+        self._views: OrderedDict[tuple[int, frozenset[Selector]], dict[str, Any]] = OrderedDict()
+        self.built = 0
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def _view(self, snapshot: Snapshot, selectors: frozenset[Selector]) -> dict[str, Any]:
+        key = (snapshot.version, selectors)
+        view = self._views.get(key)
+        if view is None:
+            view = {}
+            self._views[key] = view
+            while len(self._views) > self._max_views:
+                self._views.popitem(last=False)
+        else:
+            self._views.move_to_end(key)
+        return view
+
+    def entries(self, snapshot: Snapshot, selectors: frozenset[Selector]) -> list[Entry]:
+        view = self._view(snapshot, selectors)
+        if "entries" not in view:
+            self.built += 1
+            view["entries"] = matching_entries(snapshot, selectors)
+        return list(view["entries"])
+
+    def bundles(
+        self, snapshot: Snapshot, selectors: frozenset[Selector]
+    ) -> dict[str, Bundle] | None:
+        view = self._view(snapshot, selectors)
+        if "bundles" not in view:
+            view["bundles"] = caller_bundles(snapshot, self.entries(snapshot, selectors))
+        bundles = view["bundles"]
+        return None if bundles is None else dict(bundles)
+
+    def message(
+        self,
+        name: str,
+        snapshot: Snapshot,
+        selectors: frozenset[Selector],
+        build: Callable[[], Any],
+    ) -> tuple[Any, bytes | None]:
+        """A bundle message (None: not ready) and its deterministic encoding, built once."""
+        view = self._view(snapshot, selectors)
+        if name not in view:
+            message = build()
+            encoded = None if message is None else message.SerializeToString(deterministic=True)
+            view[name] = (message, encoded)
+        return view[name]  # type: ignore[no-any-return]
+
+    def x509(
+        self, snapshot: Snapshot, selectors: frozenset[Selector], now: dt.datetime
+    ) -> tuple[workloadapi_pb2.X509SVIDResponse | Pending | Denied, bytes | None]:
+        """The FetchX509SVID message (and its encoding) for this caller at `now`."""
+        view = self._view(snapshot, selectors)
+        held = view.get("x509")
+        if held is not None and (held[2] is None or now < held[2]):
+            return held[0], held[1]
+        result = x509_svid_response(snapshot, selectors, now)
+        encoded = valid_until = None
+        if isinstance(result, workloadapi_pb2.X509SVIDResponse):
+            encoded = result.SerializeToString(deterministic=True)
+            valid_until = min(
+                snapshot.svids[e.id].svid.not_after
+                for e in self.entries(snapshot, selectors)
+                if e.id in snapshot.svids and snapshot.svids[e.id].svid.not_after > now
+            )
+        # Pending and Denied hold for the rest of this snapshot: SVIDs only ever expire.
+        view["x509"] = (result, encoded, valid_until)
+        return result, encoded

@@ -1,7 +1,8 @@
 """The SPIFFE Workload API server: the X.509-SVID and JWT-SVID profiles.
 
-grpcio does not show a servicer the accepted socket, so a `hallmark.relay.Relay` accepts
-workload connections on the public socket, reads SO_PEERCRED, records the connecting process
+grpcio does not show a servicer the accepted socket, so a relay (a `hallmark.relay.Relay`,
+agent.workload.splice.WorkloadRelay) accepts workload connections on the public socket, reads
+SO_PEERCRED, records the connecting process
 (its start time and executable: attestors.workload.process), and relays each connection to
 the grpc.aio server on a socket in a private (0700) directory; the servicer looks the caller
 up by `context.peer()` and attests it only while it is still that process image.
@@ -26,7 +27,8 @@ import contextlib
 import datetime as dt
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
@@ -34,21 +36,20 @@ import grpc
 from agent.jwtcache import JwtSvidCache, MintedJwt
 from agent.state import AgentState, Entry, Snapshot
 from agent.workload.responses import (
+    CallerViews,
     Denied,
     Pending,
-    caller_bundles,
     claims_struct,
     jwt_bundles_response,
-    matching_entries,
     unique_hint,
     x509_bundles_response,
-    x509_svid_response,
 )
 from agent.workload.socketdir import prepare_socket_directory
+from agent.workload.splice import WorkloadRelay
 from attestors.workload import process, unix
 from hallmark.bundle import Bundle
 from hallmark.errors import HallmarkError
-from hallmark.jwtsvid import JwtSvidError, verify_jwt_svid
+from hallmark.jwtsvid import DEFAULT_LEEWAY, JwtSvidError, verify_jwt_svid
 from hallmark.protos import workloadapi_pb2, workloadapi_pb2_grpc
 from hallmark.relay import PeerRegistry, Relay, peer_credentials, private_socket_path
 from hallmark.selectors import Selector
@@ -59,7 +60,7 @@ _log = logging.getLogger(__name__)
 # grpc.aio.ServicerContext; grpcio ships no type stubs.
 Context: TypeAlias = Any
 Attestor: TypeAlias = Callable[[process.ConnectedProcess], Awaitable[frozenset[Selector]]]
-BundleMessage: TypeAlias = Callable[[Snapshot, frozenset[Selector]], Any]
+BundleMessage: TypeAlias = Callable[[Snapshot, frozenset[Selector]], tuple[Any, bytes | None]]
 # The control plane's answers to NewJWTSVID that say "no" rather than "not now".
 _JWT_REFUSALS = {
     grpc.StatusCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -88,10 +89,13 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
         self._attestor = attestor
         self._svid_wait = svid_wait
         self._jwt_svids = jwt_svids
+        # Per (snapshot version, selectors): entries, bundles and messages built once.
+        self.views = CallerViews()
+        self._validated = _ValidatedTokens()
 
     async def _check_header(self, context: Context) -> None:
         metadata = context.invocation_metadata() or ()
-        if (SECURITY_HEADER[0], SECURITY_HEADER[1]) not in [(k, v) for k, v in metadata]:
+        if not any(k == SECURITY_HEADER[0] and v == SECURITY_HEADER[1] for k, v in metadata):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "security header missing from request"
             )
@@ -125,7 +129,7 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
         snapshot = self._state.snapshot
         last: bytes | None = None
         while True:
-            result = x509_svid_response(snapshot, selectors, _utcnow())
+            result, encoded = self.views.x509(snapshot, selectors, _utcnow())
             if isinstance(result, Denied):
                 await _abort(context, grpc.StatusCode.PERMISSION_DENIED, "no identity issued")
             if isinstance(result, Pending) and last is None and loop.time() >= deadline:
@@ -135,7 +139,6 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
                     "x509_svid_pending: the agent holds no SVID for this workload yet; retry",
                 )
             if isinstance(result, workloadapi_pb2.X509SVIDResponse):
-                encoded = result.SerializeToString(deterministic=True)
                 if encoded != last:
                     last = encoded
                     yield result
@@ -145,9 +148,12 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
     async def FetchX509Bundles(
         self, request: workloadapi_pb2.X509BundlesRequest, context: Context
     ) -> AsyncIterator[workloadapi_pb2.X509BundlesResponse]:
-        def build(snapshot: Snapshot, selectors: frozenset[Selector]) -> Any:
-            bundles = caller_bundles(snapshot, matching_entries(snapshot, selectors))
-            return None if bundles is None else x509_bundles_response(bundles)
+        def build(snapshot: Snapshot, selectors: frozenset[Selector]) -> tuple[Any, bytes | None]:
+            def message() -> Any:
+                bundles = self.views.bundles(snapshot, selectors)
+                return None if bundles is None else x509_bundles_response(bundles)
+
+            return self.views.message("x509_bundles", snapshot, selectors, message)
 
         async for message in self._bundle_stream(context, build):
             yield message
@@ -155,11 +161,14 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
     async def FetchJWTBundles(
         self, request: workloadapi_pb2.JWTBundlesRequest, context: Context
     ) -> AsyncIterator[workloadapi_pb2.JWTBundlesResponse]:
-        def build(snapshot: Snapshot, selectors: frozenset[Selector]) -> Any:
-            bundles = caller_bundles(snapshot, matching_entries(snapshot, selectors))
-            if bundles is None or snapshot.bundle is None:
-                return None
-            return jwt_bundles_response(bundles, snapshot.bundle.trust_domain.name)
+        def build(snapshot: Snapshot, selectors: frozenset[Selector]) -> tuple[Any, bytes | None]:
+            def message() -> Any:
+                bundles = self.views.bundles(snapshot, selectors)
+                if bundles is None or snapshot.bundle is None:
+                    return None
+                return jwt_bundles_response(bundles, snapshot.bundle.trust_domain.name)
+
+            return self.views.message("jwt_bundles", snapshot, selectors, message)
 
         async for message in self._bundle_stream(context, build):
             yield message
@@ -173,11 +182,10 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
         snapshot = self._state.snapshot
         last: bytes | None = None
         while True:
-            result = build(snapshot, selectors)
+            result, encoded = build(snapshot, selectors)
             if result is None and last is None and loop.time() >= deadline:
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, "agent_not_ready: no bundle yet")
             if result is not None:
-                encoded = result.SerializeToString(deterministic=True)
                 if encoded != last:
                     last = encoded
                     yield result
@@ -218,7 +226,7 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
                 )
         selectors = await self._attest(context)
         snapshot = await self._ready_snapshot(context)
-        entries = matching_entries(snapshot, selectors)
+        entries = self.views.entries(snapshot, selectors)
         if not entries:
             await _abort(context, grpc.StatusCode.PERMISSION_DENIED, "no identity issued")
         if requested is not None:
@@ -281,15 +289,23 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
             )
         selectors = await self._attest(context)
         snapshot = await self._ready_snapshot(context)
-        bundles = caller_bundles(snapshot, matching_entries(snapshot, selectors)) or {}
+        key = (snapshot.version, selectors, request.svid, request.audience)
+        now = _utcnow()
+        cached: workloadapi_pb2.ValidateJWTSVIDResponse | None = self._validated.get(key, now)
+        if cached is not None:
+            return cached
+        bundles = self.views.bundles(snapshot, selectors) or {}
         by_domain: dict[TrustDomain, Bundle] = {TrustDomain(n): b for n, b in bundles.items()}
         try:
-            jwt = verify_jwt_svid(request.svid, audience=request.audience, bundles=by_domain)
+            jwt = verify_jwt_svid(
+                request.svid, audience=request.audience, bundles=by_domain, now=now
+            )
         except JwtSvidError as exc:
             # As SPIRE: an invalid token is the caller's bad argument, not a server failure.
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{exc.code}: {exc.detail}")
         response = workloadapi_pb2.ValidateJWTSVIDResponse(spiffe_id=str(jwt.spiffe_id))
         claims_struct(response, jwt.claims)
+        self._validated.put(key, jwt.claims, response)
         return response
 
     # WIT-SVID profile (incubating, optional: SPIFFE_Workload_API.md 7). Not supported yet, and
@@ -307,6 +323,37 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED, "wit_svid_unsupported: this agent serves no WIT-SVIDs"
         )
+
+
+class _ValidatedTokens:
+    """ValidateJWTSVID answers by (snapshot version, selectors, token, audience), until exp.
+
+    Verifying a token is a function of the token, the audience, the caller's bundles (fixed by
+    the snapshot version and the selectors) and the time; only a valid token is kept, and only
+    until its exp (plus the same leeway verify_jwt_svid allows) is reached.
+    """
+
+    def __init__(self, max_size: int = 4096) -> None:
+        self._max_size = max_size
+        self._held: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: Hashable, now: dt.datetime) -> Any:
+        held = self._held.get(key)
+        if held is None:
+            return None
+        if now.timestamp() >= held[0]:
+            del self._held[key]
+            return None
+        self._held.move_to_end(key)
+        return held[1]
+
+    def put(self, key: Hashable, claims: Mapping[str, Any], response: Any) -> None:
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            return
+        self._held[key] = (float(exp) + DEFAULT_LEEWAY.total_seconds(), response)
+        while len(self._held) > self._max_size:
+            self._held.popitem(last=False)
 
 
 async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
@@ -341,6 +388,8 @@ class WorkloadApiServer:
         self._inner_path = private_socket_path(os.path.join(data_dir, "workload-private"))
         self._registry: PeerRegistry[process.ConnectedProcess] = PeerRegistry()
         self._max_exe_hash_bytes = max_exe_hash_bytes
+        # One SHA-256 per executable file (attestors.workload.unix.ExeHashCache).
+        self.exe_hashes = unix.ExeHashCache()
         # compose_attestor (attestors.workload.catalog) is given the unix attestation below
         # and returns the attestor the Workload API uses.
         attestor = self._attest if compose_attestor is None else compose_attestor(self._attest)
@@ -349,8 +398,22 @@ class WorkloadApiServer:
         self._relay: Relay[process.ConnectedProcess] | None = None
 
     async def _attest(self, caller: process.ConnectedProcess) -> frozenset[Selector]:
+        # Reading /proc costs microseconds: done on the loop, no thread hop, while the caller's
+        # executable digest is cached. A digest to compute (a file read whole) goes to a thread.
+        try:
+            return process.attest_connected(
+                caller,
+                max_exe_hash_bytes=self._max_exe_hash_bytes,
+                hash_cache=self.exe_hashes,
+                may_block=False,
+            )
+        except unix.WouldBlock:
+            pass
         return await asyncio.to_thread(
-            process.attest_connected, caller, max_exe_hash_bytes=self._max_exe_hash_bytes
+            process.attest_connected,
+            caller,
+            max_exe_hash_bytes=self._max_exe_hash_bytes,
+            hash_cache=self.exe_hashes,
         )
 
     async def start(self) -> None:
@@ -362,7 +425,9 @@ class WorkloadApiServer:
         server.add_insecure_port("unix:" + self._inner_path)
         await server.start()
         self._server = server
-        relay: Relay[process.ConnectedProcess] = Relay(self._inner_path, self._registry, _identify)
+        relay: Relay[process.ConnectedProcess] = WorkloadRelay(
+            self._inner_path, self._registry, _identify
+        )
         await relay.serve_unix(self.socket_path, mode=0o777)
         self._relay = relay
         _log.info("Workload API listening on unix:%s", self.socket_path)

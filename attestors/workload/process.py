@@ -43,8 +43,7 @@ class ConnectedProcess:
 
 def _start_time(proc: str, pid: int) -> int | None:
     try:
-        with open(os.path.join(proc, str(pid), "stat"), "rb") as handle:
-            raw = handle.read()
+        raw = unix.read_proc_file(os.path.join(proc, str(pid), "stat"))
     except OSError:
         return None
     # comm (field 2) is in parentheses and may hold anything: split after the last ')'.
@@ -98,14 +97,24 @@ def attest_connected(
     *,
     max_exe_hash_bytes: int = unix.DEFAULT_MAX_EXE_HASH_BYTES,
     proc: str = "/proc",
+    hash_cache: unix.ExeHashCache | None = None,
+    may_block: bool = True,
 ) -> frozenset[Selector]:
     """The caller's `unix:` selectors, if it is still the process image that connected.
 
-    Checked before and after reading /proc, so an exec or exit in between is caught too.
+    Checked before and after reading /proc, so an exec or exit in between is caught too. The
+    executable's digest may come from `hash_cache` (unix.attest): it is keyed by the identity
+    of the file the caller runs now, and that is the file it connected with (checked here).
     """
     check_same_process(caller, proc=proc)
     selectors = unix.attest(
-        caller.pid, caller.uid, caller.gid, max_exe_hash_bytes=max_exe_hash_bytes, proc=proc
+        caller.pid,
+        caller.uid,
+        caller.gid,
+        max_exe_hash_bytes=max_exe_hash_bytes,
+        proc=proc,
+        hash_cache=hash_cache,
+        may_block=may_block,
     )
     check_same_process(caller, proc=proc)
     return selectors

@@ -4,6 +4,16 @@ The uid and gid come from the accepted socket's SO_PEERCRED, which the kernel fi
 caller cannot lie about them. /proc adds the supplementary groups, the executable's path and
 its SHA-256. A selector that cannot be determined is left out rather than guessed: matching
 is by subset, so a missing selector can only make fewer entries match, never more.
+
+The SHA-256 is computed at most once per executable file, not per call: `ExeHashCache` keys
+each digest by what identifies the file's content as the caller's /proc/<pid>/exe shows it
+(device, inode, size, mtime and ctime in nanoseconds, from fstat of that very open file). A
+file replaced at the same path is another inode; a file rewritten in place changes its ctime
+(which no unprivileged process can set back), so either way it is hashed again. A digest is
+only cached when the file's identity is the same after the hash as before it, and when the
+file was last changed well before the hash began (`RACY_MARGIN_NS`, as git treats "racily
+clean" files): file systems stamp times coarsely (a clock tick, up to 2 s on some), so a file
+rewritten within the same tick as its last change would otherwise keep its key.
 """
 
 from __future__ import annotations
@@ -13,6 +23,10 @@ import hashlib
 import logging
 import os
 import pwd
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hallmark.errors import HallmarkError
@@ -20,6 +34,11 @@ from hallmark.selectors import Selector
 
 SELECTOR_TYPE = "unix"
 DEFAULT_MAX_EXE_HASH_BYTES = 64 * 1024 * 1024
+DEFAULT_HASH_CACHE_SIZE = 4096
+# A file changed less than this before its hash began is hashed again on every call.
+RACY_MARGIN_NS = 3_000_000_000
+# How long a user or group name looked up for a uid/gid is reused.
+NAME_TTL_NS = 5_000_000_000
 _DELETED_SUFFIX = " (deleted)"
 _log = logging.getLogger(__name__)
 
@@ -37,10 +56,35 @@ class _ProcStatus:
     groups: tuple[int, ...]
 
 
+_STATUS_FIELDS = frozenset({"Uid", "Gid", "Groups"})
+_READ_SIZE = 16384
+
+
+def read_proc_file(path: str) -> bytes:
+    """A /proc file's whole content in as few read(2) calls as it takes (usually one).
+
+    procfs (like any file) returns less than asked only at its end.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, _READ_SIZE):
+            chunks.append(chunk)
+            if len(chunk) < _READ_SIZE:
+                break
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _read_status(proc: str, pid: int) -> _ProcStatus:
     try:
-        with open(os.path.join(proc, str(pid), "status"), encoding="utf-8") as handle:
-            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        text = read_proc_file(os.path.join(proc, str(pid), "status")).decode("utf-8", "replace")
+        fields = {}
+        for line in text.split("\n"):
+            key, colon, value = line.partition(":")
+            if colon and key in _STATUS_FIELDS:
+                fields[key] = value
     except (FileNotFoundError, ProcessLookupError):
         raise WorkloadAttestationError(
             f"process {pid} exited before it could be attested"
@@ -79,22 +123,112 @@ def _exe_path(proc: str, pid: int) -> str | None:
     return path.removesuffix(_DELETED_SUFFIX)
 
 
-def _exe_sha256(proc: str, pid: int, max_bytes: int) -> str | None:
+# (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of an open executable.
+FileIdentity = tuple[int, int, int, int, int]
+
+
+def _identity(info: os.stat_result) -> FileIdentity:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class WouldBlock(Exception):  # noqa: N818 (a signal to the caller, not an error)
+    """Attesting needs work that may block (hash a file, ask NSS for a name) and the caller
+    asked for none: what it needs is not cached."""
+
+
+class ExeHashCache:
+    """SHA-256 digests of executables by file identity; least recently used out first.
+
+    Thread-safe: the agent attests on its event loop when the digest is cached and in a
+    worker thread when it is not. `computed` counts the digests actually computed.
+    It also keeps user and group names (NSS may be a network service) for NAME_TTL_NS.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_HASH_CACHE_SIZE,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._max_entries = max_entries
+        self._clock = clock
+        self._digests: OrderedDict[FileIdentity, str] = OrderedDict()
+        self._lock = threading.Lock()
+        self._names: OrderedDict[tuple[str, int], tuple[int, str | None]] = OrderedDict()
+        self.computed = 0
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def get(self, identity: FileIdentity) -> str | None:
+        with self._lock:
+            digest = self._digests.get(identity)
+            if digest is not None:
+                self._digests.move_to_end(identity)
+            return digest
+
+    def name(self, kind: str, number: int, may_block: bool) -> str | None:
+        """The user (kind "user") or group name of `number`, looked up at most every TTL."""
+        key = (kind, number)
+        now = time.monotonic_ns()
+        with self._lock:
+            held = self._names.get(key)
+        if held is not None and now < held[0]:
+            return held[1]
+        if not may_block:
+            raise WouldBlock(key)
+        value = _user_name(number) if kind == "user" else _group_name(number)
+        with self._lock:
+            self._names[key] = (now + NAME_TTL_NS, value)
+            self._names.move_to_end(key)
+            while len(self._names) > self._max_entries:
+                self._names.popitem(last=False)
+        return value
+
+    def now_ns(self) -> int:
+        return self._clock()
+
+    def put(self, identity: FileIdentity, digest: str, started_ns: int) -> None:
+        """Count a computed digest; keep it unless the file changed too recently to trust."""
+        with self._lock:
+            self.computed += 1
+            if max(identity[3], identity[4]) >= started_ns - RACY_MARGIN_NS:
+                return
+            self._digests[identity] = digest
+            self._digests.move_to_end(identity)
+            while len(self._digests) > self._max_entries:
+                self._digests.popitem(last=False)
+
+
+def _exe_sha256(
+    proc: str, pid: int, max_bytes: int, cache: ExeHashCache | None, may_block: bool
+) -> str | None:
     # Hash /proc/<pid>/exe itself, not the path: the file at the path may have been replaced.
     try:
         with open(os.path.join(proc, str(pid), "exe"), "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > max_bytes:
+            before = os.fstat(handle.fileno())
+            if before.st_size > max_bytes:
                 _log.warning(
                     "no unix:sha256 selector for pid %d: executable is %d bytes (limit %d)",
                     pid,
-                    size,
+                    before.st_size,
                     max_bytes,
                 )
                 return None
+            identity = _identity(before)
+            if cache is not None and (cached := cache.get(identity)) is not None:
+                return cached
+            if not may_block:
+                raise WouldBlock(pid)
+            started = cache.now_ns() if cache is not None else 0
             digest = hashlib.sha256()
             while chunk := handle.read(1024 * 1024):
                 digest.update(chunk)
+            if _identity(os.fstat(handle.fileno())) != identity:
+                _log.warning("no unix:sha256 selector for pid %d: executable changed", pid)
+                return None
+            if cache is not None:
+                cache.put(identity, digest.hexdigest(), started)
             return digest.hexdigest()
     except OSError as exc:
         _log.warning("no unix:sha256 selector for pid %d: %s", pid, exc)
@@ -108,8 +242,15 @@ def attest(
     *,
     max_exe_hash_bytes: int = DEFAULT_MAX_EXE_HASH_BYTES,
     proc: str = "/proc",
+    hash_cache: ExeHashCache | None = None,
+    may_block: bool = True,
 ) -> frozenset[Selector]:
     """The `unix:` selectors of process `pid`, whose uid/gid the kernel reported (SO_PEERCRED).
+
+    With `hash_cache`, the executable's digest is looked up there first (and stored after it is
+    computed), and user and group names too. With `may_block` False, raises WouldBlock instead
+    of hashing a file whose digest is not cached or asking NSS for a name: the agent then
+    attests again in a worker thread, off its event loop.
 
     Raises WorkloadAttestationError when the process is gone or /proc shows another effective
     uid/gid than the kernel reported for the connection (the pid was reused, or the process
@@ -124,17 +265,25 @@ def attest(
             f"not the uid {uid} gid {gid} it connected with"
         )
     values: list[str] = [f"uid:{uid}", f"gid:{gid}"]
-    if (user := _user_name(uid)) is not None:
+
+    def group_name(number: int) -> str | None:
+        if hash_cache is None:
+            return _group_name(number)
+        return hash_cache.name("group", number, may_block)
+
+    user = _user_name(uid) if hash_cache is None else hash_cache.name("user", uid, may_block)
+    if user is not None:
         values.append(f"user:{user}")
-    if (group := _group_name(gid)) is not None:
+    if (group := group_name(gid)) is not None:
         values.append(f"group:{group}")
     for supplementary in status.groups:
         values.append(f"supplementary_gid:{supplementary}")
-        if (name := _group_name(supplementary)) is not None:
+        if (name := group_name(supplementary)) is not None:
             values.append(f"supplementary_group:{name}")
     if (path := _exe_path(proc, pid)) is not None:
         values.append(f"path:{path}")
-        if (digest := _exe_sha256(proc, pid, max_exe_hash_bytes)) is not None:
+        digest = _exe_sha256(proc, pid, max_exe_hash_bytes, hash_cache, may_block)
+        if digest is not None:
             values.append(f"sha256:{digest}")
     # Re-check after reading: if the pid was recycled meanwhile, the facts may be another's.
     if _read_status(proc, pid) != status:

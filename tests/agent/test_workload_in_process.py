@@ -206,3 +206,50 @@ def test_a_federated_bundle_named_like_the_agents_own_trust_domain_never_replace
     # then example.org's bundle is the agent's own, not the impostor's
     own_ca = own.x509_authorities[0].public_bytes(serialization.Encoding.DER)
     assert bundles["spiffe://example.org"] == own_ca
+
+
+def test_the_server_hashes_a_callers_executable_once_across_calls_and_connections(
+    tmp_path: Path,
+) -> None:
+    # given an entry for this process by uid and executable hash that federates with
+    # other.org, so a caller it matches gets other.org's bundle
+    entry = Entry(
+        id="by-hash",
+        spiffe_id=SpiffeId.parse("spiffe://example.org/by-hash"),
+        parent_id="spiffe://example.org/spire/agent/test",
+        selectors=parse_selectors(
+            [f"unix:uid:{os.geteuid()}", f"unix:sha256:{_own_executable_sha256()}"]
+        ),
+        federates_with=("other.org",),
+    )
+    other = Bundle(TrustDomain("other.org"), _bundle().x509_authorities, ())
+    server = InProcessServer(tmp_path, svid_wait=0.3)
+
+    async def start() -> None:
+        await server.state.publish(
+            bundle=_bundle(),
+            entries={entry.id: entry},
+            federated_bundles={"other.org": other},
+            ready=True,
+        )
+        await server.server.start()
+
+    server.run(start())
+    try:
+        # when this process fetches its bundles five times, over three connections
+        answers = []
+        for calls in (1, 2, 2):
+            with grpc.insecure_channel(server.endpoint) as channel:
+                stub = workloadapi_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+                for _ in range(calls):
+                    stream = stub.FetchX509Bundles(
+                        workloadapi_pb2.X509BundlesRequest(), metadata=HEADER, timeout=20
+                    )
+                    answers.append(set(next(iter(stream)).bundles))
+                    stream.cancel()
+    finally:
+        server.close()
+
+    # then every call matched by the executable's hash, and the file was hashed once
+    assert answers == [{"spiffe://example.org", "spiffe://other.org"}] * 5
+    assert server.server.exe_hashes.computed == 1
