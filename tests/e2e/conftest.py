@@ -53,6 +53,7 @@ class ControlPlaneProcess:
     data_dir: Path
     process: subprocess.Popen[bytes]
     agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    bundle_endpoint: str = ""  # host:port of its https_spiffe bundle endpoint
 
     def signup(self, label: str, **extra: str) -> dict[str, str]:
         trust_domain = f"{label}-{secrets.token_hex(3)}.e2e.test"
@@ -124,9 +125,14 @@ def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
 
 
 def launch_control_plane(
-    data_dir: Path, env: dict[str, str], http_port: int, grpc_port: int
+    data_dir: Path,
+    env: dict[str, str],
+    http_port: int,
+    grpc_port: int,
+    bundle_endpoint_port: int | None = None,
 ) -> ControlPlaneProcess:
     """Start `hallmark up` and wait until /healthz answers 200."""
+    bundle_endpoint = f"127.0.0.1:{bundle_endpoint_port or free_port()}"
     log = open(data_dir / "up.log", "ab")  # noqa: SIM115
     process = subprocess.Popen(
         [
@@ -138,13 +144,19 @@ def launch_control_plane(
             f"127.0.0.1:{http_port}",
             "--grpc",
             f"127.0.0.1:{grpc_port}",
+            "--bundle-endpoint",
+            bundle_endpoint,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
     )
     plane = ControlPlaneProcess(
-        f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", data_dir, process
+        f"http://127.0.0.1:{http_port}",
+        f"127.0.0.1:{grpc_port}",
+        data_dir,
+        process,
+        bundle_endpoint=bundle_endpoint,
     )
 
     def healthy() -> bool:
