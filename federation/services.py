@@ -61,6 +61,18 @@ def _validate(fields: dict[str, Any], trust_domain: TrustDomain) -> dict[str, An
     for name in ("bundle_endpoint_url", "bundle_endpoint_profile"):
         if name in fields:
             clean[name] = fields[name] or ""
+    if clean.get("bundle_endpoint_profile") == "managed":
+        raise FederationError(
+            "managed relationships are made by approving a federation request",
+            code="invalid_profile",
+        )
+    if clean.get("bundle_endpoint_url"):
+        from federation.fetcher import BundleEndpointError, check_url
+
+        try:
+            check_url(clean["bundle_endpoint_url"])
+        except BundleEndpointError as exc:
+            raise FederationError(exc.detail, code=exc.code) from None
     if "endpoint_spiffe_id" in fields:
         text = fields["endpoint_spiffe_id"] or ""
         if text:
@@ -88,6 +100,7 @@ def create_relationship(
         if FederationRelationship.objects.filter(trust_domain=domain.name).exists():
             raise RelationshipExists(f"a relationship with {domain.name} exists; PATCH it")
         relationship = FederationRelationship.objects.create(trust_domain=domain.name, **clean)
+        # A relationship with an endpoint is fetched by the next sweep (next_refresh_at None).
         record_audit(
             tenant=tenant,
             actor=actor,
@@ -108,6 +121,9 @@ def update_relationship(
         locked = FederationRelationship.objects.select_for_update().get(pk=relationship.pk)
         for name, value in clean.items():
             setattr(locked, name, value)
+        if {"bundle_endpoint_url", "bundle_endpoint_profile", "endpoint_spiffe_id"} & set(clean):
+            locked.next_refresh_at = None  # a changed endpoint is fetched by the next sweep
+            locked.refresh_failures = 0
         locked.save()
         record_audit(
             tenant=tenant,

@@ -14,6 +14,7 @@ class RelationshipSerializer(serializers.ModelSerializer):  # type: ignore[type-
 
     trust_domain_bundle = serializers.JSONField(required=False, allow_null=True, write_only=True)
     bundle = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField()
 
     class Meta:
         model = FederationRelationship
@@ -27,6 +28,10 @@ class RelationshipSerializer(serializers.ModelSerializer):  # type: ignore[type-
             "bundle",
             "bundle_sequence",
             "bundle_updated_at",
+            "last_refresh_at",
+            "next_refresh_at",
+            "last_error",
+            "warnings",
             "created_at",
             "updated_at",
         ]
@@ -34,6 +39,9 @@ class RelationshipSerializer(serializers.ModelSerializer):  # type: ignore[type-
             "id",
             "bundle_sequence",
             "bundle_updated_at",
+            "last_refresh_at",
+            "next_refresh_at",
+            "last_error",
             "created_at",
             "updated_at",
         ]
@@ -41,3 +49,8 @@ class RelationshipSerializer(serializers.ModelSerializer):  # type: ignore[type-
 
     def get_bundle(self, relationship: FederationRelationship) -> Any:
         return relationship.bundle_json
+
+    def get_warnings(self, relationship: FederationRelationship) -> list[dict[str, str]]:
+        from federation.refresh import warnings
+
+        return warnings(relationship)
