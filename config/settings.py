@@ -58,6 +58,7 @@ SHARED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "tenants",
+    "federation.managed",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",

@@ -115,6 +115,11 @@ def create_relationship(
 def update_relationship(
     *, relationship: FederationRelationship, actor: str, source: str = "", **fields: Any
 ) -> FederationRelationship:
+    if relationship.bundle_endpoint_profile == FederationRelationship.Profile.MANAGED:
+        raise RelationshipExists(
+            "a managed relationship follows the peer tenant's bundle; end it to change it",
+            code="managed_relationship",
+        )
     clean = _validate(fields, TrustDomain(relationship.trust_domain))
     tenant = current_tenant()
     with transaction.atomic():
@@ -141,6 +146,13 @@ def delete_relationship(
     *, relationship: FederationRelationship, actor: str, source: str = ""
 ) -> None:
     tenant = current_tenant()
+    if relationship.bundle_endpoint_profile == FederationRelationship.Profile.MANAGED:
+        from federation.managed.services import end_federation
+
+        end_federation(
+            tenant=tenant, trust_domain=relationship.trust_domain, actor=actor, source=source
+        )
+        return
     with transaction.atomic():
         relationship.delete()
         record_audit(
@@ -159,8 +171,15 @@ def federated_bundles(names: Iterable[str]) -> dict[str, Bundle]:
     if not wanted:
         return {}
     found: dict[str, Bundle] = {}
+    managed = FederationRelationship.objects.filter(
+        trust_domain__in=wanted, bundle_endpoint_profile=FederationRelationship.Profile.MANAGED
+    )
+    for name in managed.values_list("trust_domain", flat=True):
+        bundle = managed_peer_bundle(name)
+        if bundle is not None:
+            found[name] = bundle
     rows = FederationRelationship.objects.filter(trust_domain__in=wanted, bundle_json__isnull=False)
-    for row in rows:
+    for row in rows.exclude(bundle_endpoint_profile=FederationRelationship.Profile.MANAGED):
         # One bad stored bundle (kept from before input checks tightened) must not take the
         # tenant's own bundle down with it: it is left out and logged.
         try:
@@ -168,3 +187,20 @@ def federated_bundles(names: Iterable[str]) -> dict[str, Bundle]:
         except HallmarkError as exc:
             log.warning("federated bundle of %s left out: %s", row.trust_domain, exc.detail)
     return found
+
+
+def managed_peer_bundle(trust_domain: str) -> Bundle | None:
+    """The published bundle of the platform tenant with this trust domain, read now (its
+    public keys only; cached by sequence), for a managed relationship. None if it is gone."""
+    from tenants.scoping import get_tenant_by_trust_domain, tenant_schema
+    from trustdomains.services import current_bundle
+
+    peer = get_tenant_by_trust_domain(trust_domain)
+    if peer is None:
+        return None
+    try:
+        with tenant_schema(peer):
+            return current_bundle()
+    except HallmarkError as exc:
+        log.warning("bundle of managed peer %s left out: %s", trust_domain, exc.detail)
+        return None

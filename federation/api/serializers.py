@@ -48,9 +48,21 @@ class RelationshipSerializer(serializers.ModelSerializer):  # type: ignore[type-
         extra_kwargs: dict[str, dict[str, list[object]]] = {"trust_domain": {"validators": []}}
 
     def get_bundle(self, relationship: FederationRelationship) -> Any:
+        if relationship.bundle_endpoint_profile == FederationRelationship.Profile.MANAGED:
+            from federation.services import managed_peer_bundle
+
+            bundle = managed_peer_bundle(relationship.trust_domain)
+            return bundle.to_jwks() if bundle is not None else None
         return relationship.bundle_json
 
     def get_warnings(self, relationship: FederationRelationship) -> list[dict[str, str]]:
         from federation.refresh import warnings
 
         return warnings(relationship)
+
+    def to_representation(self, instance: FederationRelationship) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        if instance.bundle_endpoint_profile == FederationRelationship.Profile.MANAGED:
+            bundle = data.get("bundle")
+            data["bundle_sequence"] = bundle.get("spiffe_sequence", 0) if bundle else 0
+        return data
