@@ -196,6 +196,9 @@ def control_plane_env(redis_db: int = 1) -> dict[str, str]:
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["HALLMARK_SECRET_KEY"] = "e2e-" + secrets.token_hex(16)
     env["HALLMARK_UPSTREAM_AUTHORITIES_FILE"] = _upstream_authorities_file(settings)
+    # Federation e2e: peers' bundles are refreshed within seconds, not at the 5-minute hint.
+    env.setdefault("HALLMARK_FEDERATION_MAX_REFRESH_SECONDS", "2")
+    env.setdefault("HALLMARK_FEDERATION_SWEEP_SECONDS", "2")
     return env
 
 
