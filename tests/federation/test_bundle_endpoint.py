@@ -117,3 +117,29 @@ def test_no_client_certificate_is_requested(endpoint, tenant_a) -> None:
     # a client with no certificate at all completes the handshake and gets the bundle.
     status, _, _ = http_get(endpoint.port, tenant_a.trust_domain, _get("x"))
     assert status == 200
+
+
+def test_only_tls_1_2_or_later_is_negotiated(endpoint, tenant_a) -> None:
+    # Mozilla intermediate compatibility: TLS 1.2 and 1.3 only
+    import socket
+
+    handshake(endpoint.port, tenant_a.trust_domain)
+    for version, works in (
+        (ssl.TLSVersion.TLSv1_2, True),
+        (ssl.TLSVersion.TLSv1_3, True),
+        (ssl.TLSVersion.TLSv1_1, False),
+    ):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        context.maximum_version = version
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", endpoint.port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname=tenant_a.trust_domain) as tls,
+            ):
+                negotiated = tls.version()
+        except ssl.SSLError:
+            negotiated = None
+        assert (negotiated is not None) == works, (version, negotiated)

@@ -151,6 +151,24 @@ def test_an_untrusted_or_expired_web_certificate_is_refused(settings, tenant_a) 
         assert "expired" in answer.json()["detail"]
 
 
+def test_a_certificate_not_naming_the_url_host_is_refused(settings, tenant_a) -> None:
+    # given a trusted certificate for "localhost" only, reached as https://127.0.0.1
+    with running_web_peer(ip_san=False) as peer:
+        peer.answer_json("/bundle", bundle_document(PEER, 1))
+        settings.FEDERATION_CA_BUNDLE = peer.ca_file
+        _relate(tenant_a, f"https://127.0.0.1:{peer.port}/bundle")
+        answer = _refresh(tenant_a)
+        # then RFC 6125 name checking refuses it (and "localhost" is accepted)
+        assert answer.json()["reason"] == "bundle_endpoint_untrusted"
+        assert "mismatch" in answer.json()["detail"].lower()
+        tenant_a.client.patch(
+            f"/api/v1/federation-relationships/{PEER}",
+            {"bundle_endpoint_url": peer.url + "/bundle"},
+            format="json",
+        )
+        assert _refresh(tenant_a).status_code == 200
+
+
 def test_an_endpoint_that_never_answers_times_out(monkeypatch, tenant_a) -> None:
     # given a TCP listener that accepts and never speaks TLS
     listener = socket.create_server(("127.0.0.1", 0))

@@ -52,7 +52,7 @@ def make_ca(trust_domain: str | None = None, days: float = 1) -> tuple[Any, x509
 
 
 def server_certificate(
-    ca_key: Any, ca: x509.Certificate, *, expired: bool = False
+    ca_key: Any, ca: x509.Certificate, *, expired: bool = False, ip_san: bool = True
 ) -> tuple[Any, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -71,7 +71,8 @@ def server_certificate(
         .not_valid_after(end)
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [x509.DNSName("localhost")]
+                + ([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))] if ip_san else [])
             ),
             critical=False,
         )
@@ -120,9 +121,9 @@ class WebPeer:
 
 
 @contextlib.contextmanager
-def running_web_peer(*, expired: bool = False) -> Iterator[WebPeer]:
+def running_web_peer(*, expired: bool = False, ip_san: bool = True) -> Iterator[WebPeer]:
     ca_key, ca = make_ca()
-    key, certificate = server_certificate(ca_key, ca, expired=expired)
+    key, certificate = server_certificate(ca_key, ca, expired=expired, ip_san=ip_san)
     peer = WebPeer()
     with tempfile.TemporaryDirectory() as directory:
         base = Path(directory)
