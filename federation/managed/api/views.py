@@ -78,6 +78,7 @@ class FederationRequestDecision(APIView):
     """POST …/{id}/approve|reject (the requested tenant) or …/cancel (the requester)."""
 
     permission_resource = "federation"
+    model = FederationRequest  # the object its URL names (tests/security/test_rest_matrix.py)
     decision = "approve"
 
     def post(self, request: Request, request_id: str) -> Response:
