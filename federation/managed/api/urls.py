@@ -12,7 +12,7 @@ urlpatterns = [
     ),
     *(
         path(
-            f"api/v1/federation-requests/<str:request_id>/{decision}",
+            f"api/v1/federation-requests/<uuid:request_id>/{decision}",
             FederationRequestDecision.as_view(decision=decision),
             name=f"federation-request-{decision}",
         )

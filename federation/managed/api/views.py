@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -57,11 +58,13 @@ class FederationRequestList(APIView):
 
     permission_resource = "federation"
 
+    @extend_schema(responses={200: FederationRequestSerializer(many=True)})
     def get(self, request: Request) -> Response:
         rows = services.requests_of(request.tenant)  # type: ignore[attr-defined]
         context = {"tenant": request.tenant}  # type: ignore[attr-defined]
         return Response(FederationRequestSerializer(rows, many=True, context=context).data)
 
+    @extend_schema(request=CreateSerializer, responses={201: FederationRequestSerializer})
     def post(self, request: Request) -> Response:
         body = CreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -81,6 +84,7 @@ class FederationRequestDecision(APIView):
     model = FederationRequest  # the object its URL names (tests/security/test_rest_matrix.py)
     decision = "approve"
 
+    @extend_schema(request=None, responses={200: FederationRequestSerializer})
     def post(self, request: Request, request_id: str) -> Response:
         decide = {
             "approve": services.approve,
