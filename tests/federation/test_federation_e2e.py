@@ -33,6 +33,22 @@ def _peer_authorities(socket_path: Path, trust_domain: str) -> set[bytes]:
     return {c.public_bytes(serialization.Encoding.DER) for c in bundle.x509_authorities}
 
 
+def _jwt(socket_path: Path, audience: str) -> str | None:
+    try:
+        with WorkloadApiClient(socket_path=f"unix:{socket_path}") as client:
+            return client.fetch_jwt_svid(audience={audience}, timeout=10).token
+    except Exception:
+        return None
+
+
+def _validate(socket_path: Path, token: str):  # type: ignore[no-untyped-def]
+    try:
+        with WorkloadApiClient(socket_path=f"unix:{socket_path}") as client:
+            return client.validate_jwt_svid(token, "a-service", timeout=10)
+    except Exception:
+        return None
+
+
 def _holds(socket_path: Path, trust_domain: str, expected: set[bytes]):  # type: ignore[no-untyped-def]
     return lambda: _peer_authorities(socket_path, trust_domain) == expected
 
@@ -117,3 +133,35 @@ def test_a_workload_follows_its_peers_bundles_over_https_spiffe_and_managed_fede
         print(f"{td}: new bundle in the workload's hands after {time.monotonic() - started:.1f}s")
     refreshed = plane.call(a["token"], "GET", f"federation-relationships/{td_b}").json()
     assert refreshed["last_error"] == "" and refreshed["last_refresh_at"]
+
+    # and a JWT-SVID of D's workload (through D's own agent) validates at A's agent
+    d_alias = f"spiffe://{td_d}/node/fed"
+    d_entry = plane.call(
+        d["token"],
+        "POST",
+        "entries",
+        json={
+            "spiffe_id": f"spiffe://{td_d}/caller",
+            "parent_id": d_alias,
+            "selectors": [f"unix:uid:{os.getuid()}"],
+        },
+    )
+    assert d_entry.status_code == 201, d_entry.text
+    d_join = plane.call(d["token"], "POST", "join-tokens", json={"ttl": 600, "spiffe_id": d_alias})
+    (tmp_path / "d-bundle.json").write_bytes(plane.call(d["token"], "GET", "bundle").content)
+    _, d_socket = plane.start_agent(
+        td_d,
+        d_join.json()["token"],
+        tmp_path / "agent-d",
+        "--trust-bundle",
+        str(tmp_path / "d-bundle.json"),
+    )
+    wait_for(d_socket.exists, 60, "D's agent's Workload API socket")
+    token = wait_for(lambda: _jwt(d_socket, "a-service"), 60, "a JWT-SVID of D's workload")
+    validated = wait_for(lambda: _validate(socket_path, token), 30, "A's agent to validate it")
+    assert str(validated.spiffe_id) == f"spiffe://{td_d}/caller"
+
+    # when A ends the federation with D, then A's agent refuses D's JWT-SVIDs
+    ended = plane.call(a["token"], "DELETE", f"federation-relationships/{td_d}")
+    assert ended.status_code == 204, ended.text
+    wait_for(lambda: _validate(socket_path, token) is None, 30, "D's JWT-SVID to be refused")
