@@ -282,6 +282,36 @@ def test_the_task_backs_off_exponentially_and_recovers(peer, tenant_a) -> None:
     assert audit_outcomes(tenant_a, "federation.refresh") == ["success", "failure"]
 
 
+def test_a_peer_ca_shorter_lived_than_three_refresh_intervals_is_warned_about(
+    peer, tenant_a
+) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    from hallmark.jwk import public_jwk
+    from tests.federation.web_peer import make_ca
+
+    # given a peer whose CA lives 100 s while it asks to be polled every 60 s
+    _, short_ca = make_ca(PEER, days=100 / 86400)
+    der = short_ca.public_bytes(serialization.Encoding.DER)
+    x509_key = {
+        **public_jwk(short_ca.public_key()),
+        "use": "x509-svid",
+        "x5c": [base64.b64encode(der).decode()],
+    }
+    peer.answer_json(
+        "/bundle", {"keys": [x509_key], "spiffe_sequence": 1, "spiffe_refresh_hint": 60}
+    )
+    _relate(tenant_a, peer.url + "/bundle")
+
+    # then the refreshed relationship carries the warning; a long-lived CA carries none
+    warnings = _refresh(tenant_a).json()["warnings"]
+    assert [w["code"] for w in warnings] == ["ca_lifetime_shorter_than_three_refresh_intervals"]
+    peer.answer_json("/bundle", bundle_document(PEER, 2))
+    assert _refresh(tenant_a).json()["warnings"] == []
+
+
 def test_the_sweep_finds_due_relationships_of_every_tenant(peer, tenant_a, tenant_b) -> None:
     from federation.refresh import due_relationships
 
