@@ -197,6 +197,8 @@ def start_control_plane(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, s
             f"127.0.0.1:{http}",
             "--grpc",
             f"127.0.0.1:{grpc_port}",
+            "--bundle-endpoint",
+            f"127.0.0.1:{free_port()}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

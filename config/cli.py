@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
             default=("127.0.0.1", 8081),
             help="agent API address (default 127.0.0.1:8081)",
         )
+        sub.add_argument(
+            "--bundle-endpoint",
+            type=_address,
+            default=("127.0.0.1", 8443),
+            help="https_spiffe bundle endpoint address (default 127.0.0.1:8443)",
+        )
 
     up = commands.add_parser(
         "up",
@@ -69,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="share the port with other agent-api processes of this user (SO_REUSEPORT); "
         "`hallmark up` runs HALLMARK_AGENT_API_PROCESSES of them this way",
+    )
+    bundle_endpoint = commands.add_parser(
+        "bundle-endpoint", help="(internal) serve the https_spiffe bundle endpoint"
+    )
+    bundle_endpoint.add_argument("--listen", type=_address, default=("127.0.0.1", 8443))
+    bundle_endpoint.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other bundle-endpoint processes (SO_REUSEPORT)",
     )
     commands.add_parser("migrate", help="apply database migrations to public and tenant schemas")
     commands.add_parser(
@@ -124,7 +139,12 @@ def _up_or_demo(args: argparse.Namespace) -> int:
         # The demo may offer the embedded upstream; `up` leaves that to the operator.
         os.environ.setdefault("HALLMARK_EMBEDDED_UPSTREAM", "true")
 
-    plane = ControlPlane(data_dir=args.data_dir.resolve(), http=args.http, grpc=args.grpc)
+    plane = ControlPlane(
+        data_dir=args.data_dir.resolve(),
+        http=args.http,
+        grpc=args.grpc,
+        bundle_endpoint=args.bundle_endpoint,
+    )
     with stop_on_signals(plane):
         plane.start()
         if args.command == "up":
@@ -150,6 +170,24 @@ def _agent_api(args: argparse.Namespace) -> int:
         args.listen[1],
         reuse_port=args.reuse_port,
         on_listening=lambda: start_heartbeat("agent-api"),
+    )
+    return 0
+
+
+def _bundle_endpoint(args: argparse.Namespace) -> int:
+    _django()
+    from config.health import start_heartbeat
+    from federation.endpoint import serve
+    from issuance.agentapi.tls import TenantCredentials
+    from issuance.agentapi.tlsbuild import BUNDLE_ENDPOINT
+
+    # The agent API's per-tenant server SVID machinery, in its bundle-endpoint profile.
+    serve(
+        TenantCredentials(profile=BUNDLE_ENDPOINT),
+        args.listen[0],
+        args.listen[1],
+        reuse_port=args.reuse_port,
+        on_listening=lambda: start_heartbeat("bundle-endpoint"),
     )
     return 0
 
@@ -222,6 +260,7 @@ COMMANDS = {
     "up": _up_or_demo,
     "demo": _up_or_demo,
     "agent-api": _agent_api,
+    "bundle-endpoint": _bundle_endpoint,
     "check": _check,
     "migrate": _migrate,
     "manage": _manage,

@@ -51,7 +51,7 @@ def _check_vault() -> str:
 
 def _check_heartbeats(client: redis.Redis) -> dict[str, str]:
     found: dict[str, str] = {}
-    for component in ("agent-api", "worker"):
+    for component in ("agent-api", "bundle-endpoint", "worker"):
         value = client.get(HEARTBEAT_KEY.format(component=component))
         if value is None:
             found[component] = "no heartbeat"

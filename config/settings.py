@@ -59,6 +59,7 @@ SHARED_APPS = [
     "drf_spectacular",
     "django.contrib.sessions",  # the /login page's session cookie (tenants.web)
     "tenants",
+    "federation.managed",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -247,3 +248,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.text("HALLMARK_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Federation (federation/): the fetcher of peers' bundles. Loopback, private and link-local
+# targets are refused unless their network is listed here (CIDRs, comma-separated).
+FEDERATION_ALLOWED_NETWORKS = env.names("HALLMARK_FEDERATION_ALLOWED_NETWORKS")
+# CA bundle (PEM file) for https_web endpoints; empty: the system's trust store.
+FEDERATION_CA_BUNDLE = env.optional("HALLMARK_FEDERATION_CA_BUNDLE") or ""
+# Seconds between sweeps for due refreshes, and an optional cap on a peer's refresh hint.
+FEDERATION_SWEEP_SECONDS = env.integer("HALLMARK_FEDERATION_SWEEP_SECONDS", 10)
+FEDERATION_MAX_REFRESH_SECONDS = env.integer("HALLMARK_FEDERATION_MAX_REFRESH_SECONDS", 0)

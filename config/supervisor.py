@@ -32,6 +32,7 @@ class ControlPlane:
     data_dir: Path
     http: tuple[str, int]
     grpc: tuple[str, int]
+    bundle_endpoint: tuple[str, int] = ("127.0.0.1", 8443)
     web_workers: int = 2
     # None: settings.AGENT_API_PROCESSES (HALLMARK_AGENT_API_PROCESSES), read once the
     # environment is complete.
@@ -96,6 +97,7 @@ class ControlPlane:
             ],
         )
         self._spawn_agent_apis(python)
+        self._spawn_bundle_endpoints(python)
         self._spawn(
             "worker",
             [
@@ -145,10 +147,21 @@ class ControlPlane:
         for number in range(1, count + 1):
             self._spawn(f"agent-api-{number}", [*argv, "--reuse-port"])
 
+    def _spawn_bundle_endpoints(self, python: str) -> None:
+        """The https_spiffe bundle endpoint: as many processes as the agent API, one port."""
+        host, port = self.bundle_endpoint
+        argv = [python, "-m", "config.cli", "bundle-endpoint", "--listen", f"{host}:{port}"]
+        for number in range(1, (self.agent_api_processes or 1) + 1):
+            self._spawn(f"bundle-endpoint-{number}", [*argv, "--reuse-port"])
+
     def _check_ports_free(self) -> None:
         import socket
 
-        for label, (host, port) in (("HTTP", self.http), ("gRPC", self.grpc)):
+        for label, (host, port) in (
+            ("HTTP", self.http),
+            ("gRPC", self.grpc),
+            ("bundle endpoint", self.bundle_endpoint),
+        ):
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -156,7 +169,7 @@ class ControlPlane:
                 except OSError:
                     raise SystemExit(
                         f"hallmark: {label} address {host}:{port} is in use; stop what uses it "
-                        f"or pass --{label.lower()} HOST:PORT"
+                        f"or pass --{label.lower().replace(' ', '-')} HOST:PORT"
                     ) from None
 
     def _log_file(self, name: str) -> int:
@@ -264,6 +277,7 @@ class ControlPlane:
   REST API       {self.http_url}/api/v1/   (OpenAPI: {self.http_url}/api/v1/schema/)
   health         {self.http_url}/healthz
   agent API      {self.grpc_address}  (gRPC, TLS; {self.agent_api_processes} processes)
+  bundle endpoint https://{self.bundle_endpoint[0]}:{self.bundle_endpoint[1]}/  (https_spiffe)
 
 Next:
   sign up a tenant:   POST {self.http_url}/api/v1/signup   (README.md, 'A quick session')

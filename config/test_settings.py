@@ -18,6 +18,8 @@ os.environ.setdefault("HALLMARK_SIGNUP_RATE_LIMIT", "100000/60")
 os.environ.setdefault("HALLMARK_LOGIN_RATE_LIMIT", "100000/60")
 # The suite's upstream tests use the embedded OpenBao PKI as "embedded".
 os.environ.setdefault("HALLMARK_EMBEDDED_UPSTREAM", "true")
+# The suite's peers' bundle endpoints listen on loopback.
+os.environ.setdefault("HALLMARK_FEDERATION_ALLOWED_NETWORKS", "127.0.0.0/8")
 
 from config.settings import *  # noqa: E402,F403
 from config.settings import REDIS_URL, _celery_broker_url  # noqa: E402

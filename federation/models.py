@@ -13,6 +13,7 @@ class FederationRelationship(models.Model):
     class Profile(models.TextChoices):
         HTTPS_WEB = "https_web"
         HTTPS_SPIFFE = "https_spiffe"
+        MANAGED = "managed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     trust_domain = models.CharField(max_length=255, unique=True)
@@ -25,6 +26,12 @@ class FederationRelationship(models.Model):
     bundle_json = models.JSONField(null=True, blank=True)
     bundle_sequence = models.BigIntegerField(default=0)
     bundle_updated_at = models.DateTimeField(null=True, blank=True)
+    # Refresh from bundle_endpoint_url (federation.refresh): when it last ran, when it runs
+    # next, what went wrong last ("" after a success) and how many failures in a row.
+    last_refresh_at = models.DateTimeField(null=True, blank=True)
+    next_refresh_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_error = models.TextField(blank=True)
+    refresh_failures = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -61,6 +61,18 @@ def _validate(fields: dict[str, Any], trust_domain: TrustDomain) -> dict[str, An
     for name in ("bundle_endpoint_url", "bundle_endpoint_profile"):
         if name in fields:
             clean[name] = fields[name] or ""
+    if clean.get("bundle_endpoint_profile") == "managed":
+        raise FederationError(
+            "managed relationships are made by approving a federation request",
+            code="invalid_profile",
+        )
+    if clean.get("bundle_endpoint_url"):
+        from federation.fetcher import BundleEndpointError, check_url
+
+        try:
+            check_url(clean["bundle_endpoint_url"])
+        except BundleEndpointError as exc:
+            raise FederationError(exc.detail, code=exc.code) from None
     if "endpoint_spiffe_id" in fields:
         text = fields["endpoint_spiffe_id"] or ""
         if text:
@@ -88,6 +100,7 @@ def create_relationship(
         if FederationRelationship.objects.filter(trust_domain=domain.name).exists():
             raise RelationshipExists(f"a relationship with {domain.name} exists; PATCH it")
         relationship = FederationRelationship.objects.create(trust_domain=domain.name, **clean)
+        # A relationship with an endpoint is fetched by the next sweep (next_refresh_at None).
         record_audit(
             tenant=tenant,
             actor=actor,
@@ -102,12 +115,20 @@ def create_relationship(
 def update_relationship(
     *, relationship: FederationRelationship, actor: str, source: str = "", **fields: Any
 ) -> FederationRelationship:
+    if relationship.bundle_endpoint_profile == FederationRelationship.Profile.MANAGED:
+        raise RelationshipExists(
+            "a managed relationship follows the peer tenant's bundle; end it to change it",
+            code="managed_relationship",
+        )
     clean = _validate(fields, TrustDomain(relationship.trust_domain))
     tenant = current_tenant()
     with transaction.atomic():
         locked = FederationRelationship.objects.select_for_update().get(pk=relationship.pk)
         for name, value in clean.items():
             setattr(locked, name, value)
+        if {"bundle_endpoint_url", "bundle_endpoint_profile", "endpoint_spiffe_id"} & set(clean):
+            locked.next_refresh_at = None  # a changed endpoint is fetched by the next sweep
+            locked.refresh_failures = 0
         locked.save()
         record_audit(
             tenant=tenant,
@@ -125,6 +146,13 @@ def delete_relationship(
     *, relationship: FederationRelationship, actor: str, source: str = ""
 ) -> None:
     tenant = current_tenant()
+    if relationship.bundle_endpoint_profile == FederationRelationship.Profile.MANAGED:
+        from federation.managed.services import end_federation
+
+        end_federation(
+            tenant=tenant, trust_domain=relationship.trust_domain, actor=actor, source=source
+        )
+        return
     with transaction.atomic():
         relationship.delete()
         record_audit(
@@ -143,8 +171,15 @@ def federated_bundles(names: Iterable[str]) -> dict[str, Bundle]:
     if not wanted:
         return {}
     found: dict[str, Bundle] = {}
+    managed = FederationRelationship.objects.filter(
+        trust_domain__in=wanted, bundle_endpoint_profile=FederationRelationship.Profile.MANAGED
+    )
+    for name in managed.values_list("trust_domain", flat=True):
+        bundle = managed_peer_bundle(name)
+        if bundle is not None:
+            found[name] = bundle
     rows = FederationRelationship.objects.filter(trust_domain__in=wanted, bundle_json__isnull=False)
-    for row in rows:
+    for row in rows.exclude(bundle_endpoint_profile=FederationRelationship.Profile.MANAGED):
         # One bad stored bundle (kept from before input checks tightened) must not take the
         # tenant's own bundle down with it: it is left out and logged.
         try:
@@ -152,3 +187,20 @@ def federated_bundles(names: Iterable[str]) -> dict[str, Bundle]:
         except HallmarkError as exc:
             log.warning("federated bundle of %s left out: %s", row.trust_domain, exc.detail)
     return found
+
+
+def managed_peer_bundle(trust_domain: str) -> Bundle | None:
+    """The published bundle of the platform tenant with this trust domain, read now (its
+    public keys only; cached by sequence), for a managed relationship. None if it is gone."""
+    from tenants.scoping import get_tenant_by_trust_domain, tenant_schema
+    from trustdomains.services import current_bundle
+
+    peer = get_tenant_by_trust_domain(trust_domain)
+    if peer is None:
+        return None
+    try:
+        with tenant_schema(peer):
+            return current_bundle()
+    except HallmarkError as exc:
+        log.warning("bundle of managed peer %s left out: %s", trust_domain, exc.detail)
+        return None

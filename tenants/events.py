@@ -20,11 +20,16 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import transaction
+from django.dispatch import Signal
 
 log = logging.getLogger(__name__)
 CHANNEL = "hallmark:tenant:{tenant_id}:changes"
 PATTERN = "hallmark:tenant:*:changes"
 KINDS = frozenset({"entries", "bundle", "federation", "agents"})
+
+# Sent (in the caller's transaction) for every change published: apps that must carry a change
+# further (managed federation tells the peers' agents of a bundle change) listen to it.
+change_published = Signal()
 
 _client: redis.Redis | None = None
 _client_lock = threading.Lock()
@@ -65,6 +70,7 @@ def publish_change(*, tenant_id: uuid.UUID | str, kind: str) -> None:
             log.warning("could not publish %s change for tenant %s", kind, tenant_id)
 
     transaction.on_commit(send)
+    change_published.send(sender=publish_change, tenant_id=tenant_id, kind=kind)
 
 
 async def listen() -> AsyncIterator[ChangeEvent]:

@@ -1,6 +1,6 @@
 """Routes of the federation app: the public bundle endpoint and /api/v1/federation-relationships."""
 
-from django.urls import path
+from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
 from federation.api.views import FederationRelationshipViewSet, bundle_endpoint
@@ -15,4 +15,5 @@ router.register(
 urlpatterns = [
     path("bundle/<str:trust_domain>", bundle_endpoint, name="bundle-endpoint"),
     *router.urls,
+    path("", include("federation.managed.api.urls")),
 ]

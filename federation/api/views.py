@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import mixins, status
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -47,6 +48,7 @@ class FederationRelationshipViewSet(
 
     model = FederationRelationship
     serializer_class = RelationshipSerializer
+    permission_resource = "federation"
     lookup_field = "trust_domain"
     lookup_value_regex = "[a-z0-9._-]{1,255}"
 
@@ -75,3 +77,21 @@ class FederationRelationshipViewSet(
             relationship=self.get_object(), actor=self.actor, source=self.source()
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @action(detail=True, methods=["post"])
+    def refresh(self, request: Request, trust_domain: str) -> Response:
+        """Fetch the bundle now (`spire-server federation refresh`); 502 keeps the held one."""
+        from federation.fetcher import BundleEndpointError
+        from federation.refresh import refresh_relationship
+
+        relationship = self.get_object()
+        try:
+            refreshed = refresh_relationship(
+                trust_domain=relationship.trust_domain, actor=self.actor, source=self.source()
+            )
+        except BundleEndpointError as exc:
+            return Response(
+                {"code": "bundle_endpoint_error", "detail": exc.detail, "reason": exc.code},
+                status=status.HTTP_502_BAD_GATEWAY,
+            )
+        return Response(self.get_serializer(refreshed).data)

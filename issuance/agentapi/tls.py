@@ -57,7 +57,8 @@ Build = Callable[[], Credentials | None]
 class TenantCredentials:
     """The cache of per-tenant server contexts and the SNI callback that uses it."""
 
-    def __init__(self, workers: int = 4) -> None:
+    def __init__(self, workers: int = 4, *, profile: str = tlsbuild.AGENT_API) -> None:
+        self.profile = profile
         self._lock = threading.Lock()
         self._cache: dict[str, Credentials] = {}
         self._directory: dict[str, uuid.UUID] = {}
@@ -113,12 +114,12 @@ class TenantCredentials:
             if self._backing_off(name):
                 return cached.context  # a failed renewal is retried after its back-off
             if now >= cached.renew_at:
-                self._background(name, lambda: tlsbuild.issue(cached.tenant_id))
+                self._background(name, lambda: self._issue(cached.tenant_id))
             elif time.monotonic() - cached.roots_checked > ROOTS_REFRESH_SECONDS:
                 self._background(name, lambda: tlsbuild.refresh(cached))
             return cached.context
         if tenant_id is not None:
-            self._background(name, lambda: tlsbuild.issue(tenant_id))
+            self._background(name, lambda: self._issue(tenant_id))
         else:
             self._lookup(name)
         return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR  # not ready yet: the agent retries
@@ -135,6 +136,11 @@ class TenantCredentials:
             self._threads.submit(self._learn, event.tenant_id)
         for name in names:
             self._background(name, self._refresh_cached(name))
+
+    def _issue(self, tenant_id: uuid.UUID) -> Credentials | None:
+        if self.profile == tlsbuild.AGENT_API:
+            return tlsbuild.issue(tenant_id)
+        return tlsbuild.issue(tenant_id, self.profile)
 
     def _backing_off(self, name: str) -> bool:
         with self._lock:
@@ -169,7 +175,7 @@ class TenantCredentials:
         with self._lock:
             self._directory[name] = tenant_id
             self._unknown.discard(name)
-        self._background(name, lambda: tlsbuild.issue(tenant_id))
+        self._background(name, lambda: self._issue(tenant_id))
 
     def _lookup(self, name: str) -> None:
         with self._lock:
@@ -204,7 +210,7 @@ class TenantCredentials:
                 tenant_id = self._directory.get(name)
             if cached is not None:
                 return tlsbuild.refresh(cached)
-            return tlsbuild.issue(tenant_id) if tenant_id is not None else None
+            return self._issue(tenant_id) if tenant_id is not None else None
 
         return build
 

@@ -30,6 +30,10 @@ from hallmark.x509svid import LeafRequest, utcnow
 log = logging.getLogger(__name__)
 SERVER_PATH = "/spire/server"
 ALPN = ["h2"]
+# The credentials' use: the agent API (gRPC, client SVIDs requested) or the https_spiffe
+# bundle endpoint (HTTP/1.1, no client authentication: SPIFFE_Federation.md 5.2.2.2).
+AGENT_API = "agent_api"
+BUNDLE_ENDPOINT = "bundle_endpoint"
 
 
 class TenantSSLContext(ssl.SSLContext):
@@ -51,6 +55,7 @@ class Credentials:
     not_after: dt.datetime
     context: TenantSSLContext
     roots_checked: float
+    profile: str = AGENT_API
 
 
 def base_context() -> ssl.SSLContext:
@@ -68,10 +73,19 @@ def _harden(context: ssl.SSLContext) -> None:
 
 
 def tenant_context(
-    tenant_id: uuid.UUID, trust_domain: str, chain_pem: bytes, key_pem: bytes, roots_pem: bytes
+    tenant_id: uuid.UUID,
+    trust_domain: str,
+    chain_pem: bytes,
+    key_pem: bytes,
+    roots_pem: bytes,
+    *,
+    profile: str = AGENT_API,
 ) -> TenantSSLContext:
     context = TenantSSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(context)
+    if profile == BUNDLE_ENDPOINT:
+        context.verify_mode = ssl.CERT_NONE
+        context.set_alpn_protocols(["http/1.1"])
     context.tenant_id = tenant_id
     context.trust_domain = trust_domain
     fd = os.memfd_create("hallmark-agentapi-svid", os.MFD_CLOEXEC)
@@ -109,7 +123,7 @@ def lookup_tenant(
         return next(iter(rows), None)
 
 
-def issue(tenant_id: uuid.UUID) -> Credentials | None:
+def issue(tenant_id: uuid.UUID, profile: str = AGENT_API) -> Credentials | None:
     """Sign a fresh server SVID for the tenant (None when it no longer exists)."""
     from tenants.models import Tenant
     from tenants.scoping import get_tenant, tenant_schema
@@ -159,8 +173,11 @@ def issue(tenant_id: uuid.UUID) -> Credentials | None:
         issuer_der=issuer_der,
         renew_at=not_before + (not_after - not_before) / 2,
         not_after=not_after,
-        context=tenant_context(tenant.id, trust_domain.name, chain_pem, key_pem, roots_pem),
+        context=tenant_context(
+            tenant.id, trust_domain.name, chain_pem, key_pem, roots_pem, profile=profile
+        ),
         roots_checked=time.monotonic(),
+        profile=profile,
     )
 
 
@@ -202,7 +219,7 @@ def refresh(credentials: Credentials) -> Credentials | None:
     # than waiting for a handshake to notice: its life ends with its CA's, and the first
     # handshake after that would otherwise find it expired.
     if utcnow() >= credentials.renew_at:
-        return issue(credentials.tenant_id)
+        return issue(credentials.tenant_id, credentials.profile)
     # An issuer not identified at issue time (b"") is left to the half-life renewal: checking
     # it would re-issue on every refresh.
     if credentials.issuer_der and (issuer is None or issuer.tainted):
@@ -212,7 +229,7 @@ def refresh(credentials: Credentials) -> Credentials | None:
             credentials.trust_domain,
             why,
         )
-        return issue(credentials.tenant_id)
+        return issue(credentials.tenant_id, credentials.profile)
     if roots_pem == credentials.roots_pem:
         credentials.roots_checked = time.monotonic()
         return credentials
@@ -227,6 +244,7 @@ def refresh(credentials: Credentials) -> Credentials | None:
                 credentials.certificate_pem,
                 credentials.key_pem,
                 roots_pem,
+                profile=credentials.profile,
             ),
         }
     )

@@ -36,12 +36,20 @@ def test_readyz_is_200_for_a_web_process_while_healthz_waits_for_the_worker(api,
 def test_healthz_is_200_once_every_component_beats(api):
     # given fresh heartbeats of the agent API and the worker
     beat("agent-api")
+    beat("bundle-endpoint")
     beat("worker")
 
     # then the whole plane is healthy (the database, Redis and OpenBao answer too)
     response = api.get("/healthz")
     assert response.status_code == 200, response.content
-    assert set(response.json()["checks"]) == {"database", "vault", "redis", "agent-api", "worker"}
+    assert set(response.json()["checks"]) == {
+        "database",
+        "vault",
+        "redis",
+        "agent-api",
+        "bundle-endpoint",
+        "worker",
+    }
 
 
 def test_readyz_is_503_naming_redis_when_it_is_unreachable(api, settings, caplog):

@@ -55,6 +55,7 @@ class ControlPlaneProcess:
     agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
     # The environment `up` runs with: other `hallmark` commands reach the same servers with it.
     env: dict[str, str] = field(default_factory=dict)
+    bundle_endpoint: str = ""  # host:port of its https_spiffe bundle endpoint
 
     def signup(self, label: str, **extra: str) -> dict[str, str]:
         trust_domain = f"{label}-{secrets.token_hex(3)}.e2e.test"
@@ -126,9 +127,14 @@ def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
 
 
 def launch_control_plane(
-    data_dir: Path, env: dict[str, str], http_port: int, grpc_port: int
+    data_dir: Path,
+    env: dict[str, str],
+    http_port: int,
+    grpc_port: int,
+    bundle_endpoint_port: int | None = None,
 ) -> ControlPlaneProcess:
     """Start `hallmark up` and wait until /healthz answers 200."""
+    bundle_endpoint = f"127.0.0.1:{bundle_endpoint_port or free_port()}"
     log = open(data_dir / "up.log", "ab")  # noqa: SIM115
     process = subprocess.Popen(
         [
@@ -140,13 +146,20 @@ def launch_control_plane(
             f"127.0.0.1:{http_port}",
             "--grpc",
             f"127.0.0.1:{grpc_port}",
+            "--bundle-endpoint",
+            bundle_endpoint,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
     )
     plane = ControlPlaneProcess(
-        f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", data_dir, process, env=env
+        f"http://127.0.0.1:{http_port}",
+        f"127.0.0.1:{grpc_port}",
+        data_dir,
+        process,
+        env=env,
+        bundle_endpoint=bundle_endpoint,
     )
 
     def healthy() -> bool:
@@ -186,6 +199,9 @@ def control_plane_env(redis_db: int = 1) -> dict[str, str]:
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["HALLMARK_SECRET_KEY"] = "e2e-" + secrets.token_hex(16)
     env["HALLMARK_UPSTREAM_AUTHORITIES_FILE"] = _upstream_authorities_file(settings)
+    # Federation e2e: peers' bundles are refreshed within seconds, not at the 5-minute hint.
+    env.setdefault("HALLMARK_FEDERATION_MAX_REFRESH_SECONDS", "2")
+    env.setdefault("HALLMARK_FEDERATION_SWEEP_SECONDS", "2")
     return env
 
 

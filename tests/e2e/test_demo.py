@@ -23,6 +23,8 @@ def test_demo_prints_verified_x509_and_jwt_svids_and_exits_zero(tmp_path) -> Non
             f"127.0.0.1:{free_port()}",
             "--grpc",
             f"127.0.0.1:{free_port()}",
+            "--bundle-endpoint",
+            f"127.0.0.1:{free_port()}",
         ],
         env=control_plane_env(redis_db=5),
         capture_output=True,

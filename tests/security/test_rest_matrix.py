@@ -24,7 +24,7 @@ from django.utils import timezone
 from rest_framework.permissions import AllowAny
 from rest_framework.test import APIClient
 
-from tests.conftest import TenantHandle
+from tests.conftest import TenantHandle, make_tenant
 from tests.crosstenant import (
     assert_answers_as_missing,
     assert_not_visible_to,
@@ -197,9 +197,16 @@ def _b_objects(b: TenantHandle) -> tuple[dict[str, str], dict[str, Any]]:
         )
     from tenants.models import ApiToken, Membership
 
+    # B's federation request to a third tenant: A can neither see nor decide it.
+    third = make_tenant("c")
+    asked = b.client.post(
+        "/api/v1/federation-requests", {"trust_domain": third.trust_domain}, format="json"
+    )
+    assert asked.status_code == 201, asked.content
     targets = {
         "tenants.ApiToken": str(ApiToken.objects.filter(tenant=b.tenant).first().pk),  # type: ignore[union-attr]
         "tenants.Membership": str(Membership.objects.filter(tenant=b.tenant).first().pk),  # type: ignore[union-attr]
+        "federation_managed.FederationRequest": asked.json()["id"],
         "issuance.Entry": entry.json()["id"],
         "issuance.JoinToken": token.json()["id"],
         "issuance.Agent": str(agent.id),
@@ -232,6 +239,7 @@ MISSING: dict[str, Callable[[], str]] = {
     "issuance.JoinToken": lambda: str(uuid.uuid4()),
     "issuance.Agent": lambda: str(uuid.uuid4()),
     "federation.FederationRelationship": lambda: f"missing-{uuid.uuid4().hex[:8]}.test",
+    "federation_managed.FederationRequest": lambda: str(uuid.uuid4()),
     "x509-authority": lambda: str(uuid.uuid4()),
     "jwt-authority": lambda: str(uuid.uuid4()),
 }
@@ -292,6 +300,9 @@ def _collection_writes(world: World) -> dict[tuple[str, str], tuple[dict[str, An
         # A's own invitation; B's members stay as they were.
         ("member-list", "POST"): ({"email": "invited-by-a@example.com", "role": "viewer"}, {201}),
         ("auth-logout", "POST"): ({}, {204}),  # A's own session ends, nothing of B's
+        # A request to B is meant to reach B (its trail records it: tests/federation/
+        # test_managed.py); here, one to no tenant of the platform changes nothing anywhere.
+        ("federation-request-list", "POST"): ({"trust_domain": "no-such-tenant.test"}, {404}),
         ("x509-authority-prepare", "POST"): ({}, {201}),
         ("jwt-authority-prepare", "POST"): ({}, {201}),
     }

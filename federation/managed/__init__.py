@@ -1,0 +1,1 @@
+"""Managed federation between tenants of the platform (public schema: it spans two tenants)."""
