@@ -50,6 +50,7 @@ NOWHERE = {
     "token_id": lambda: str(uuid.uuid4()),
     "member_id": lambda: str(2**40 + uuid.uuid4().int % 2**40),
     "authority_id": lambda: str(uuid.uuid4()),
+    "request_id": lambda: str(uuid.uuid4()),
     "trust_domain": lambda: f"nowhere-{uuid.uuid4().hex[:8]}.test",
 }
 
