@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
             default=("127.0.0.1", 8081),
             help="agent API address (default 127.0.0.1:8081)",
         )
+        metrics = os.environ.get("HALLMARK_METRICS_ADDR", "").strip()
+        sub.add_argument(
+            "--metrics",
+            type=_address,
+            default=_address(metrics) if metrics else None,
+            metavar="HOST:PORT",
+            help="serve Prometheus /metrics from this port on: web, agent API, worker and beat "
+            "on PORT, PORT+1, PORT+2, PORT+3 (default $HALLMARK_METRICS_ADDR; unset: none)",
+        )
 
     up = commands.add_parser(
         "up",
@@ -98,7 +107,9 @@ def _up_or_demo(args: argparse.Namespace) -> int:
         # The demo may offer the embedded upstream; `up` leaves that to the operator.
         os.environ.setdefault("HALLMARK_EMBEDDED_UPSTREAM", "true")
 
-    plane = ControlPlane(data_dir=args.data_dir.resolve(), http=args.http, grpc=args.grpc)
+    plane = ControlPlane(
+        data_dir=args.data_dir.resolve(), http=args.http, grpc=args.grpc, metrics=args.metrics
+    )
     with stop_on_signals(plane):
         plane.start()
         if args.command == "up":
@@ -116,15 +127,19 @@ def _up_or_demo(args: argparse.Namespace) -> int:
 
 def _agent_api(args: argparse.Namespace) -> int:
     _django()
+    from config import metrics
     from config.health import start_heartbeat
     from issuance.agentapi.server import serve
 
+    # Processes sharing the gRPC port share the metrics port too; any of them answers the sum.
+    metrics.serve_from_environment(reuse_port=args.reuse_port)
     serve(
         args.listen[0],
         args.listen[1],
         reuse_port=args.reuse_port,
         on_listening=lambda: start_heartbeat("agent-api"),
     )
+    metrics.mark_process_dead()
     return 0
 
 

@@ -71,6 +71,7 @@ TENANT_DOMAIN_MODEL = "tenants.Domain"
 PUBLIC_SCHEMA_NAME = "public"
 
 MIDDLEWARE = [
+    "config.metricsmiddleware.RequestMetricsMiddleware",
     "tenants.middleware.DatabaseUnavailableMiddleware",
     "tenants.middleware.PublicSchemaMiddleware",
     "django.middleware.security.SecurityMiddleware",

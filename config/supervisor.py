@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from config.embedded import EmbeddedServers, _die_with_parent
 log = logging.getLogger("hallmark.up")
 RESTART_LIMIT = 5
 RESTART_WINDOW = 60.0
+# Metrics listeners, one port each from `--metrics HOST:PORT` on, in this order.
+METRICS_KINDS = ("web", "agent-api", "worker", "beat")
 
 
 def say(message: str) -> None:
@@ -36,10 +39,13 @@ class ControlPlane:
     # None: settings.AGENT_API_PROCESSES (HALLMARK_AGENT_API_PROCESSES), read once the
     # environment is complete.
     agent_api_processes: int | None = None
+    # HOST:PORT of the first metrics listener; None: no metrics listeners (config.metrics).
+    metrics: tuple[str, int] | None = None
     embedded: EmbeddedServers | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
     restarts: dict[str, list[float]] = field(default_factory=dict)
+    metrics_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def http_url(self) -> str:
@@ -78,6 +84,7 @@ class ControlPlane:
         python = sys.executable
         celery = str(Path(python).parent / "celery")
         gunicorn = str(Path(python).parent / "gunicorn")
+        self._prepare_metrics()
         self._spawn(
             "web",
             [
@@ -93,6 +100,8 @@ class ControlPlane:
                 "60",
                 "--graceful-timeout",
                 "5",
+                "--config",
+                "python:config.gunicorn_conf",
             ],
         )
         self._spawn_agent_apis(python)
@@ -127,6 +136,25 @@ class ControlPlane:
         self._wait_healthy(started + timeout)
         say(f"ready in {time.monotonic() - started:.1f}s")
 
+    def _prepare_metrics(self) -> None:
+        """An empty multiprocess directory per process kind, and the kind's listener address."""
+        self.metrics_env.clear()
+        if self.metrics is None:
+            return
+        host, first = self.metrics
+        for offset, kind in enumerate(METRICS_KINDS):
+            directory = self.data_dir / "metrics" / kind
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            self.metrics_env[kind] = {
+                "HALLMARK_METRICS_LISTEN": f"{host}:{first + offset}",
+                "PROMETHEUS_MULTIPROC_DIR": str(directory),
+            }
+
+    def metrics_url(self, kind: str) -> str | None:
+        listen = self.metrics_env.get(kind, {}).get("HALLMARK_METRICS_LISTEN")
+        return f"http://{listen}/metrics" if listen else None
+
     def _spawn_agent_apis(self, python: str) -> None:
         """N agent-API processes on the one gRPC port (SO_REUSEPORT), each its own child.
 
@@ -148,7 +176,11 @@ class ControlPlane:
     def _check_ports_free(self) -> None:
         import socket
 
-        for label, (host, port) in (("HTTP", self.http), ("gRPC", self.grpc)):
+        wanted = [("HTTP", self.http), ("gRPC", self.grpc)]
+        if self.metrics is not None:
+            host, first = self.metrics
+            wanted += [("metrics", (host, first + n)) for n in range(len(METRICS_KINDS))]
+        for label, (host, port) in wanted:
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -168,12 +200,13 @@ class ControlPlane:
         say(f"starting {name} (log: {self.data_dir / 'logs' / (name + '.log')})")
         self.commands[name] = argv
         log_fd = self._log_file(name)
+        kind = name.rstrip("0123456789").rstrip("-")
         self.children[name] = subprocess.Popen(  # noqa: S603
             argv,
             stdout=log_fd,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,  # noqa: PLW1509
-            env=dict(os.environ),
+            env={**os.environ, "HALLMARK_PROCESS_ROLE": kind, **self.metrics_env.get(kind, {})},
         )
         os.close(log_fd)
 
@@ -228,11 +261,22 @@ class ControlPlane:
         if len(recent) >= RESTART_LIMIT or name not in self.commands:
             self.check_children()  # raises with the log tail
         self.restarts[name] = [*recent, now]
+        self._forget_metrics_of(name)
         say(
             f"{name} exited with {returncode}; restarting it "
             f"({len(recent) + 1} of {RESTART_LIMIT} in {RESTART_WINDOW:.0f}s)"
         )
         self._spawn(name, self.commands[name])
+
+    def _forget_metrics_of(self, name: str) -> None:
+        """A dead child's live gauges (connections, streams) leave its kind's sum."""
+        directory = self.metrics_env.get(name.rstrip("0123456789").rstrip("-"), {}).get(
+            "PROMETHEUS_MULTIPROC_DIR"
+        )
+        if directory is not None and name in self.children:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(self.children[name].pid, directory)
 
     def check_children(self) -> None:
         for name, child in self.children.items():
@@ -264,7 +308,7 @@ class ControlPlane:
   REST API       {self.http_url}/api/v1/   (OpenAPI: {self.http_url}/api/v1/schema/)
   health         {self.http_url}/healthz
   agent API      {self.grpc_address}  (gRPC, TLS; {self.agent_api_processes} processes)
-
+{self._metrics_lines()}
 Next:
   sign up a tenant:   POST {self.http_url}/api/v1/signup   (README.md, 'A quick session')
   then create a join token (POST /api/v1/join-tokens) and run
@@ -274,6 +318,13 @@ Next:
 Press Ctrl-C to stop.
 """,
             flush=True,
+        )
+
+    def _metrics_lines(self) -> str:
+        return "".join(
+            f"  metrics        {self.metrics_url(kind)}  ({kind})\n"
+            for kind in METRICS_KINDS
+            if self.metrics_url(kind)
         )
 
 

@@ -25,6 +25,7 @@ from hallmark.relay import PeerRegistry, Relay, private_socket_path
 from hallmark.relaylimits import RelayLimits
 from issuance.agentapi.decoding import add_strictly_decoded
 from issuance.agentapi.limits import AttestationFailures, FailureWindow, SharedFailureCount
+from issuance.agentapi.metrics import AgentApiMetrics
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.servicer import AgentApiServicer, AgentPeer
 from issuance.agentapi.tls import TenantCredentials, TenantSSLContext, base_context
@@ -67,7 +68,7 @@ class AgentApiServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on host:port; `reuse_port` lets peer processes share it (SO_REUSEPORT)."""
         inner = private_socket_path(self.directory)
-        self._grpc = grpc.aio.server()
+        self._grpc = grpc.aio.server(interceptors=[AgentApiMetrics(self.registry.__len__)])
         await self.hub.start()
         self.hub.on_event(self.credentials.bundle_changed)
         # Not add_AgentAPIServicer_to_server: its decoding turns a malformed request into
