@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from config import embedded, env
+from config import embedded, env, logcontext
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env.data_dir()
@@ -178,6 +178,9 @@ AGENT_API_MAX_CONNECTIONS_PER_SOURCE = env.integer(
 )
 AGENT_API_IDLE_TIMEOUT = env.integer("HALLMARK_AGENT_API_IDLE_TIMEOUT", 900)
 AGENT_API_HANDSHAKE_TIMEOUT = env.integer("HALLMARK_AGENT_API_HANDSHAKE_TIMEOUT", 10)
+# Graceful drain on SIGTERM: how long in-flight HTTP requests and agent-API calls may take to
+# finish before they are cut (gunicorn's graceful timeout, the agent API's grpc stop grace).
+SHUTDOWN_GRACE_SECONDS = env.integer("HALLMARK_SHUTDOWN_GRACE_SECONDS", 10)
 # Failed attestations per source address: past the limit in a window, the address is refused
 # (RESOURCE_EXHAUSTED rate_limited) until the window ends; each tenant's audit trail gets the
 # first failure of a source and window, then one row with the count of the rest.
@@ -229,11 +232,5 @@ PASSWORD_HASHERS = (
     ]
 )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.text("HALLMARK_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# HALLMARK_LOG_FORMAT=json|text (config.logcontext): one JSON object a line, or readable text.
+LOGGING = logcontext.logging_config(env.text("HALLMARK_LOG_LEVEL", "INFO"))
