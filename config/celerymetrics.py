@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import signals
 
-from config import metrics
+from config import logcontext, metrics
 
 _started: dict[str, float] = {}
 
@@ -54,3 +54,12 @@ def _task_finished(
         state or "", "other"
     )
     metrics.CELERY_TASKS.labels(_name(task), label).inc()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger: Any = None, **_: Any) -> None:
+    # Celery installs its own handlers on the root and task loggers; HALLMARK_LOG_FORMAT=json
+    # gives them the JSON format as well.
+    if logger is not None:
+        logcontext.reformat_handlers(logger)

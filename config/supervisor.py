@@ -22,6 +22,8 @@ RESTART_LIMIT = 5
 RESTART_WINDOW = 60.0
 # Metrics listeners, one port each from `--metrics HOST:PORT` on, in this order.
 METRICS_KINDS = ("web", "agent-api", "worker", "beat")
+# Beyond HALLMARK_SHUTDOWN_GRACE_SECONDS, what a child may take to exit after its drain.
+STOP_MARGIN_SECONDS = 10
 
 
 def say(message: str) -> None:
@@ -99,7 +101,7 @@ class ControlPlane:
                 "--timeout",
                 "60",
                 "--graceful-timeout",
-                "5",
+                str(self.shutdown_grace),
                 "--config",
                 "python:config.gunicorn_conf",
             ],
@@ -135,6 +137,13 @@ class ControlPlane:
         )
         self._wait_healthy(started + timeout)
         say(f"ready in {time.monotonic() - started:.1f}s")
+
+    @property
+    def shutdown_grace(self) -> int:
+        """HALLMARK_SHUTDOWN_GRACE_SECONDS: what each child may take to drain on SIGTERM."""
+        from django.conf import settings
+
+        return int(settings.SHUTDOWN_GRACE_SECONDS)
 
     def _prepare_metrics(self) -> None:
         """An empty multiprocess directory per process kind, and the kind's listener address."""
@@ -287,19 +296,32 @@ class ControlPlane:
                 )
 
     def stop(self) -> None:
+        """SIGTERM every child at once; each drains (stops accepting, finishes what is in
+        flight, within the grace period) and exits; one still running after it is killed."""
         for name, child in reversed(list(self.children.items())):
             if child.poll() is None:
                 say(f"stopping {name}")
                 child.terminate()
-        for child in self.children.values():
+        deadline = time.monotonic() + self._stop_timeout()
+        for name, child in self.children.items():
             try:
-                child.wait(timeout=20)
+                child.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
+                say(f"{name} did not stop within the grace period; killing it")
                 child.kill()
+                child.wait()
+            say(f"{name} stopped (exit status {child.returncode})")
         self.children.clear()
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
+
+    def _stop_timeout(self) -> float:
+        try:
+            grace = self.shutdown_grace
+        except Exception:  # settings unusable (stopping after a failed start): the default
+            grace = 10
+        return grace + STOP_MARGIN_SECONDS
 
     def print_ready(self) -> None:
         say("Hallmark is up.")

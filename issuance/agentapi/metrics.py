@@ -3,7 +3,8 @@
 It sees every call the server routes: unknown methods never reach it (grpc answers
 UNIMPLEMENTED first), so the method label is one of the service's own names. Requests reach
 the handlers as raw bytes (issuance.agentapi.decoding); the interceptor decodes an
-AttestAgent request itself, only to read the attestor type for its label.
+AttestAgent request itself, only to read the attestor type for its label. Each call also
+runs with its tenant and a request id bound for the logs (config.logcontext).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from config import metrics
+from config import logcontext, metrics
 from hallmark.protos import agent_pb2
 
 # Attestor types a label may carry (DESIGN: SPIRE's node attestors); anything else is "other",
@@ -76,8 +78,10 @@ def _count_minted(method: str, response: Any) -> None:
 class AgentApiMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Counts and times calls by method and code; samples connected agents while serving."""
 
-    def __init__(self, connections: Callable[[], int] | None = None) -> None:
-        self._connections = connections
+    def __init__(self, peers: Any = None) -> None:
+        # The server's PeerRegistry: its length is the agents connected now, and it names the
+        # tenant of a call's connection.
+        self._peers = peers
         self._sampler: asyncio.Task[None] | None = None
 
     async def intercept_service(
@@ -103,7 +107,8 @@ class AgentApiMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             error: BaseException | None = None
             try:
-                response = await behaviour(request, context)
+                with self._log_context(context):
+                    response = await behaviour(request, context)
             except BaseException as exc:
                 error = exc
                 raise
@@ -127,9 +132,10 @@ class AgentApiMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             error: BaseException | None = None
             metrics.RPC_STREAMS_OPEN.labels(method).inc()
             try:
-                async for message in behaviour(request, context):
-                    metrics.RPC_STREAM_MESSAGES.labels(method).inc()
-                    yield message
+                with self._log_context(context):
+                    async for message in behaviour(request, context):
+                        metrics.RPC_STREAM_MESSAGES.labels(method).inc()
+                        yield message
             except BaseException as exc:
                 error = exc
                 raise
@@ -139,14 +145,18 @@ class AgentApiMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return stream
 
+    def _log_context(self, context: Any) -> contextlib.AbstractContextManager[None]:
+        peer = self._peers.lookup(context.peer()) if self._peers is not None else None
+        tenant = str(peer.tenant_id) if peer is not None else None
+        return logcontext.bound(tenant=tenant, request_id=uuid.uuid4().hex[:16])
+
     def _start_sampling(self) -> None:
-        if self._connections is None or self._sampler is not None:
+        if self._peers is None or self._sampler is not None:
             return
         self._sampler = asyncio.get_running_loop().create_task(self._sample())
 
     async def _sample(self) -> None:
-        assert self._connections is not None
         with contextlib.suppress(asyncio.CancelledError):
             while True:
-                metrics.AGENT_CONNECTIONS.set(self._connections())
+                metrics.AGENT_CONNECTIONS.set(len(self._peers))
                 await asyncio.sleep(SAMPLE_SECONDS)
