@@ -1,4 +1,4 @@
-"""Celery signal handlers: task counts, failures and durations; the worker's and beat's listener.
+"""Celery signal handlers: task counts, failures, durations; the metrics listener; JSON logs.
 
 The worker's prefork pool runs tasks in child processes, which write to the multiprocess
 directory; the listener runs in the worker's main process (or in beat) and answers their sum.
@@ -22,6 +22,7 @@ def _name(task: Any) -> str:
 
 @signals.worker_init.connect
 def _worker_listener(**_: Any) -> None:
+    metrics.clean_multiprocess_directory()  # before the pool forks
     metrics.serve_from_environment()
 
 

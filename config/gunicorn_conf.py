@@ -10,7 +10,9 @@ from config import logcontext, metrics
 
 
 def when_ready(server: Any) -> None:
-    # In the master: it outlives its workers, and the multiprocess directory holds their sum.
+    # In the master, before the first worker: it outlives its workers, and the multiprocess
+    # directory holds their sum.
+    metrics.clean_multiprocess_directory()
     metrics.serve_from_environment()
 
 

@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
@@ -145,6 +146,19 @@ def mark_process_dead(pid: int | None = None) -> None:
     directory = multiprocess_directory()
     if directory is not None:
         multiprocess.mark_process_dead(pid if pid is not None else os.getpid(), directory)
+
+
+def clean_multiprocess_directory() -> None:
+    """Empty the multiprocess directory, in the parent of a kind's forked processes at start.
+
+    A container restarted in its pod keeps /tmp: the old processes' live gauges would stay in
+    the sum. Counters restart from zero, as any process restart makes them.
+    """
+    directory = multiprocess_directory()
+    if directory is None:
+        return
+    for leftover in Path(directory).glob("*.db"):
+        leftover.unlink(missing_ok=True)
 
 
 class _Listener(ThreadingHTTPServer):

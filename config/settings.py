@@ -234,3 +234,11 @@ PASSWORD_HASHERS = (
 
 # HALLMARK_LOG_FORMAT=json|text (config.logcontext): one JSON object a line, or readable text.
 LOGGING = logcontext.logging_config(env.text("HALLMARK_LOG_LEVEL", "INFO"))
+# Observability, read by config.metrics and config.logcontext themselves (gunicorn's master and
+# Celery read them before Django is set up); named here as every setting is. `hallmark up`
+# sets the first three for each process it runs (`--metrics`).
+METRICS_LISTEN = env.optional("HALLMARK_METRICS_LISTEN")
+PROMETHEUS_MULTIPROC_DIR = env.optional("PROMETHEUS_MULTIPROC_DIR")
+PROCESS_ROLE = env.optional("HALLMARK_PROCESS_ROLE")
+LOG_FORMAT = env.text("HALLMARK_LOG_FORMAT", "text")  # json or text: logging_config checks it
+METRICS_ADDR = env.optional("HALLMARK_METRICS_ADDR")  # `hallmark up --metrics`'s default
