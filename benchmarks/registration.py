@@ -22,6 +22,7 @@ import asyncio
 import multiprocessing
 import os
 import queue
+import resource
 import secrets
 import tempfile
 import time
@@ -157,7 +158,16 @@ async def _follow(job: dict[str, Any], ready: Any, results: Any) -> None:
             continue
         result = await sync_entries(client, held, revision)
         held, revision, syncs = result.entries, result.revision, syncs + 1
-    results.put({"at": time.monotonic(), "held": len(held), "pushes": pushes, "syncs": syncs})
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    results.put(
+        {
+            "at": time.monotonic(),
+            "held": len(held),
+            "pushes": pushes,
+            "syncs": syncs,
+            "agent_peak_mib": peak_kib / 1024,
+        }
+    )
     watcher.cancel()
     await client.close()
 
@@ -191,6 +201,18 @@ def end_to_end(
     if isinstance(answer, str):
         raise SystemExit(answer)
     return {"registered": registered, "agent": answer["at"] - started, **answer}
+
+
+def _agent_api_peaks_mib(plane_pid: int) -> list[int]:
+    """Peak resident memory (VmHWM) of each agent-API process `hallmark up` runs."""
+    peaks = []
+    for pid in Path(f"/proc/{plane_pid}/task/{plane_pid}/children").read_text().split():
+        if b"agent-api" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            continue
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) // 1024)
+    return peaks
 
 
 def main() -> None:
@@ -245,6 +267,11 @@ def main() -> None:
             f"  end to end, {args.end_to_end:,} entries: registered in {e2e['registered']:.2f} s,"
             f" the agent held all {e2e['held']:,} after {e2e['agent']:.2f} s"
             f" ({e2e['pushes']} pushes, {e2e['syncs']} syncs)",
+            flush=True,
+        )
+        print(
+            f"  memory: the agent's client process peaked at {e2e['agent_peak_mib']:.0f} MiB;"
+            f" agent-API processes' peak RSS {_agent_api_peaks_mib(plane.pid)} MiB",
             flush=True,
         )
     finally:
