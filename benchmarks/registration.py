@@ -135,7 +135,9 @@ async def _follow(job: dict[str, Any], ready: Any, results: Any) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     attestation = await client.attest(job["join_token"], make_csr(key))
     await client.configure(attestation.bundle, X509Svid(attestation.chain, key))
+    sync_started = time.monotonic()
     first = await sync_entries(client, {}, 0)
+    first_sync = time.monotonic() - sync_started
     held, revision = first.entries, first.revision
     notices: asyncio.Queue[int] = asyncio.Queue()
     pushes = 0
@@ -166,6 +168,8 @@ async def _follow(job: dict[str, Any], ready: Any, results: Any) -> None:
             "pushes": pushes,
             "syncs": syncs,
             "agent_peak_mib": peak_kib / 1024,
+            "first_sync": first_sync,
+            "first_held": len(first.entries),
         }
     )
     watcher.cancel()
@@ -201,6 +205,25 @@ def end_to_end(
     if isinstance(answer, str):
         raise SystemExit(answer)
     return {"registered": registered, "agent": answer["at"] - started, **answer}
+
+
+def fresh_agent(session: requests.Session, url: str, *, grpc: str, td: str, count: int) -> Any:
+    """A new agent under the same node alias: its first sync of `count` entries at once."""
+    alias = f"spiffe://{td}/node/e2e"
+    token = session.post(f"{url}/api/v1/join-tokens", json={"ttl": 600, "spiffe_id": alias})
+    token.raise_for_status()
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Event(), context.Queue()
+    job = {"url": url, "grpc": grpc, "trust_domain": td, "join_token": token.json()["token"]}
+    agent = context.Process(
+        target=_agent, args=({**job, "want": count}, ready, results), daemon=True
+    )
+    agent.start()
+    answer = results.get(timeout=AGENT_TIMEOUT)
+    agent.join(timeout=30)
+    if isinstance(answer, str):
+        raise SystemExit(answer)
+    return answer
 
 
 def _agent_api_peaks_mib(plane_pid: int) -> list[int]:
@@ -272,6 +295,14 @@ def main() -> None:
         print(
             f"  memory: the agent's client process peaked at {e2e['agent_peak_mib']:.0f} MiB;"
             f" agent-API processes' peak RSS {_agent_api_peaks_mib(plane.pid)} MiB",
+            flush=True,
+        )
+        fresh = fresh_agent(session, url, grpc=grpc, td=td, count=args.end_to_end)
+        print(
+            f"  a fresh agent's first sync of {fresh['first_held']:,} entries:"
+            f" {fresh['first_sync']:.2f} s; its process peaked at"
+            f" {fresh['agent_peak_mib']:.0f} MiB; agent-API peak RSS now"
+            f" {_agent_api_peaks_mib(plane.pid)} MiB",
             flush=True,
         )
     finally:
