@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import datetime as dt
 import functools
@@ -35,6 +36,11 @@ from issuance.agentapi.watch import ChangeHub
 log = logging.getLogger(__name__)
 ORM_WORKERS = 16
 MAX_SOCKET_DIR_LENGTH = 90
+# asyncio's TLS transport allocates a read buffer of SSLProtocol.max_size (256 KiB) for each
+# connection when it is made: with thousands of agents' streams open, that was most of the
+# process's memory (benchmarks/watch_streams.py: 354 KiB a stream). Agent API messages are
+# small and a larger one arrives over several reads.
+TLS_READ_BUFFER_BYTES = 32 * 1024
 
 
 class AgentApiServer:
@@ -69,6 +75,7 @@ class AgentApiServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on host:port; `reuse_port` lets peer processes share it (SO_REUSEPORT)."""
         inner = private_socket_path(self.directory)
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES
         self._grpc = grpc.aio.server(interceptors=[AgentApiMetrics(self.registry), self.drain])
         await self.hub.start()
         self.hub.on_event(self.credentials.bundle_changed)
