@@ -22,6 +22,7 @@ import asyncio
 import multiprocessing
 import os
 import queue
+import resource
 import secrets
 import tempfile
 import time
@@ -134,7 +135,9 @@ async def _follow(job: dict[str, Any], ready: Any, results: Any) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     attestation = await client.attest(job["join_token"], make_csr(key))
     await client.configure(attestation.bundle, X509Svid(attestation.chain, key))
+    sync_started = time.monotonic()
     first = await sync_entries(client, {}, 0)
+    first_sync = time.monotonic() - sync_started
     held, revision = first.entries, first.revision
     notices: asyncio.Queue[int] = asyncio.Queue()
     pushes = 0
@@ -157,7 +160,18 @@ async def _follow(job: dict[str, Any], ready: Any, results: Any) -> None:
             continue
         result = await sync_entries(client, held, revision)
         held, revision, syncs = result.entries, result.revision, syncs + 1
-    results.put({"at": time.monotonic(), "held": len(held), "pushes": pushes, "syncs": syncs})
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    results.put(
+        {
+            "at": time.monotonic(),
+            "held": len(held),
+            "pushes": pushes,
+            "syncs": syncs,
+            "agent_peak_mib": peak_kib / 1024,
+            "first_sync": first_sync,
+            "first_held": len(first.entries),
+        }
+    )
     watcher.cancel()
     await client.close()
 
@@ -191,6 +205,37 @@ def end_to_end(
     if isinstance(answer, str):
         raise SystemExit(answer)
     return {"registered": registered, "agent": answer["at"] - started, **answer}
+
+
+def fresh_agent(session: requests.Session, url: str, *, grpc: str, td: str, count: int) -> Any:
+    """A new agent under the same node alias: its first sync of `count` entries at once."""
+    alias = f"spiffe://{td}/node/e2e"
+    token = session.post(f"{url}/api/v1/join-tokens", json={"ttl": 600, "spiffe_id": alias})
+    token.raise_for_status()
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Event(), context.Queue()
+    job = {"url": url, "grpc": grpc, "trust_domain": td, "join_token": token.json()["token"]}
+    agent = context.Process(
+        target=_agent, args=({**job, "want": count}, ready, results), daemon=True
+    )
+    agent.start()
+    answer = results.get(timeout=AGENT_TIMEOUT)
+    agent.join(timeout=30)
+    if isinstance(answer, str):
+        raise SystemExit(answer)
+    return answer
+
+
+def _agent_api_peaks_mib(plane_pid: int) -> list[int]:
+    """Peak resident memory (VmHWM) of each agent-API process `hallmark up` runs."""
+    peaks = []
+    for pid in Path(f"/proc/{plane_pid}/task/{plane_pid}/children").read_text().split():
+        if b"agent-api" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            continue
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) // 1024)
+    return peaks
 
 
 def main() -> None:
@@ -245,6 +290,19 @@ def main() -> None:
             f"  end to end, {args.end_to_end:,} entries: registered in {e2e['registered']:.2f} s,"
             f" the agent held all {e2e['held']:,} after {e2e['agent']:.2f} s"
             f" ({e2e['pushes']} pushes, {e2e['syncs']} syncs)",
+            flush=True,
+        )
+        print(
+            f"  memory: the agent's client process peaked at {e2e['agent_peak_mib']:.0f} MiB;"
+            f" agent-API processes' peak RSS {_agent_api_peaks_mib(plane.pid)} MiB",
+            flush=True,
+        )
+        fresh = fresh_agent(session, url, grpc=grpc, td=td, count=args.end_to_end)
+        print(
+            f"  a fresh agent's first sync of {fresh['first_held']:,} entries:"
+            f" {fresh['first_sync']:.2f} s; its process peaked at"
+            f" {fresh['agent_peak_mib']:.0f} MiB; agent-API peak RSS now"
+            f" {_agent_api_peaks_mib(plane.pid)} MiB",
             flush=True,
         )
     finally:

@@ -34,3 +34,7 @@ def _gather_beat_schedule() -> dict[str, dict[str, object]]:
 @app.on_after_finalize.connect
 def _install_beat_schedule(sender: Celery, **_: object) -> None:
     sender.conf.beat_schedule = _gather_beat_schedule()
+
+
+# Task counts, failures and durations, and the worker's and beat's metrics listener.
+import config.celerymetrics  # noqa: E402, F401

@@ -50,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
             default=("127.0.0.1", 8443),
             help="https_spiffe bundle endpoint address (default 127.0.0.1:8443)",
         )
+        metrics = os.environ.get("HALLMARK_METRICS_ADDR", "").strip()
+        sub.add_argument(
+            "--metrics",
+            type=_address,
+            default=_address(metrics) if metrics else None,
+            metavar="HOST:PORT",
+            help="serve Prometheus /metrics from this port on: web, agent API, worker and beat "
+            "on PORT, PORT+1, PORT+2, PORT+3 (default $HALLMARK_METRICS_ADDR; unset: none)",
+        )
 
     up = commands.add_parser(
         "up",
@@ -144,6 +153,7 @@ def _up_or_demo(args: argparse.Namespace) -> int:
         http=args.http,
         grpc=args.grpc,
         bundle_endpoint=args.bundle_endpoint,
+        metrics=args.metrics,
     )
     with stop_on_signals(plane):
         plane.start()
@@ -162,15 +172,19 @@ def _up_or_demo(args: argparse.Namespace) -> int:
 
 def _agent_api(args: argparse.Namespace) -> int:
     _django()
+    from config import metrics
     from config.health import start_heartbeat
     from issuance.agentapi.server import serve
 
+    # Processes sharing the gRPC port share the metrics port too; any of them answers the sum.
+    metrics.serve_from_environment(reuse_port=args.reuse_port)
     serve(
         args.listen[0],
         args.listen[1],
         reuse_port=args.reuse_port,
         on_listening=lambda: start_heartbeat("agent-api"),
     )
+    metrics.mark_process_dead()
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from config import embedded, env
+from config import embedded, env, logcontext
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env.data_dir()
@@ -73,6 +73,7 @@ TENANT_DOMAIN_MODEL = "tenants.Domain"
 PUBLIC_SCHEMA_NAME = "public"
 
 MIDDLEWARE = [
+    "config.metricsmiddleware.RequestMetricsMiddleware",
     "tenants.middleware.DatabaseUnavailableMiddleware",
     "tenants.middleware.PublicSchemaMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -185,6 +186,9 @@ AGENT_API_MAX_CONNECTIONS_PER_SOURCE = env.integer(
 )
 AGENT_API_IDLE_TIMEOUT = env.integer("HALLMARK_AGENT_API_IDLE_TIMEOUT", 900)
 AGENT_API_HANDSHAKE_TIMEOUT = env.integer("HALLMARK_AGENT_API_HANDSHAKE_TIMEOUT", 10)
+# Graceful drain on SIGTERM: how long in-flight HTTP requests and agent-API calls may take to
+# finish before they are cut (gunicorn's graceful timeout, the agent API's grpc stop grace).
+SHUTDOWN_GRACE_SECONDS = env.integer("HALLMARK_SHUTDOWN_GRACE_SECONDS", 10)
 # Failed attestations per source address: past the limit in a window, the address is refused
 # (RESOURCE_EXHAUSTED rate_limited) until the window ends; each tenant's audit trail gets the
 # first failure of a source and window, then one row with the count of the rest.
@@ -240,14 +244,16 @@ PASSWORD_HASHERS = (
     else PRODUCTION_PASSWORD_HASHERS
 )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.text("HALLMARK_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# HALLMARK_LOG_FORMAT=json|text (config.logcontext): one JSON object a line, or readable text.
+LOGGING = logcontext.logging_config(env.text("HALLMARK_LOG_LEVEL", "INFO"))
+# Observability, read by config.metrics and config.logcontext themselves (gunicorn's master and
+# Celery read them before Django is set up); named here as every setting is. `hallmark up`
+# sets the first three for each process it runs (`--metrics`).
+METRICS_LISTEN = env.optional("HALLMARK_METRICS_LISTEN")
+PROMETHEUS_MULTIPROC_DIR = env.optional("PROMETHEUS_MULTIPROC_DIR")
+PROCESS_ROLE = env.optional("HALLMARK_PROCESS_ROLE")
+LOG_FORMAT = env.text("HALLMARK_LOG_FORMAT", "text")  # json or text: logging_config checks it
+METRICS_ADDR = env.optional("HALLMARK_METRICS_ADDR")  # `hallmark up --metrics`'s default
 
 # Federation (federation/): the fetcher of peers' bundles. Loopback, private and link-local
 # targets are refused unless their network is listed here (CIDRs, comma-separated).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,10 @@ from config.embedded import EmbeddedServers, _die_with_parent
 log = logging.getLogger("hallmark.up")
 RESTART_LIMIT = 5
 RESTART_WINDOW = 60.0
+# Metrics listeners, one port each from `--metrics HOST:PORT` on, in this order.
+METRICS_KINDS = ("web", "agent-api", "worker", "beat")
+# Beyond HALLMARK_SHUTDOWN_GRACE_SECONDS, what a child may take to exit after its drain.
+STOP_MARGIN_SECONDS = 10
 
 
 def say(message: str) -> None:
@@ -37,10 +42,13 @@ class ControlPlane:
     # None: settings.AGENT_API_PROCESSES (HALLMARK_AGENT_API_PROCESSES), read once the
     # environment is complete.
     agent_api_processes: int | None = None
+    # HOST:PORT of the first metrics listener; None: no metrics listeners (config.metrics).
+    metrics: tuple[str, int] | None = None
     embedded: EmbeddedServers | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
     restarts: dict[str, list[float]] = field(default_factory=dict)
+    metrics_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def http_url(self) -> str:
@@ -79,6 +87,7 @@ class ControlPlane:
         python = sys.executable
         celery = str(Path(python).parent / "celery")
         gunicorn = str(Path(python).parent / "gunicorn")
+        self._prepare_metrics()
         self._spawn(
             "web",
             [
@@ -93,7 +102,9 @@ class ControlPlane:
                 "--timeout",
                 "60",
                 "--graceful-timeout",
-                "5",
+                str(self.shutdown_grace),
+                "--config",
+                "python:config.gunicorn_conf",
             ],
         )
         self._spawn_agent_apis(python)
@@ -129,6 +140,32 @@ class ControlPlane:
         self._wait_healthy(started + timeout)
         say(f"ready in {time.monotonic() - started:.1f}s")
 
+    @property
+    def shutdown_grace(self) -> int:
+        """HALLMARK_SHUTDOWN_GRACE_SECONDS: what each child may take to drain on SIGTERM."""
+        from django.conf import settings
+
+        return int(settings.SHUTDOWN_GRACE_SECONDS)
+
+    def _prepare_metrics(self) -> None:
+        """An empty multiprocess directory per process kind, and the kind's listener address."""
+        self.metrics_env.clear()
+        if self.metrics is None:
+            return
+        host, first = self.metrics
+        for offset, kind in enumerate(METRICS_KINDS):
+            directory = self.data_dir / "metrics" / kind
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            self.metrics_env[kind] = {
+                "HALLMARK_METRICS_LISTEN": f"{host}:{first + offset}",
+                "PROMETHEUS_MULTIPROC_DIR": str(directory),
+            }
+
+    def metrics_url(self, kind: str) -> str | None:
+        listen = self.metrics_env.get(kind, {}).get("HALLMARK_METRICS_LISTEN")
+        return f"http://{listen}/metrics" if listen else None
+
     def _spawn_agent_apis(self, python: str) -> None:
         """N agent-API processes on the one gRPC port (SO_REUSEPORT), each its own child.
 
@@ -157,11 +194,15 @@ class ControlPlane:
     def _check_ports_free(self) -> None:
         import socket
 
-        for label, (host, port) in (
+        wanted = [
             ("HTTP", self.http),
             ("gRPC", self.grpc),
             ("bundle endpoint", self.bundle_endpoint),
-        ):
+        ]
+        if self.metrics is not None:
+            host, first = self.metrics
+            wanted += [("metrics", (host, first + n)) for n in range(len(METRICS_KINDS))]
+        for label, (host, port) in wanted:
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -181,12 +222,13 @@ class ControlPlane:
         say(f"starting {name} (log: {self.data_dir / 'logs' / (name + '.log')})")
         self.commands[name] = argv
         log_fd = self._log_file(name)
+        kind = name.rstrip("0123456789").rstrip("-")
         self.children[name] = subprocess.Popen(  # noqa: S603
             argv,
             stdout=log_fd,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,  # noqa: PLW1509
-            env=dict(os.environ),
+            env={**os.environ, "HALLMARK_PROCESS_ROLE": kind, **self.metrics_env.get(kind, {})},
         )
         os.close(log_fd)
 
@@ -241,11 +283,22 @@ class ControlPlane:
         if len(recent) >= RESTART_LIMIT or name not in self.commands:
             self.check_children()  # raises with the log tail
         self.restarts[name] = [*recent, now]
+        self._forget_metrics_of(name)
         say(
             f"{name} exited with {returncode}; restarting it "
             f"({len(recent) + 1} of {RESTART_LIMIT} in {RESTART_WINDOW:.0f}s)"
         )
         self._spawn(name, self.commands[name])
+
+    def _forget_metrics_of(self, name: str) -> None:
+        """A dead child's live gauges (connections, streams) leave its kind's sum."""
+        directory = self.metrics_env.get(name.rstrip("0123456789").rstrip("-"), {}).get(
+            "PROMETHEUS_MULTIPROC_DIR"
+        )
+        if directory is not None and name in self.children:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(self.children[name].pid, directory)
 
     def check_children(self) -> None:
         for name, child in self.children.items():
@@ -256,19 +309,32 @@ class ControlPlane:
                 )
 
     def stop(self) -> None:
+        """SIGTERM every child at once; each drains (stops accepting, finishes what is in
+        flight, within the grace period) and exits; one still running after it is killed."""
         for name, child in reversed(list(self.children.items())):
             if child.poll() is None:
                 say(f"stopping {name}")
                 child.terminate()
-        for child in self.children.values():
+        deadline = time.monotonic() + self._stop_timeout()
+        for name, child in self.children.items():
             try:
-                child.wait(timeout=20)
+                child.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
+                say(f"{name} did not stop within the grace period; killing it")
                 child.kill()
+                child.wait()
+            say(f"{name} stopped (exit status {child.returncode})")
         self.children.clear()
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
+
+    def _stop_timeout(self) -> float:
+        try:
+            grace = self.shutdown_grace
+        except Exception:  # settings unusable (stopping after a failed start): the default
+            grace = 10
+        return grace + STOP_MARGIN_SECONDS
 
     def print_ready(self) -> None:
         say("Hallmark is up.")
@@ -278,7 +344,7 @@ class ControlPlane:
   health         {self.http_url}/healthz
   agent API      {self.grpc_address}  (gRPC, TLS; {self.agent_api_processes} processes)
   bundle endpoint https://{self.bundle_endpoint[0]}:{self.bundle_endpoint[1]}/  (https_spiffe)
-
+{self._metrics_lines()}
 Next:
   sign up a tenant:   POST {self.http_url}/api/v1/signup   (README.md, 'A quick session')
   then create a join token (POST /api/v1/join-tokens) and run
@@ -288,6 +354,13 @@ Next:
 Press Ctrl-C to stop.
 """,
             flush=True,
+        )
+
+    def _metrics_lines(self) -> str:
+        return "".join(
+            f"  metrics        {self.metrics_url(kind)}  ({kind})\n"
+            for kind in METRICS_KINDS
+            if self.metrics_url(kind)
         )
 
 

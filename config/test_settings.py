@@ -24,9 +24,9 @@ os.environ.setdefault("HALLMARK_FEDERATION_ALLOWED_NETWORKS", "127.0.0.0/8")
 from config.settings import *  # noqa: E402,F403
 from config.settings import REDIS_URL, _celery_broker_url  # noqa: E402
 
-# Each worker owns databases [8k, 8k + 8) of the session's Redis: the suite's own (base 0) and
-# those of the control planes its end-to-end tests start (bases 1-7).
-REDIS_DATABASES_PER_WORKER = 8
+# Each worker owns databases [16k, 16k + 16) of the session's Redis: the suite's own (base 0)
+# and those of the control planes its end-to-end tests start (bases 1-15).
+REDIS_DATABASES_PER_WORKER = 16
 
 
 def worker_index() -> int:
@@ -35,7 +35,7 @@ def worker_index() -> int:
 
 
 def redis_url_with_db(url: str, base: int) -> str:
-    """`url` moved to this worker's database number `base` (0-7)."""
+    """`url` moved to this worker's database number `base` (0-15)."""
     db = worker_index() * REDIS_DATABASES_PER_WORKER + base
     parts = urlparse(url)
     if parts.scheme == "unix":

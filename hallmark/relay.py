@@ -196,6 +196,7 @@ class Relay(Generic[T]):
         self._servers: list[asyncio.AbstractServer] = []
         self._accepting: set[asyncio.Task[None]] = set()
         self._listeners: list[socket.socket] = []
+        self._accept_loops: set[asyncio.Task[None]] = set()
         self.sources: Counter[str] = Counter()
         self.refused = 0
         self._counter = 0
@@ -265,6 +266,7 @@ class Relay(Generic[T]):
                 self._accept_tls(listener, context, limits)
             )
             self._accepting.add(task)
+            self._accept_loops.add(task)
         return int(listeners[0].getsockname()[1])
 
     async def _accept_tls(
@@ -310,6 +312,23 @@ class Relay(Generic[T]):
             self.sources[source] -= 1
             if self.sources[source] <= 0:
                 del self.sources[source]
+
+    async def stop_accepting(self) -> None:
+        """Close the listeners; connections already relayed go on (a graceful drain's start).
+
+        With SO_REUSEPORT the kernel sends new connections to the peer processes still
+        listening; with none left, a new connection is refused.
+        """
+        for task in list(self._accept_loops):
+            task.cancel()
+        for task in list(self._accept_loops):
+            with contextlib.suppress(BaseException):
+                await task
+        self._accept_loops.clear()
+        for listener in self._listeners:
+            listener.close()
+        for server in self._servers:
+            server.close()
 
     async def close(self) -> None:
         for task in list(self._accepting):

@@ -27,6 +27,7 @@ HEAVIEST_FIRST = (
     "tests/e2e/test_abuse.py",
     "tests/issuance/test_agent_api_sync_scale.py",
     "tests/e2e/test_demo.py",
+    "tests/e2e/test_drain.py",
 )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
 
+from config import metrics
 from tenants.events import shared_redis
 from tenants.scoping import all_tenant_ids, tenant_for_task, tenant_schema
 from trustdomains import journal
@@ -52,6 +54,7 @@ def rotate_all(at: float | None = None) -> int:
         for start in range(0, len(tenant_ids), ROTATION_BATCH)
     ]
     if not batches:
+        metrics.ROTATION_SWEEPS.labels("empty").inc()
         return 0
     client = shared_redis()
     stale_after = max(int(rotation_interval() * SWEEP_STALE_INTERVALS), 1)
@@ -63,7 +66,9 @@ def rotate_all(at: float | None = None) -> int:
             pending.decode() if isinstance(pending, bytes) else pending,
             rotation_interval(),
         )
+        metrics.ROTATION_SWEEPS.labels("skipped").inc()
         return 0
+    metrics.ROTATION_SWEEPS.labels("queued").inc()
     for batch in batches:
         rotate_trust_domains.apply_async(args=(batch,), kwargs={"at": at})
     return len(tenant_ids)
@@ -101,5 +106,18 @@ def rotate_trust_domain(tenant_id: str | None, at: float | None = None) -> list[
         return []
     now = dt.datetime.fromtimestamp(at, tz=dt.UTC) if at is not None else None
     with tenant_schema(tenant):
-        changes = journal.rotate(now=now)
+        try:
+            changes = journal.rotate(now=now)
+        except Exception:
+            metrics.ROTATIONS.labels("failed").inc()  # its bundle publish rolled back with it
+            raise
+    _count_rotation(changes)
     return [f"{c.kind}:{c.operation}:{c.authority_id}" for c in changes]
+
+
+def _count_rotation(changes: list[Any]) -> None:
+    metrics.ROTATIONS.labels("changed" if changes else "unchanged").inc()
+    for change in changes:
+        metrics.AUTHORITY_CHANGES.labels(change.kind, change.operation).inc()
+    if changes:  # journal.rotate published them under one new bundle sequence
+        metrics.BUNDLE_PUBLISHES.labels("published").inc()

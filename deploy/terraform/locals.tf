@@ -45,6 +45,8 @@ locals {
     HALLMARK_AGENT_SVID_TTL            = var.ttls.agent_svid
     HALLMARK_ROTATION_INTERVAL         = var.rotation_interval
     HALLMARK_PRUNE_GRACE               = var.prune_grace
+    HALLMARK_LOG_FORMAT                = var.log_format
+    HALLMARK_SHUTDOWN_GRACE_SECONDS    = var.shutdown_grace_seconds
   }
   config_data = { for name, value in local.config_env : name => tostring(value) if value != null }
 
@@ -79,7 +81,8 @@ locals {
         "--workers", tostring(var.web_workers),
         "--threads", "4",
         "--timeout", "60",
-        "--graceful-timeout", "5",
+        "--graceful-timeout", tostring(var.shutdown_grace_seconds),
+        "--config", "python:config.gunicorn_conf",
       ]
       port                = { name = "http", number = local.web_port }
       readiness_path      = "/readyz"
@@ -132,6 +135,20 @@ locals {
       spread_over_nodes   = false
       disruption_budgeted = false
     }
+  }
+
+  # Each process's /metrics listener (config/metrics.py). Web and worker fork (gunicorn
+  # workers, Celery's prefork pool): their processes share a multiprocess directory in the
+  # pod's /tmp and one scrape answers their sum. Agent API and beat are one process a pod.
+  multiprocess_kinds = ["web", "worker"]
+  metrics_env = {
+    for kind in keys(local.processes) : kind => merge(
+      {
+        HALLMARK_METRICS_LISTEN = "0.0.0.0:${var.metrics_port}"
+        HALLMARK_PROCESS_ROLE   = kind
+      },
+      contains(local.multiprocess_kinds, kind) ? { PROMETHEUS_MULTIPROC_DIR = "/tmp/prometheus" } : {}
+    )
   }
 
   migrate_command = ["hallmark", "migrate"]

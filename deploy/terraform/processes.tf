@@ -40,6 +40,10 @@ resource "kubernetes_deployment_v1" "process" {
         labels = merge(local.labels, { "app.kubernetes.io/component" = each.key })
         annotations = merge(var.pod_annotations, {
           "checksum/settings" = local.settings_checksum
+          # For a Prometheus that discovers pods by annotation (no operator).
+          "prometheus.io/scrape" = "true"
+          "prometheus.io/port"   = tostring(var.metrics_port)
+          "prometheus.io/path"   = "/metrics"
         })
       }
 
@@ -105,6 +109,12 @@ resource "kubernetes_deployment_v1" "process" {
             }
           }
 
+          port {
+            name           = "metrics"
+            container_port = var.metrics_port
+            protocol       = "TCP"
+          }
+
           env_from {
             config_map_ref {
               name = kubernetes_config_map_v1.settings.metadata[0].name
@@ -113,6 +123,14 @@ resource "kubernetes_deployment_v1" "process" {
           env_from {
             secret_ref {
               name = kubernetes_secret_v1.settings.metadata[0].name
+            }
+          }
+
+          dynamic "env" {
+            for_each = local.metrics_env[each.key]
+            content {
+              name  = env.key
+              value = env.value
             }
           }
 

@@ -344,3 +344,26 @@ variable "wait_for_load_balancer" {
   type        = bool
   default     = true
 }
+
+variable "metrics_port" {
+  description = "Container port of every process's Prometheus /metrics listener (HALLMARK_METRICS_LISTEN). Not exposed by the web Service or the Ingress; scraped through the metrics Services."
+  type        = number
+  default     = 9100
+
+  validation {
+    condition     = var.metrics_port > 0 && var.metrics_port < 65536 && !contains([8000, 8081], var.metrics_port)
+    error_message = "metrics_port must be a port number other than the web (8000) and agent API (8081) ports."
+  }
+}
+
+variable "prometheus_operator" {
+  description = "Create a ServiceMonitor and a PrometheusRule (alerts) for the Prometheus operator. Needs its CRDs (monitoring.coreos.com/v1) in the cluster before planning."
+  type        = bool
+  default     = false
+}
+
+variable "prometheus_labels" {
+  description = "Extra labels on the ServiceMonitor and PrometheusRule, e.g. the release label your Prometheus selects them by."
+  type        = map(string)
+  default     = {}
+}

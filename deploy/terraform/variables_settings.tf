@@ -258,3 +258,25 @@ variable "prune_grace" {
   type        = number
   default     = null
 }
+
+variable "log_format" {
+  description = "HALLMARK_LOG_FORMAT: json (one JSON object a line with time, level, logger, message, role, tenant and request id, for a log pipeline) or text."
+  type        = string
+  default     = "json"
+
+  validation {
+    condition     = contains(["json", "text"], var.log_format)
+    error_message = "log_format must be json or text."
+  }
+}
+
+variable "shutdown_grace_seconds" {
+  description = "HALLMARK_SHUTDOWN_GRACE_SECONDS: on SIGTERM, how long requests and agent-API calls in flight may take to finish (gunicorn's graceful timeout, the agent API's stop grace). Keep it below termination_grace_period_seconds."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.shutdown_grace_seconds >= 1
+    error_message = "shutdown_grace_seconds must be at least 1."
+  }
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import datetime as dt
 import functools
@@ -24,16 +25,22 @@ from hallmark.protos import agent_pb2
 from hallmark.relay import PeerRegistry, Relay, private_socket_path
 from hallmark.relaylimits import RelayLimits
 from issuance.agentapi.decoding import add_strictly_decoded
+from issuance.agentapi.drain import StreamDrain
 from issuance.agentapi.limits import AttestationFailures, FailureWindow, SharedFailureCount
+from issuance.agentapi.metrics import AgentApiMetrics
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.servicer import AgentApiServicer, AgentPeer
 from issuance.agentapi.tls import TenantCredentials, TenantSSLContext, base_context
 from issuance.agentapi.watch import ChangeHub
 
 log = logging.getLogger(__name__)
-STOP_GRACE_SECONDS = 5.0
 ORM_WORKERS = 16
 MAX_SOCKET_DIR_LENGTH = 90
+# asyncio's TLS transport allocates a read buffer of SSLProtocol.max_size (256 KiB) for each
+# connection when it is made: with thousands of agents' streams open, that was most of the
+# process's memory (benchmarks/watch_streams.py: 354 KiB a stream). Agent API messages are
+# small and a larger one arrives over several reads.
+TLS_READ_BUFFER_BYTES = 32 * 1024
 
 
 class AgentApiServer:
@@ -63,11 +70,13 @@ class AgentApiServer:
         self._grpc: Any = None
         self._relay: Relay[AgentPeer] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self.drain = StreamDrain()
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on host:port; `reuse_port` lets peer processes share it (SO_REUSEPORT)."""
         inner = private_socket_path(self.directory)
-        self._grpc = grpc.aio.server()
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES
+        self._grpc = grpc.aio.server(interceptors=[AgentApiMetrics(self.registry), self.drain])
         await self.hub.start()
         self.hub.on_event(self.credentials.bundle_changed)
         # Not add_AgentAPIServicer_to_server: its decoding turns a malformed request into
@@ -150,10 +159,15 @@ class AgentApiServer:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
+        # The drain: no new connections; open streams end (their agents reconnect to a peer
+        # process); calls in flight get the grace period; then the remaining connections go.
+        if self._relay is not None:
+            await self._relay.stop_accepting()
+        self.drain.drain()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=float(settings.SHUTDOWN_GRACE_SECONDS))
         if self._relay is not None:
             await self._relay.close()
-        if self._grpc is not None:
-            await self._grpc.stop(grace=STOP_GRACE_SECONDS)
         await self.flush_attestation_failures(everything=True)
         await self.hub.close()
         await asyncio.to_thread(self.credentials.close)

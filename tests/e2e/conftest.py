@@ -56,6 +56,12 @@ class ControlPlaneProcess:
     # The environment `up` runs with: other `hallmark` commands reach the same servers with it.
     env: dict[str, str] = field(default_factory=dict)
     bundle_endpoint: str = ""  # host:port of its https_spiffe bundle endpoint
+    metrics_port: int | None = None  # web's; agent API, worker and beat follow (--metrics)
+
+    def metrics_url(self, kind: str) -> str:
+        assert self.metrics_port is not None, "this plane was started without --metrics"
+        offset = ("web", "agent-api", "worker", "beat").index(kind)
+        return f"http://127.0.0.1:{self.metrics_port + offset}/metrics"
 
     def signup(self, label: str, **extra: str) -> dict[str, str]:
         trust_domain = f"{label}-{secrets.token_hex(3)}.e2e.test"
@@ -126,16 +132,32 @@ def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (for `hallmark up --metrics`)."""
+    for _ in range(200):
+        first = secrets.randbelow(20000) + 30000
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
 def launch_control_plane(
     data_dir: Path,
     env: dict[str, str],
     http_port: int,
     grpc_port: int,
     bundle_endpoint_port: int | None = None,
+    metrics_port: int | None = None,
 ) -> ControlPlaneProcess:
     """Start `hallmark up` and wait until /healthz answers 200."""
     bundle_endpoint = f"127.0.0.1:{bundle_endpoint_port or free_port()}"
     log = open(data_dir / "up.log", "ab")  # noqa: SIM115
+    metrics = ["--metrics", f"127.0.0.1:{metrics_port}"] if metrics_port else []
     process = subprocess.Popen(
         [
             str(BIN / "hallmark"),
@@ -148,6 +170,7 @@ def launch_control_plane(
             f"127.0.0.1:{grpc_port}",
             "--bundle-endpoint",
             bundle_endpoint,
+            *metrics,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -160,6 +183,7 @@ def launch_control_plane(
         process,
         env=env,
         bundle_endpoint=bundle_endpoint,
+        metrics_port=metrics_port,
     )
 
     def healthy() -> bool:
@@ -227,7 +251,11 @@ def control_plane(
     tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
 ) -> Iterator[ControlPlaneProcess]:
     plane = launch_control_plane(
-        tmp_path_factory.mktemp("hallmark-up"), control_plane_env(), free_port(), free_port()
+        tmp_path_factory.mktemp("hallmark-up"),
+        control_plane_env(),
+        free_port(),
+        free_port(),
+        metrics_port=free_ports(4),
     )
     try:
         yield plane

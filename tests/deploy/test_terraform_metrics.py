@@ -1,0 +1,44 @@
+"""deploy/terraform's metrics: a scrape port on every process, off the public Services."""
+
+from __future__ import annotations
+
+import re
+
+from tests.deploy.terraform_module import MODULE, Module, first, process_container
+
+
+def test_every_process_kind_serves_metrics_on_its_own_port(module: Module):
+    container = process_container(module)
+    ports = {port["name"]: port["container_port"] for port in container.get("port", [])}
+    env = module.locals["metrics_env"]
+
+    assert ports["metrics"] == "${var.metrics_port}"
+    assert "HALLMARK_METRICS_LISTEN" in env and "PROMETHEUS_MULTIPROC_DIR" in env
+    assert module.locals["multiprocess_kinds"] == ["web", "worker"]
+    assert module.variables["metrics_port"]["default"] == 9100
+
+
+def test_the_public_services_do_not_expose_the_metrics_port(module: Module):
+    for name in ("web", "agent_api"):
+        service = module.resource("kubernetes_service_v1", name)
+        ports = first(service["spec"])["port"]
+        assert all(port.get("target_port") != "metrics" for port in ports), name
+        assert all(port.get("name") != "metrics" for port in ports), name
+    metrics = module.resource("kubernetes_service_v1", "metrics")
+    assert first(metrics["spec"])["cluster_ip"] == "None"
+
+
+def test_the_operator_resources_scrape_the_metrics_services_and_alert(module: Module):
+    monitor = module.resource("kubernetes_manifest", "service_monitor")["manifest"]
+    rules = module.resource("kubernetes_manifest", "alerts")["manifest"]
+
+    assert monitor["kind"] == "ServiceMonitor" and rules["kind"] == "PrometheusRule"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    names = {alert["alert"] for alert in module.locals["alerts"]}
+    assert {"HallmarkProcessDown", "HallmarkRotationFailing", "HallmarkHttpErrors"} <= names
+    runbook = (MODULE / "README.md").read_text().split("## Runbook", 1)[1]
+    for alert in module.locals["alerts"]:
+        section = re.search(r"runbook: ([^)]+)\)", alert["annotations"]["summary"])
+        assert section, alert["alert"]
+        assert f"**{section.group(1)}**" in runbook, alert["alert"]
+        assert "tenant" not in alert["expr"]
