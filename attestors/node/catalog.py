@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from attestors.node import join_token, k8s_psat, x509pop
+from attestors.node import aws_iid, join_token, k8s_psat, x509pop
 from attestors.node.base import AgentAttestor, InvalidAttestorConfig, ServerAttestor
 
 SERVER_ATTESTORS: dict[str, type[ServerAttestor]] = {
     join_token.ATTESTATION_TYPE: join_token.JoinTokenServer,
     x509pop.ATTESTATION_TYPE: x509pop.X509PopServer,
     k8s_psat.ATTESTATION_TYPE: k8s_psat.K8sPsatServer,
+    aws_iid.ATTESTATION_TYPE: aws_iid.AwsIidServer,
 }
 
 AGENT_ATTESTORS: dict[str, Callable[[Mapping[str, Any]], AgentAttestor]] = {
     x509pop.ATTESTATION_TYPE: x509pop.X509PopAgent.from_settings,
     k8s_psat.ATTESTATION_TYPE: k8s_psat.K8sPsatAgent.from_settings,
+    aws_iid.ATTESTATION_TYPE: aws_iid.AwsIidAgent.from_settings,
 }
 
 # The types DESIGN.md names for tenant configuration (join_token is always on, unconfigured).

@@ -280,6 +280,13 @@ def _attest(  # noqa: PLR0913
         agent = Agent.objects.select_for_update().filter(spiffe_id=spiffe_id).first()
         if agent is not None and agent.banned:
             raise AttestationDenied(f"agent {spiffe_id} is banned", code="agent_banned")
+        if agent is not None and not node.can_reattest:
+            # SPIRE's trust on first use (aws_iid, ...): the proof already bound an agent.
+            raise AttestationDenied(
+                f"agent {spiffe_id} is already attested and its attestor does not allow "
+                "re-attestation; evict it first",
+                code="agent_already_attested",
+            )
         if agent is not None and agent.attestation_type != attestation_type:
             raise AttestationDenied(
                 f"agent {spiffe_id} attested with {agent.attestation_type}",

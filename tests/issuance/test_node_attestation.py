@@ -10,14 +10,19 @@ from typing import Any
 import grpc
 import pytest
 
+from agent.config import AgentConfig
+from agent.manager import AgentManager
+from agent.state import AgentState
+from attestors.node.aws_iid import AwsIidAgent
 from attestors.node.k8s_psat import K8sPsatAgent
 from attestors.node.x509pop import X509PopAgent, fingerprint
 from hallmark.protos import agent_pb2
 from hallmark.x509svid import make_csr
 from issuance.models import Agent
 from tenants.models import AuditEvent
+from tests.fakes.aws import AwsSigner, FakeImds, instance_document
 from tests.fakes.kubernetes import FakeKubernetes, Pod
-from tests.fakes.pki import TestCA, pem
+from tests.fakes.pki import TestCA, pem, write_node_files
 from tests.issuance.agentapi_harness import AgentApiClient, AgentIdentity, attest_call
 from tests.issuance.conftest import bundle_pem, create_entry, create_join_token
 
@@ -331,3 +336,90 @@ def test_node_entry_created_after_attestation_aliases_the_agent_at_its_next_sync
         assert workload["id"] not in {e.id for e in gone.entries}
     finally:
         mtls.close()
+
+
+def test_aws_iid_document_attests_once_and_only_into_the_tenant_allowing_the_account(
+    agent_api, tenant_a, tenant_b
+):
+    # given tenant A allows account 123456789012, tenant B another account, same AWS certs
+    signer = AwsSigner()
+    configure(
+        tenant_a,
+        "aws_iid",
+        {"aws_certificates_pem": signer.pem, "account_allow_list": ["123456789012"]},
+    )
+    configure(
+        tenant_b,
+        "aws_iid",
+        {"aws_certificates_pem": signer.pem, "account_allow_list": ["210987654321"]},
+    )
+    imds = FakeImds(signer, instance_document(account="123456789012")).start()
+    try:
+        attestor = AwsIidAgent(imds.url)
+        # when the instance attests to B, it is refused; to A, it is attested
+        assert refusal(agent_api, tenant_b, attestor) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "account_not_allowed",
+        )
+        client = client_for(agent_api, tenant_a)
+        response = client.attest_with(tenant_a.trust_domain, attestor, AgentIdentity.fresh())
+        client.close()
+        assert "/spire/agent/aws_iid/123456789012/us-west-2/i-" in response.spiffe_id
+
+        # then the same document (replayed, or the instance again) binds to that agent only
+        assert refusal(agent_api, tenant_a, attestor) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "agent_already_attested",
+        )
+    finally:
+        imds.stop()
+    assert "account_not_allowed" in failure_codes(tenant_b, agent_api)
+    with tenant_b.schema():
+        assert not Agent.objects.exists()
+
+
+def test_agent_process_re_attests_with_x509pop_when_its_svid_cannot_be_renewed(
+    agent_api, tenant_a, tmp_path
+):
+    # given an agent (the agent's own manager and client) attested with x509pop
+    fleet = TestCA("fleet A")
+    configure(tenant_a, "x509pop", {"ca_bundle_pem": pem(fleet.cert)})
+    cert, key = fleet.node("phoenix")
+    cert_path, key_path = write_node_files(tmp_path, [cert], key)
+    (tmp_path / "bundle.pem").write_bytes(bundle_pem(tenant_a))
+    config = AgentConfig.from_mapping(
+        {
+            "server": f"127.0.0.1:{agent_api.port}",
+            "trust_domain": tenant_a.trust_domain,
+            "data_dir": str(tmp_path / "data"),
+            "socket": str(tmp_path / "api.sock"),
+            "trust_bundle": str(tmp_path / "bundle.pem"),
+            "node_attestor": {
+                "x509pop": {"certificate_path": str(cert_path), "private_key_path": str(key_path)}
+            },
+        }
+    )
+
+    def evict() -> None:
+        agents = tenant_a.client.get("/api/v1/agents").json()
+        assert tenant_a.client.delete(f"/api/v1/agents/{agents[0]['id']}").status_code == 204
+
+    async def scenario() -> tuple[str, str, str]:
+        manager = AgentManager(config, AgentState())
+        await manager.bootstrap()
+        first = str(manager.agent_id)
+        serial = format(manager._svid.leaf.serial_number, "x")  # type: ignore[union-attr]
+        # when the tenant evicts it, its renewal is refused and it proves the node again
+        await asyncio.to_thread(evict)
+        await manager._renew()
+        await manager.sync_once()
+        return first, serial, str(manager.agent_id)
+
+    first, old_serial, again = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+
+    # then it is the same agent ID, known again, with a new SVID
+    assert first == again
+    assert "/spire/agent/x509pop/" in again
+    with tenant_a.schema():
+        agent = Agent.objects.get(spiffe_id=again)
+    assert agent.serial != old_serial

@@ -39,7 +39,7 @@ def test_create_list_get_patch_delete_are_audited(tenant_a, ca_pem):
     assert body["type"] == "x509pop"
     assert body["config"]["agent_path_template"] == "{{ .PluginName }}/{{ .Fingerprint }}"
     one = f"{URL}/{body['id']}"
-    assert tenant_a.client.get(URL).json()["results"][0]["id"] == body["id"]
+    assert tenant_a.client.get(URL).json()[0]["id"] == body["id"]
     assert tenant_a.client.get(one).json()["config"]["ca_bundle_pem"] == ca_pem
     patched = tenant_a.client.patch(
         one,
@@ -130,7 +130,7 @@ def test_another_tenants_attestor_is_not_found(tenant_a, tenant_b, ca_pem):
         URL, {"type": "x509pop", "config": {"ca_bundle_pem": ca_pem}}, format="json"
     ).json()
     one = f"{URL}/{made['id']}"
-    assert tenant_b.client.get(URL).json()["results"] == []
+    assert tenant_b.client.get(URL).json() == []
     for answer in (
         tenant_b.client.get(one),
         tenant_b.client.patch(one, {"config": {"ca_bundle_pem": ca_pem}}, format="json"),
