@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from attestors.node import aws_iid, join_token, k8s_psat, x509pop
+from attestors.node import aws_iid, azure_msi, gcp_iit, join_token, k8s_psat, x509pop
 from attestors.node.base import AgentAttestor, InvalidAttestorConfig, ServerAttestor
 
 SERVER_ATTESTORS: dict[str, type[ServerAttestor]] = {
@@ -13,12 +13,16 @@ SERVER_ATTESTORS: dict[str, type[ServerAttestor]] = {
     x509pop.ATTESTATION_TYPE: x509pop.X509PopServer,
     k8s_psat.ATTESTATION_TYPE: k8s_psat.K8sPsatServer,
     aws_iid.ATTESTATION_TYPE: aws_iid.AwsIidServer,
+    gcp_iit.ATTESTATION_TYPE: gcp_iit.GcpIitServer,
+    azure_msi.ATTESTATION_TYPE: azure_msi.AzureMsiServer,
 }
 
 AGENT_ATTESTORS: dict[str, Callable[[Mapping[str, Any]], AgentAttestor]] = {
     x509pop.ATTESTATION_TYPE: x509pop.X509PopAgent.from_settings,
     k8s_psat.ATTESTATION_TYPE: k8s_psat.K8sPsatAgent.from_settings,
     aws_iid.ATTESTATION_TYPE: aws_iid.AwsIidAgent.from_settings,
+    gcp_iit.ATTESTATION_TYPE: gcp_iit.GcpIitAgent.from_settings,
+    azure_msi.ATTESTATION_TYPE: azure_msi.AzureMsiAgent.from_settings,
 }
 
 # The types DESIGN.md names for tenant configuration (join_token is always on, unconfigured).

@@ -12,11 +12,8 @@ The agent ID is SPIRE's `k8s_psat/<cluster>/<node UID>`; selectors as SPIRE's
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,14 +32,12 @@ from attestors.node.base import (
     require_keys,
     string_list,
 )
+from attestors.node.jwtproof import expiry, fetch_json, verify_jwt
 
 ATTESTATION_TYPE = "k8s_psat"
 DEFAULT_AUDIENCE = ["spire-server"]
 DEFAULT_TOKEN_PATH = "/var/run/secrets/tokens/spire-agent"  # noqa: S105 - a path
 MAX_TOKEN = 16 * 1024
-ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "PS384", "PS512"]
-JWKS_CACHE_SECONDS = 300.0
-JWKS_REFRESH_FLOOR = 10.0
 _CLUSTER_KEYS = {
     "service_account_allow_list",
     "audience",
@@ -99,31 +94,6 @@ def _cluster_config(name: str, value: Any) -> dict[str, Any]:
             ) from None
         config["jwks"] = value["jwks"]
     return config
-
-
-class _JwksCache:
-    """Published keys by URL, kept a few minutes; refetched early on an unknown `kid`."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._keys: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
-
-    def get(self, url: str, ca: str, *, fetch: Any, kid: str | None) -> dict[str, Any]:
-        now = time.monotonic()
-        with self._lock:
-            held = self._keys.get((url, ca))
-        if held is not None:
-            age = now - held[0]
-            kids = {k.get("kid") for k in held[1].get("keys", []) if isinstance(k, dict)}
-            if age < JWKS_CACHE_SECONDS and (kid in kids or age < JWKS_REFRESH_FLOOR):
-                return held[1]
-        document: dict[str, Any] = fetch()
-        with self._lock:
-            self._keys[(url, ca)] = (now, document)
-        return document
-
-
-JWKS_CACHE = _JwksCache()
 
 
 def parse_payload(payload: bytes) -> tuple[str, str]:
@@ -210,56 +180,15 @@ class K8sPsatServer(ServerAttestor):
     def _verify_with_keys(
         self, cluster: Mapping[str, Any], token: str, lookup: NodeLookup
     ) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise NodeAttestationFailed("the token is not a JWT", code="invalid_token") from None
-        kid = header.get("kid")
-        document = cluster.get("jwks")
-        if document is None:
-            url, ca = cluster["jwks_url"], cluster.get("ca_bundle_pem", "")
-            document = JWKS_CACHE.get(
-                url, ca, kid=kid, fetch=lambda: _fetch_json(lookup, "GET", url, ca=ca)
-            )
-        try:
-            keys = jwt.PyJWKSet.from_dict(document).keys
-        except (jwt.PyJWTError, TypeError, KeyError, AttributeError):
-            raise NodeAttestationFailed(
-                "the cluster's JWKS is not usable", code="invalid_jwks"
-            ) from None
-        key = next((k for k in keys if kid is None or k.key_id == kid), None)
-        if key is None:
-            raise NodeAttestationFailed(
-                f"no key {kid!r} in the cluster's JWKS", code="unknown_signing_key"
-            )
-        try:
-            claims = jwt.decode(
-                token,
-                key=key,
-                algorithms=ALGORITHMS,
-                audience=cluster["audience"],
-                issuer=cluster.get("issuer"),
-                leeway=DEFAULT_CLOCK_SKEW,
-                options={"require": ["exp", "iat", "aud"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise NodeAttestationFailed("the token has expired", code="token_expired") from None
-        except jwt.ImmatureSignatureError:
-            raise NodeAttestationFailed(
-                "the token is not valid yet", code="token_not_yet_valid"
-            ) from None
-        except jwt.InvalidAudienceError:
-            raise NodeAttestationFailed(
-                "the token's audience is not one configured", code="invalid_audience"
-            ) from None
-        except jwt.InvalidIssuerError:
-            raise NodeAttestationFailed(
-                "the token's issuer is not the configured one", code="invalid_issuer"
-            ) from None
-        except jwt.PyJWTError as exc:
-            raise NodeAttestationFailed(
-                f"the token does not verify: {exc}", code="invalid_token"
-            ) from None
+        claims = verify_jwt(
+            token,
+            lookup=lookup,
+            audience=cluster["audience"],
+            issuer=cluster.get("issuer"),
+            jwks=cluster.get("jwks"),
+            jwks_url=cluster.get("jwks_url"),
+            ca_bundle_pem=cluster.get("ca_bundle_pem", ""),
+        )
         return _identity_from_claims(claims)
 
     # -- verification by TokenReview --------------------------------------------------------
@@ -270,7 +199,7 @@ class K8sPsatServer(ServerAttestor):
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             raise NodeAttestationFailed("the token is not a JWT", code="invalid_token") from None
-        expires = _expiry(unverified)
+        expires = expiry(unverified)
         if expires + DEFAULT_CLOCK_SKEW < self.now():
             raise NodeAttestationFailed("the token has expired", code="token_expired")
         review = {
@@ -278,7 +207,7 @@ class K8sPsatServer(ServerAttestor):
             "kind": "TokenReview",
             "spec": {"token": token, "audiences": cluster["audience"]},
         }
-        answer = _fetch_json(
+        answer = fetch_json(
             lookup,
             "POST",
             cluster["token_review_url"],
@@ -325,13 +254,6 @@ class K8sPsatServer(ServerAttestor):
         }
 
 
-def _expiry(claims: Mapping[str, Any]) -> dt.datetime:
-    exp = claims.get("exp")
-    if not isinstance(exp, int | float):
-        raise NodeAttestationFailed("the token has no expiry", code="invalid_token")
-    return dt.datetime.fromtimestamp(exp, dt.UTC)
-
-
 def _identity_from_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
     k8s = claims.get("kubernetes.io")
     if not isinstance(k8s, dict):
@@ -360,30 +282,8 @@ def _identity_from_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
         "pod_uid": part("pod", "uid"),
         "node_name": part("node", "name"),
         "node_uid": part("node", "uid"),
-        "expires_at": _expiry(claims),
+        "expires_at": expiry(claims),
     }
-
-
-def _fetch_json(
-    lookup: NodeLookup,
-    method: str,
-    url: str,
-    *,
-    ca: str,
-    body: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Any:
-    answer = lookup.https(method, url, body=body, headers=headers, ca_bundle_pem=ca or None)
-    if answer.status // 100 != 2:  # noqa: PLR2004
-        raise NodeAttestationFailed(
-            f"{url} answered HTTP {answer.status}", code="attestor_unreachable"
-        )
-    try:
-        return json.loads(answer.body)
-    except (ValueError, UnicodeDecodeError):
-        raise NodeAttestationFailed(
-            f"{url} did not answer JSON", code="attestor_unreachable"
-        ) from None
 
 
 class K8sPsatAgent(AgentAttestor):

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestors.node import catalog
 from attestors.node.base import InvalidAttestorConfig, NodeAttestationFailed
-from attestors.node.k8s_psat import JWKS_CACHE, K8sPsatAgent, K8sPsatServer
+from attestors.node.jwtproof import JWKS_CACHE
+from attestors.node.k8s_psat import K8sPsatAgent, K8sPsatServer
 from issuance.services.node_attestors import ALLOWED_NETWORKS_ENV, TenantLookup
 from tests.fakes.kubernetes import ISSUER, FakeKubernetes, Pod
 
@@ -144,7 +145,7 @@ def test_wrong_reviewer_credential_is_unreachable(kube):
 
 def test_loopback_is_refused_unless_allowed(kube, monkeypatch):
     monkeypatch.setenv(ALLOWED_NETWORKS_ENV, "")
-    JWKS_CACHE._keys.clear()
+    JWKS_CACHE.clear()
     with pytest.raises(NodeAttestationFailed) as refused:
         attest(review_config(kube), payload(kube.token(Pod())))
     assert refused.value.code == "attestor_unreachable"
@@ -153,7 +154,7 @@ def test_loopback_is_refused_unless_allowed(kube, monkeypatch):
 def test_untrusted_tls_is_unreachable(kube):
     from tests.fakes.pki import TestCA, pem
 
-    JWKS_CACHE._keys.clear()
+    JWKS_CACHE.clear()
     config = jwks_config(kube, ca_bundle_pem=pem(TestCA("other").cert))
     with pytest.raises(NodeAttestationFailed) as refused:
         attest(config, payload(kube.token(Pod())))

@@ -14,6 +14,8 @@ from agent.config import AgentConfig
 from agent.manager import AgentManager
 from agent.state import AgentState
 from attestors.node.aws_iid import AwsIidAgent
+from attestors.node.azure_msi import AzureMsiAgent
+from attestors.node.gcp_iit import GcpIitAgent
 from attestors.node.k8s_psat import K8sPsatAgent
 from attestors.node.x509pop import X509PopAgent, fingerprint
 from hallmark.protos import agent_pb2
@@ -21,6 +23,7 @@ from hallmark.x509svid import make_csr
 from issuance.models import Agent
 from tenants.models import AuditEvent
 from tests.fakes.aws import AwsSigner, FakeImds, instance_document
+from tests.fakes.clouds import FakeAzureVm, FakeGce
 from tests.fakes.kubernetes import FakeKubernetes, Pod
 from tests.fakes.pki import TestCA, pem, write_node_files
 from tests.issuance.agentapi_harness import AgentApiClient, AgentIdentity, attest_call
@@ -423,3 +426,60 @@ def test_agent_process_re_attests_with_x509pop_when_its_svid_cannot_be_renewed(
     with tenant_a.schema():
         agent = Agent.objects.get(spiffe_id=again)
     assert agent.serial != old_serial
+
+
+def test_gcp_iit_and_azure_msi_tokens_attest_once_and_only_in_their_tenant(
+    agent_api, tenant_a, tenant_b
+):
+    # given tenant A allows a GCP project and an Azure AD tenant; B allows others
+    gce, vm = FakeGce().start(), FakeAzureVm().start()
+    try:
+        configure(
+            tenant_a,
+            "gcp_iit",
+            {"projectid_allow_list": [gce.project], "jwks": gce.google.jwks()},
+        )
+        configure(tenant_a, "azure_msi", {"tenants": {vm.tenant_id: {"jwks": vm.azure_ad.jwks()}}})
+        configure(
+            tenant_b,
+            "gcp_iit",
+            {"projectid_allow_list": ["b-project"], "jwks": gce.google.jwks()},
+        )
+        gcp = GcpIitAgent(identity_token_host=gce.metadata.url.removeprefix("http://"))
+        azure = AzureMsiAgent(endpoint=vm.imds.url)
+        gcp_token = gcp.payload()
+
+        class Recorded(GcpIitAgent):
+            def payload(self) -> bytes:
+                return gcp_token
+
+        # when they attest to B, they are refused; to A, attested
+        assert refusal(agent_api, tenant_b, Recorded()) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "project_not_allowed",
+        )
+        assert refusal(agent_api, tenant_b, azure) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "attestor_not_configured",
+        )
+        client = client_for(agent_api, tenant_a)
+        by_gcp = client.attest_with(tenant_a.trust_domain, Recorded(), AgentIdentity.fresh())
+        by_azure = client.attest_with(tenant_a.trust_domain, azure, AgentIdentity.fresh())
+        client.close()
+        assert by_gcp.spiffe_id.endswith(f"/spire/agent/gcp_iit/{gce.project}/{gce.instance_id}")
+        assert by_azure.spiffe_id.endswith(f"/azure_msi/{vm.tenant_id}/{vm.principal_id}")
+
+        # then the same GCP token is refused, and a new one of that instance (trust on first use)
+        assert refusal(agent_api, tenant_a, Recorded()) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "proof_replayed",
+        )
+        assert refusal(agent_api, tenant_a, gcp) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "agent_already_attested",
+        )
+    finally:
+        gce.stop()
+        vm.stop()
+    with tenant_b.schema():
+        assert not Agent.objects.exists()
