@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from attestors.node import aws_iid, azure_msi, gcp_iit, join_token, k8s_psat, x509pop
+from attestors.node import aws_iid, azure_msi, gcp_iit, join_token, k8s_psat, sshpop, x509pop
 from attestors.node.base import AgentAttestor, InvalidAttestorConfig, ServerAttestor
 
 SERVER_ATTESTORS: dict[str, type[ServerAttestor]] = {
@@ -15,6 +15,7 @@ SERVER_ATTESTORS: dict[str, type[ServerAttestor]] = {
     aws_iid.ATTESTATION_TYPE: aws_iid.AwsIidServer,
     gcp_iit.ATTESTATION_TYPE: gcp_iit.GcpIitServer,
     azure_msi.ATTESTATION_TYPE: azure_msi.AzureMsiServer,
+    sshpop.ATTESTATION_TYPE: sshpop.SshPopServer,
 }
 
 AGENT_ATTESTORS: dict[str, Callable[[Mapping[str, Any]], AgentAttestor]] = {
@@ -23,6 +24,7 @@ AGENT_ATTESTORS: dict[str, Callable[[Mapping[str, Any]], AgentAttestor]] = {
     aws_iid.ATTESTATION_TYPE: aws_iid.AwsIidAgent.from_settings,
     gcp_iit.ATTESTATION_TYPE: gcp_iit.GcpIitAgent.from_settings,
     azure_msi.ATTESTATION_TYPE: azure_msi.AzureMsiAgent.from_settings,
+    sshpop.ATTESTATION_TYPE: sshpop.SshPopAgent.from_settings,
 }
 
 # The types DESIGN.md names for tenant configuration (join_token is always on, unconfigured).

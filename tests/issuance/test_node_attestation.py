@@ -483,3 +483,31 @@ def test_gcp_iit_and_azure_msi_tokens_attest_once_and_only_in_their_tenant(
         vm.stop()
     with tenant_b.schema():
         assert not Agent.objects.exists()
+
+
+def test_sshpop_host_certificate_attests_only_where_its_ssh_ca_is_trusted(
+    agent_api, tenant_a, tenant_b
+):
+    # given tenant A trusts its SSH CA for sshpop, tenant B another SSH CA
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from attestors.node.sshpop import SshPopAgent
+    from tests.attestors.test_node_sshpop import host_certificate, openssh
+
+    ca_a, ca_b = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+    configure(tenant_a, "sshpop", {"cert_authorities": [openssh(ca_a)]})
+    configure(tenant_b, "sshpop", {"cert_authorities": [openssh(ca_b)]})
+    host = ed25519.Ed25519PrivateKey.generate()
+    attestor = SshPopAgent(host_certificate(ca_a, host), host)
+
+    # when the host attests to B it is refused; to A it is attested through the challenge
+    assert refusal(agent_api, tenant_b, attestor) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "untrusted_certificate",
+    )
+    client = client_for(agent_api, tenant_a)
+    response = client.attest_with(tenant_a.trust_domain, attestor, AgentIdentity.fresh())
+    client.close()
+    assert "/spire/agent/sshpop/" in response.spiffe_id
+    with tenant_b.schema():
+        assert not Agent.objects.exists()
