@@ -183,7 +183,16 @@ def _b_objects(b: TenantHandle) -> tuple[dict[str, str], dict[str, Any]]:
             serial="b0b0b0b0b0",
             expires_at=timezone.now() + dt.timedelta(hours=1),
         )
+    from tests.fakes.pki import TestCA, pem
+
+    attestor = b.client.post(
+        "/api/v1/node-attestors",
+        {"type": "x509pop", "config": {"ca_bundle_pem": pem(TestCA("B fleet").cert)}},
+        format="json",
+    )
+    assert attestor.status_code == 201, attestor.content
     targets = {
+        "issuance.NodeAttestor": attestor.json()["id"],
         "issuance.Entry": entry.json()["id"],
         "issuance.JoinToken": token.json()["id"],
         "issuance.Agent": str(agent.id),
@@ -213,6 +222,7 @@ MISSING: dict[str, Callable[[], str]] = {
     "issuance.Entry": lambda: str(uuid.uuid4()),
     "issuance.JoinToken": lambda: str(uuid.uuid4()),
     "issuance.Agent": lambda: str(uuid.uuid4()),
+    "issuance.NodeAttestor": lambda: str(uuid.uuid4()),
     "federation.FederationRelationship": lambda: f"missing-{uuid.uuid4().hex[:8]}.test",
     "x509-authority": lambda: str(uuid.uuid4()),
     "jwt-authority": lambda: str(uuid.uuid4()),
@@ -221,11 +231,18 @@ MISSING: dict[str, Callable[[], str]] = {
 # Bodies that would really change the object if the scoping let A reach it.
 CHANGE_BODIES: dict[str, dict[str, Any]] = {
     "issuance.Entry": {"hint": "changed-by-a", "selectors": ["unix:uid:0"]},
+    "issuance.NodeAttestor": {"config": {"ca_bundle_pem": "attacker's CA"}},
     "federation.FederationRelationship": {
         "bundle_endpoint_url": "https://attacker.example/bundle",
         "bundle_endpoint_profile": "https_web",
     },
 }
+
+
+def _ca_pem() -> str:
+    from tests.fakes.pki import TestCA, pem
+
+    return pem(TestCA("A fleet").cert)
 
 
 def _collection_writes(world: World) -> dict[tuple[str, str], tuple[dict[str, Any], set[int]]]:
@@ -265,6 +282,11 @@ def _collection_writes(world: World) -> dict[tuple[str, str], tuple[dict[str, An
         ),
         ("entry-batch-delete", "POST"): ({"ids": [world.b_entry["id"]]}, {200}),
         ("trust-domain", "PATCH"): ({"upstream_authority": ""}, {200}),
+        # A's own attestor of the type B has; B's stays as it was
+        ("node-attestor-list", "POST"): (
+            {"type": "x509pop", "config": {"ca_bundle_pem": _ca_pem()}},
+            {201, 409},
+        ),
         ("x509-authority-prepare", "POST"): ({}, {201}),
         ("jwt-authority-prepare", "POST"): ({}, {201}),
     }
