@@ -23,7 +23,7 @@ from issuance import services
 from issuance.agentapi.limits import AttestationFailures
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.watch import ChangeHub
-from issuance.errors import AttestationRateLimited
+from issuance.errors import AttestationRateLimited, InvalidAttestationRequest
 from issuance.models import Agent, Entry
 
 if TYPE_CHECKING:
@@ -224,7 +224,9 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         answer: bytes | None = None
         if challenge is not None:
             yield agent_pb2.AttestAgentResponse(challenge=challenge)
-            reply = await self._next_message(context, request_iterator, "the challenge response")
+            reply = await self._next_message(
+                context, request_iterator, "the challenge response", audit=(peer, source)
+            )
             answer = bytes(reply.challenge_response)
 
         def attest(tenant: Tenant) -> Any:
@@ -247,17 +249,31 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         yield await self._call(context, peer, attest)
 
     async def _next_message(
-        self, context: Any, request_iterator: AsyncIterator[Any], what: str
+        self,
+        context: Any,
+        request_iterator: AsyncIterator[Any],
+        what: str,
+        audit: tuple[AgentPeer, str] | None = None,
     ) -> Any:
         try:
             return await asyncio.wait_for(anext(request_iterator), CHALLENGE_TIMEOUT_SECONDS)
         except (StopAsyncIteration, TimeoutError):
-            await self._abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "attestation_incomplete",
-                f"the stream ended (or stalled) before {what}",
+            incomplete = InvalidAttestationRequest(
+                f"the stream ended (or stalled) before {what}", code="attestation_incomplete"
             )
+            if audit is not None:  # an attestation that began and was abandoned is audited
+                peer, source = audit
+                if await asyncio.to_thread(
+                    self.attestation_failures.failed, peer.tenant_id, source, incomplete.code
+                ):
+                    await self._call(
+                        context,
+                        peer,
+                        lambda tenant: services.record_failed_attestation(
+                            tenant=tenant, source=peer.address, error=incomplete
+                        ),
+                    )
+            await self._abort(context, status_of(incomplete), incomplete.code, incomplete.detail)
 
     async def RenewAgent(self, request: Any, context: Any) -> Any:  # noqa: N802
         peer = await self._peer(context)

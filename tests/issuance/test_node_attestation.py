@@ -195,6 +195,7 @@ def test_unanswered_challenge_attests_nothing(agent_api, tenant_a):
     assert "attestation_incomplete" in (refused.value.details() or "")
     with tenant_a.schema():
         assert not Agent.objects.exists()
+    assert failure_codes(tenant_a, agent_api) == ["attestation_incomplete"]
 
 
 def test_x509pop_agent_re_attests_under_its_id_unless_banned(agent_api, tenant_a):
