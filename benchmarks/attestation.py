@@ -1,8 +1,9 @@
 """Node attestation rate per attestor type against one agent-API process.
 
 Prints, from one run of a real `hallmark up` with HALLMARK_AGENT_API_PROCESSES=1 (embedded
-PostgreSQL, Redis, OpenBao): attestations/s for join_token, x509pop (challenge/response over
-the bidirectional stream) and k8s_psat (token checked against the cluster's JWKS), each with
+PostgreSQL, Redis, OpenBao): attestations/s for join_token, x509pop and sshpop
+(challenge/response over the bidirectional stream), k8s_psat (token checked against the
+cluster's JWKS) and aws_iid (signed instance identity document), each with
 --concurrency conversations in flight, every one a new TLS connection as a new agent makes
 it, a fresh key and CSR, and a distinct proof (token, node certificate, projected token).
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime as dt
 import json
 import os
@@ -29,11 +31,13 @@ import jwt
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import ssh
 from cryptography.x509.oid import NameOID
 
 from attestors.node.base import AgentAttestor
 from attestors.node.join_token import JoinTokenAgent
+from attestors.node.sshpop import SshPopAgent
 from attestors.node.x509pop import X509PopAgent
 from hallmark.protos import agent_pb2, agent_pb2_grpc
 from hallmark.x509svid import make_csr
@@ -71,6 +75,64 @@ def _certificate(
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .sign(issuer[1] if issuer else key, hashes.SHA256())
     )
+
+
+class DocumentAgent(AgentAttestor):
+    """An instance identity document already read from IMDS."""
+
+    type = "aws_iid"
+
+    def __init__(self, payload: bytes) -> None:
+        self._payload = payload
+
+    def payload(self) -> bytes:
+        return self._payload
+
+
+def _aws(count: int) -> tuple[str, list[AgentAttestor]]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    certificate = _certificate("AWS test signer", key, None, ca=False)
+    made: list[AgentAttestor] = []
+    for _ in range(count):
+        document = json.dumps(
+            {
+                "accountId": "123456789012",
+                "availabilityZone": "us-west-2b",
+                "imageId": "ami-0abcdef1234567890",
+                "instanceId": f"i-{secrets.token_hex(8)}",
+                "region": "us-west-2",
+                "version": "2017-09-30",
+            },
+            indent=2,
+        )
+        signature = key.sign(document.encode(), padding.PKCS1v15(), hashes.SHA256())
+        payload = {"document": document, "signature": base64.b64encode(signature).decode()}
+        made.append(DocumentAgent(json.dumps(payload).encode()))
+    return certificate.public_bytes(serialization.Encoding.PEM).decode(), made
+
+
+def _ssh_hosts(count: int) -> tuple[str, list[AgentAttestor]]:
+    ca = ed25519.Ed25519PrivateKey.generate()
+    now = int(time.time())
+    made: list[AgentAttestor] = []
+    for i in range(count):
+        host = ed25519.Ed25519PrivateKey.generate()
+        certificate = (
+            ssh.SSHCertificateBuilder()
+            .public_key(host.public_key())
+            .serial(i + 1)
+            .type(ssh.SSHCertificateType.HOST)
+            .key_id(f"host-{i}".encode())
+            .valid_principals([f"host-{i}.bench.example".encode()])
+            .valid_after(now - 60)
+            .valid_before(now + 3600)
+            .sign(ca)
+        )
+        made.append(SshPopAgent(certificate.public_bytes().decode(), host))
+    authority = ca.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return authority.decode(), made
 
 
 class PsatAgent(AgentAttestor):
@@ -171,7 +233,11 @@ def main() -> None:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca = _certificate("bench fleet CA", ca_key, None, ca=True)
         jwks, psat_tokens = _psat_tokens(args.count + 20)
+        aws_pem, aws_agents = _aws(args.count + 10)
+        ssh_ca, ssh_agents = _ssh_hosts(args.count + 10)
         for kind, config in (
+            ("aws_iid", {"aws_certificates_pem": aws_pem, "account_allow_list": ["123456789012"]}),
+            ("sshpop", {"cert_authorities": [ssh_ca]}),
             ("x509pop", {"ca_bundle_pem": ca.public_bytes(serialization.Encoding.PEM).decode()}),
             (
                 "k8s_psat",
@@ -214,10 +280,20 @@ def main() -> None:
         def psats(n: int) -> list[AgentAttestor]:
             return [PsatAgent(next(psat_iter)) for _ in range(n)]
 
+        def taken(pool: list[AgentAttestor]) -> Callable[[int], list[AgentAttestor]]:
+            def take(n: int) -> list[AgentAttestor]:
+                batch = pool[:n]
+                del pool[:n]
+                return batch
+
+            return take
+
         kinds: list[tuple[str, Callable[[int], list[AgentAttestor]]]] = [
             ("join_token", join_tokens),
             ("x509pop", nodes),
+            ("sshpop", taken(ssh_agents)),
             ("k8s_psat", psats),
+            ("aws_iid", taken(aws_agents)),
         ]
         print(
             f"one agent-API process, {args.count} attestations a type, "
