@@ -38,6 +38,8 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 class TestCA:
     """A CA that signs intermediates, node certificates and server certificates."""
 
+    __test__ = False  # a helper, not a test class
+
     name: str
     key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
