@@ -35,7 +35,7 @@ from tests.e2e.conftest import (
     stop_control_plane,
     wait_for,
 )
-from tests.issuance.agentapi_harness import AgentApiClient, AgentIdentity
+from tests.issuance.agentapi_harness import AgentApiClient, AgentIdentity, attest_call
 
 pytestmark = [pytest.mark.e2e]
 
@@ -335,7 +335,7 @@ def test_an_attestation_failure_flood_is_rate_limited_and_audited_in_aggregate(
                 csr=csr,
             )
             try:
-                client.stub.AttestAgent(request, metadata=client.metadata, timeout=CALL_TIMEOUT)
+                attest_call(client.stub, request, metadata=client.metadata, timeout=CALL_TIMEOUT)
                 answers.append((grpc.StatusCode.OK, "attested"))
             except grpc.RpcError as error:
                 answers.append(_refusal(error))
