@@ -17,7 +17,12 @@ def _gather_beat_schedule() -> dict[str, dict[str, object]]:
     from importlib import import_module
 
     schedule: dict[str, dict[str, object]] = {}
-    for module_name in ("tenants.tasks", "trustdomains.tasks", "issuance.tasks"):
+    for module_name in (
+        "tenants.tasks",
+        "tenants.audit.tasks",
+        "trustdomains.tasks",
+        "issuance.tasks",
+    ):
         try:
             module = import_module(module_name)
         except ModuleNotFoundError:

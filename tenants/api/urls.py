@@ -2,9 +2,8 @@
 
 from django.urls import path
 
-from tenants.api.views import AuditEventList, SignupView
+from tenants.api.views import SignupView
 
 urlpatterns = [
     path("signup", SignupView.as_view(), name="signup"),
-    path("audit-events", AuditEventList.as_view(), name="audit-events"),
 ]
