@@ -75,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
         "HALLMARK_* configures, say what is wrong in plain words, and exit non-zero if "
         "anything is. Starts no server: run it before a rollout.",
     )
+    audit = commands.add_parser("audit", help="the audit trail: verify its hash chains")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser(
+        "verify",
+        help="re-hash each chain and check it against its signed checkpoints (exit 1 if bad)",
+    )
+    verify.add_argument("--tenant", metavar="SLUG", help="only this tenant's chain")
+    verify.add_argument("--json", action="store_true", help="one JSON object a chain")
     manage = commands.add_parser("manage", help="run a Django management command")
     manage.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -160,6 +168,15 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    _django()
+    from tenants.audit.commands import verify_command
+
+    return verify_command(
+        tenant_slug=args.tenant, as_json=args.json, out=sys.stdout, err=sys.stderr
+    )
+
+
 def _manage(args: argparse.Namespace) -> int:
     _django()
     from django.core.management import execute_from_command_line
@@ -175,6 +192,7 @@ COMMANDS = {
     "check": _check,
     "migrate": _migrate,
     "manage": _manage,
+    "audit": _audit,
 }
 
 
