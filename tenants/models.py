@@ -79,4 +79,4 @@ class ApiToken(models.Model):
 
 # The audit trail is its own app (tenants/audit); its model is re-exported here for callers
 # that import it from tenants.models.
-from tenants.audit.models import AuditEvent  # noqa: E402,F401
+from tenants.audit.models import AuditEvent as AuditEvent  # noqa: E402,PLC0414

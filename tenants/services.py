@@ -18,7 +18,9 @@ from tenants import schemas
 from tenants.api.errors import ApiError
 
 # The audit trail's writers live in tenants.audit; callers keep using them from here.
-from tenants.audit.services import AuditRecord, record_audit, record_audits  # noqa: F401
+from tenants.audit.services import AuditRecord as AuditRecord  # noqa: PLC0414
+from tenants.audit.services import record_audit as record_audit  # noqa: PLC0414
+from tenants.audit.services import record_audits as record_audits  # noqa: PLC0414
 from tenants.migrating import code_fingerprint
 from tenants.models import ApiToken, Domain, Membership, Tenant
 from tenants.reserved import check_not_reserved

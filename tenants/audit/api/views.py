@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants.api.errors import ApiError
 from tenants.audit import listing
 from tenants.audit.models import AuditEvent
 from tenants.audit.verify import verify_chain
@@ -30,10 +31,14 @@ class _JsonOnly(DefaultContentNegotiation):
 class IsPlatformOperator(BasePermission):
     """Only a platform operator's principal (a tenant token is refused: 403)."""
 
-    message = "only a platform operator may read the platform-wide audit trail"
-
     def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(getattr(request.user, "is_platform_operator", False))
+        if not getattr(request.user, "is_platform_operator", False):
+            raise ApiError(
+                "permission_denied",
+                "only a platform operator may read the platform-wide audit trail",
+                status=403,
+            )
+        return True
 
 
 def _answer(events: Any, request: Request, *, operator: bool) -> Any:

@@ -57,7 +57,9 @@ def test_the_installed_command_verifies_against_the_configured_database(tenant_a
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     url = urlparse(env["HALLMARK_DATABASE_URL"])
-    env["HALLMARK_DATABASE_URL"] = url._replace(path=f"/{connection.settings_dict['NAME']}").geturl()
+    env["HALLMARK_DATABASE_URL"] = url._replace(
+        path=f"/{connection.settings_dict['NAME']}"
+    ).geturl()
     env.setdefault("HALLMARK_SECRET_KEY", "cli-test")
 
     def run() -> subprocess.CompletedProcess[str]:
