@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from config.requestid import current_request_id, current_source_address
 from tenants.audit.chain import GENESIS_HASH, chain_key, link_hash, normalise_detail
+from tenants.audit.context import current_request_id, current_source_address
 from tenants.audit.models import AuditChain, AuditEvent
 
 if TYPE_CHECKING:
