@@ -64,12 +64,23 @@ def _tenant(label: str) -> Any:
     )
 
 
-def _rate(count: int, work: Callable[[int], None]) -> tuple[float, float]:
-    started = time.perf_counter()
-    for i in range(count):
-        work(i)
-    seconds = time.perf_counter() - started
-    return count / seconds, seconds / count * 1e6
+def _interleaved(
+    count: int, first: Callable[[int], None], second: Callable[[int], None], rounds: int = 10
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Both workloads in alternating rounds (so a change in the machine's load hits both);
+    each one's (per second, µs each)."""
+    spent = [0.0, 0.0]
+    done = 0
+    size = max(count // rounds, 1)
+    for start in range(0, count, size):
+        block = range(start, min(start + size, count))
+        for slot, work in enumerate((first, second)):
+            started = time.perf_counter()
+            for i in block:
+                work(i)
+            spent[slot] += time.perf_counter() - started
+        done += len(block)
+    return (done / spent[0], spent[0] / done * 1e6), (done / spent[1], spent[1] / done * 1e6)
 
 
 def _unchained_writer() -> Callable[..., None]:
@@ -105,13 +116,11 @@ def bench_writes(count: int) -> None:
 
     tenant = _tenant("writes").tenant
     plain = _unchained_writer()
-    chained, us_chained = _rate(
+    other = _tenant("plain").tenant
+    (chained, us_chained), (unchained, us_plain) = _interleaved(
         count,
         lambda i: record_audit(tenant=tenant, actor="bench", action="entry.create", target=str(i)),
-    )
-    other = _tenant("plain").tenant
-    unchained, us_plain = _rate(
-        count, lambda i: plain(tenant=other, actor="bench", action="entry.create", target=str(i))
+        lambda i: plain(tenant=other, actor="bench", action="entry.create", target=str(i)),
     )
     print(
         f"record_audit     chained {chained:8.0f} events/s ({us_chained:6.0f} µs)   "
@@ -119,26 +128,29 @@ def bench_writes(count: int) -> None:
         f"chain costs {us_chained - us_plain:+.0f} µs an event"
     )
 
-    def upsert(_: int) -> None:
+    # Each in a write transaction (the caller's always is one): the lock, plus one row written.
+    def upsert(i: int) -> None:
         with transaction.atomic():
             _, head = lock_chain(tenant.pk, 1)
+            plain(tenant=other, actor="bench", action="lock", target=str(i))
             advance_head(tenant.pk, head)
 
-    def advisory(_: int) -> None:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [tenant.pk.hex])
-            cursor.execute(
-                "SELECT sequence, hash FROM audit_auditevent WHERE tenant_id = %s "
-                "ORDER BY sequence DESC LIMIT 1",
-                [tenant.pk],
-            )
-            cursor.fetchone()
+    def advisory(i: int) -> None:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [tenant.pk.hex])
+                cursor.execute(
+                    "SELECT sequence, hash FROM audit_auditevent WHERE tenant_id = %s "
+                    "ORDER BY sequence DESC LIMIT 1",
+                    [tenant.pk],
+                )
+                cursor.fetchone()
+            plain(tenant=other, actor="bench", action="lock", target=str(i))
 
-    up, us_up = _rate(count, upsert)
-    adv, us_adv = _rate(count, advisory)
+    (up, us_up), (adv, us_adv) = _interleaved(count, upsert, advisory)
     print(
-        f"chain lock       head-row upsert {up:8.0f}/s ({us_up:5.0f} µs)   "
-        f"advisory lock + last link {adv:8.0f}/s ({us_adv:5.0f} µs)"
+        f"chain lock       write transactions with the head-row upsert {up:6.0f}/s "
+        f"({us_up:5.0f} µs), with pg_advisory_xact_lock + last link {adv:6.0f}/s ({us_adv:5.0f} µs)"
     )
 
 
@@ -194,7 +206,6 @@ def bench_entries(count: int) -> None:
         return work
 
     create("warm")(0)
-    chained, us_chained = _rate(count, create("chained"))
     real_link = audit_services._link
     plain = _unchained_writer()
 
@@ -203,11 +214,18 @@ def bench_entries(count: int) -> None:
             plain(tenant=tenant, actor=actor, action=record.action, target=record.target)
         return [None] * len(records)
 
-    audit_services._link = unchained_link  # type: ignore[assignment]
-    try:
-        unchained, us_plain = _rate(count, create("unchained"))
-    finally:
-        audit_services._link = real_link
+    chained_create, unchained_create = create("chained"), create("unchained")
+
+    def without_chain(i: int) -> None:
+        audit_services._link = unchained_link  # type: ignore[assignment]
+        try:
+            unchained_create(i)
+        finally:
+            audit_services._link = real_link
+
+    (chained, us_chained), (unchained, us_plain) = _interleaved(
+        count, chained_create, without_chain
+    )
     print(
         f"entry create     chained {chained:6.0f} entries/s ({us_chained / 1000:5.2f} ms)   "
         f"unchained {unchained:6.0f} entries/s ({us_plain / 1000:5.2f} ms)   "

@@ -24,6 +24,8 @@ def chain_key(tenant_id: uuid.UUID | str | None) -> str:
     """The chain a tenant's events belong to: its UUID hex, or "platform" for none."""
     if tenant_id is None:
         return PLATFORM_CHAIN
+    if isinstance(tenant_id, uuid.UUID):
+        return tenant_id.hex
     return uuid.UUID(str(tenant_id)).hex
 
 

@@ -87,7 +87,9 @@ def _append(
     schema = connection.schema_name
     connection.set_schema_to_public()
     try:
-        with transaction.atomic():
+        # In the caller's transaction if it has one (no savepoint: a failure here fails it),
+        # else in one of its own: the head's lock, the links and the new head commit together.
+        with transaction.atomic(savepoint=False):
             return _link(
                 tenant=tenant,
                 actor=actor[:300],

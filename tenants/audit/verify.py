@@ -22,7 +22,6 @@ from tenants.audit.models import AuditChain, AuditCheckpoint, AuditEvent
 CHUNK = 2000
 LINK_FIELDS = (
     "id",
-    "tenant_id",
     "tenant_slug",
     "sequence",
     "at",
@@ -145,8 +144,8 @@ def _walk(
     pruned = {m.head_sequence: m for m in marks if m.kind == AuditCheckpoint.Kind.PRUNE}
     expected, prev_hash, last_id = 1, GENESIS_HASH, None
     for row in _rows(tenant_id):
-        (event_id, _, slug, sequence, at, actor, action, target, outcome, source) = row[:10]
-        request_id, detail, stored_prev, stored_hash = row[10:]
+        (event_id, slug, sequence, at, actor, action, target, outcome, source) = row[:9]
+        request_id, detail, stored_prev, stored_hash = row[9:]
         if answer.events == 0 and sequence != 1:
             base = pruned.get(sequence - 1)
             if base is None:

@@ -210,6 +210,53 @@ def test_a_cut_tail_with_a_rewound_head_is_named_by_the_signed_checkpoint(tenant
     assert "checkpoint" in result.detail
 
 
+def test_a_rewritten_tail_is_named_by_the_signed_checkpoint(tenant_a) -> None:
+    # given six events and a signed checkpoint of them
+    from tenants.audit.chain import link_hash
+
+    _grow(tenant_a.tenant, 6)
+    write_checkpoints()
+    ids = chain_ids(tenant_a.tenant)
+
+    # when an intruder changes the third event and re-hashes it and every later link (and
+    # the chain head), so that the chain itself is consistent again
+    prev = AuditEvent.objects.get(id=ids[1]).hash
+    for event_id in ids[2:]:
+        row = AuditEvent.objects.get(id=event_id)
+        actor = "forged" if event_id == ids[2] else row.actor
+        digest = link_hash(
+            tenant_id=row.tenant_id,
+            tenant_slug=row.tenant_slug,
+            sequence=row.sequence,
+            at=row.at,
+            actor=actor,
+            action=row.action,
+            target=row.target,
+            outcome=row.outcome,
+            source=row.source,
+            request_id=row.request_id,
+            detail=row.detail,
+            prev_hash=prev,
+        )
+        sql(
+            "UPDATE audit_auditevent SET actor = %s, prev_hash = %s, hash = %s WHERE id = %s",
+            [actor, prev, digest, event_id],
+        )
+        prev = digest
+    sql(
+        "UPDATE audit_auditchain SET head_hash = %s WHERE key = %s",
+        [prev, tenant_a.tenant.pk.hex],
+    )
+
+    # then the checkpointed head is not the event the checkpoint signed
+    result = verify_chain(tenant_a.tenant.pk)
+    assert (result.valid, result.reason, result.first_invalid_id) == (
+        False,
+        "checkpoint_mismatch",
+        ids[-1],
+    )
+
+
 def test_a_forged_checkpoint_is_refused(tenant_a) -> None:
     # given a signed checkpoint; when its length is lowered with SQL (to hide a cut tail)
     _grow(tenant_a.tenant, 5)
