@@ -8,6 +8,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ CSV_COLUMNS = (
     "hash",
 )
 _TEXT_FILTERS = {"action": 100, "actor": 300, "outcome": 32}
+_DIGITS = re.compile(r"^[0-9]{1,7}$")
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def parse_query(params: Any, *, operator: bool = False) -> Query:
     size_text = params.get("page_size")
     page_size = DEFAULT_PAGE_SIZE
     if size_text is not None:
-        if not size_text.isdigit() or not 1 <= int(size_text) <= MAX_PAGE_SIZE:
+        if not _DIGITS.match(size_text) or not 1 <= int(size_text) <= MAX_PAGE_SIZE:
             raise ApiError("invalid_page_size", f"page_size must be 1 to {MAX_PAGE_SIZE}")
         page_size = int(size_text)
     output = params.get("format", "json")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
@@ -41,6 +43,19 @@ class IsPlatformOperator(BasePermission):
         return True
 
 
+_FILTERS = [
+    OpenApiParameter("action", str, description="exact action, e.g. entry.create"),
+    OpenApiParameter("actor", str, description="exact actor, e.g. token:abcd1234"),
+    OpenApiParameter("outcome", str, description="success, failure or denied"),
+    OpenApiParameter("since", OpenApiTypes.DATETIME, description="at or after (ISO 8601)"),
+    OpenApiParameter("until", OpenApiTypes.DATETIME, description="before (ISO 8601)"),
+    OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
+    OpenApiParameter("page_size", int, description="1 to 1000 (default 100)"),
+    OpenApiParameter("format", str, enum=["json", "jsonl", "csv"], description="jsonl/csv stream"),
+]
+_PAGE = {200: OpenApiTypes.OBJECT}
+
+
 def _answer(events: Any, request: Request, *, operator: bool) -> Any:
     query = listing.parse_query(request.query_params, operator=operator)
     if query.format == "json":
@@ -59,6 +74,7 @@ class AuditEventList(APIView):
     permission_resource = "audit"
     content_negotiation_class = _JsonOnly
 
+    @extend_schema(parameters=_FILTERS, responses=_PAGE)
     def get(self, request: Request) -> Any:
         return _answer(listing.tenant_events(request.tenant.pk), request, operator=False)  # type: ignore[attr-defined]
 
@@ -68,6 +84,7 @@ class AuditVerify(APIView):
 
     permission_resource = "audit"
 
+    @extend_schema(responses=_PAGE)
     def get(self, request: Request) -> Response:
         return Response(verify_chain(request.tenant.pk).as_dict())  # type: ignore[attr-defined]
 
@@ -79,5 +96,9 @@ class OperatorAuditEventList(APIView):
     permission_classes = [IsAuthenticated, IsPlatformOperator]
     content_negotiation_class = _JsonOnly
 
+    @extend_schema(
+        parameters=[*_FILTERS, OpenApiParameter("tenant", str, description="a tenant's slug")],
+        responses=_PAGE,
+    )
     def get(self, request: Request) -> Any:
         return _answer(AuditEvent.objects.all(), request, operator=True)
