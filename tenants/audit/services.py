@@ -9,6 +9,7 @@ until the caller commits, and a rollback takes the links and the head back toget
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -160,11 +161,45 @@ def _link(
         prev_hash = event.hash
         events.append(event)
     if len(events) == 1:
-        events[0].save(force_insert=True)
+        _insert_and_advance(events[0])  # one round trip for the common single event
     else:
         AuditEvent.objects.bulk_create(events, batch_size=1000)
-    advance_head(tenant_id, prev_hash)
+        advance_head(tenant_id, prev_hash)
     return events
+
+
+_COLUMNS = (
+    "tenant_id",
+    "tenant_slug",
+    "sequence",
+    "at",
+    "actor",
+    "action",
+    "target",
+    "outcome",
+    "source",
+    "request_id",
+    "detail",
+    "prev_hash",
+    "hash",
+)
+
+
+def _insert_and_advance(event: AuditEvent) -> None:
+    """Insert the event and move the chain head to it in one statement."""
+    values = [getattr(event, column) for column in _COLUMNS]
+    values[_COLUMNS.index("detail")] = json.dumps(event.detail)
+    placeholders = ", ".join("%s::jsonb" if c == "detail" else "%s" for c in _COLUMNS)
+    events, chains = AuditEvent._meta.db_table, AuditChain._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH event AS (INSERT INTO {events} ({', '.join(_COLUMNS)}) "  # noqa: S608 - ours
+            f"VALUES ({placeholders}) RETURNING id) "
+            f"UPDATE {chains} SET head_hash = %s WHERE key = %s RETURNING (SELECT id FROM event)",
+            [*values, event.hash, chain_key(event.tenant_id)],
+        )
+        (event.id,) = cursor.fetchone()
+    event._state.adding, event._state.db = False, connection.alias
 
 
 def build_event(
