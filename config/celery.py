@@ -19,6 +19,7 @@ def _gather_beat_schedule() -> dict[str, dict[str, object]]:
     schedule: dict[str, dict[str, object]] = {}
     for module_name in (
         "tenants.tasks",
+        "tenants.audit.tasks",
         "trustdomains.tasks",
         "issuance.tasks",
         "federation.tasks",

@@ -60,6 +60,7 @@ SHARED_APPS = [
     "django.contrib.sessions",  # the /login page's session cookie (tenants.web)
     "tenants",
     "federation.managed",
+    "tenants.audit",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -74,6 +75,7 @@ PUBLIC_SCHEMA_NAME = "public"
 
 MIDDLEWARE = [
     "config.metricsmiddleware.RequestMetricsMiddleware",
+    "config.requestid.RequestIdMiddleware",
     "tenants.middleware.DatabaseUnavailableMiddleware",
     "tenants.middleware.PublicSchemaMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -217,6 +219,11 @@ TRUSTED_PROXY_COUNT = env.integer("HALLMARK_TRUSTED_PROXY_COUNT", 0)
 # Trust domains no tenant may take, besides the platform's hostnames, localhost and IP
 # literals: comma-separated; "*.example.com" reserves example.com and every name under it.
 RESERVED_TRUST_DOMAINS = env.names("HALLMARK_RESERVED_TRUST_DOMAINS")
+
+# The audit trail (tenants.audit): how often beat signs a checkpoint of every chain that grew,
+# and after how many days whole checkpointed segments are dropped (0: never, the default).
+AUDIT_CHECKPOINT_INTERVAL_SECONDS = env.integer("HALLMARK_AUDIT_CHECKPOINT_INTERVAL", 300)
+AUDIT_RETENTION_DAYS = env.integer("HALLMARK_AUDIT_RETENTION_DAYS", 0)
 
 # Defaults as SPIRE's (SPIRE-BEHAVIOUR.md).
 CA_TTL_SECONDS = env.integer("HALLMARK_CA_TTL", 24 * 3600)

@@ -25,6 +25,7 @@ from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.watch import ChangeHub
 from issuance.errors import AttestationRateLimited, InvalidAttestationRequest
 from issuance.models import Agent, Entry
+from tenants.audit.context import accepted, request_context
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -154,8 +155,16 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         return peer
 
     async def _call(self, context: Any, peer: AgentPeer, work: Callable[[Tenant], T]) -> T:
+        # The call's audit events carry its request id (the agent's x-request-id if sane).
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = accepted(metadata.get("x-request-id"))
+
+        def traced(tenant: Tenant) -> T:
+            with request_context(request_id, peer.address):
+                return work(tenant)
+
         try:
-            return await self.threads.in_tenant_schema(peer.tenant_id, work)
+            return await self.threads.in_tenant_schema(peer.tenant_id, traced)
         except HallmarkError as exc:
             await self._abort(context, status_of(exc), exc.code, exc.detail)
         except Exception:

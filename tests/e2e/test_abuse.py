@@ -124,10 +124,12 @@ def _refusal(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
 
 
 def _audit_rows(plane: ControlPlaneProcess, tenant: dict[str, Any], action: str) -> list[Any]:
-    """The tenant's audit rows of `action` (the API answers the newest 500, newest first)."""
-    answer = plane.call(tenant["token"], "GET", "audit-events")
+    """The tenant's audit rows of `action` (the newest 1,000, newest first)."""
+    answer = plane.call(
+        tenant["token"], "GET", "audit-events", params={"action": action, "page_size": 1000}
+    )
     assert answer.status_code == 200, answer.text
-    return [row for row in answer.json() if row["action"] == action]
+    return list(answer.json()["results"])
 
 
 def _attest_as_agents_do(
