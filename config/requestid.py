@@ -2,7 +2,8 @@
 
 The id is echoed in the response's X-Request-Id header and exposed for the duration of the
 request through `current_request_id()` (a context var kept in tenants.audit.context), so
-every audit event written while serving it carries it, with the client address.
+every audit event written while serving it carries it, with the client address; log lines
+written while serving it carry it too (config.logcontext).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from config import logcontext
 from tenants.audit.context import accepted, request_context
 from tenants.audit.context import current_request_id as current_request_id  # noqa: PLC0414
 from tenants.audit.context import (
@@ -29,7 +31,10 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = accepted(request.headers.get(HEADER))
         request.request_id = request_id  # type: ignore[attr-defined]
-        with request_context(request_id, str(request.META.get("REMOTE_ADDR", ""))):
+        with (
+            request_context(request_id, str(request.META.get("REMOTE_ADDR", ""))),
+            logcontext.bound(request_id=request_id),
+        ):
             response = self.get_response(request)
         response[HEADER] = request_id
         return response
