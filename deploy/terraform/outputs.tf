@@ -4,7 +4,7 @@ output "namespace" {
 }
 
 output "web_service" {
-  description = "The web Service (REST API, bundle endpoint, /healthz) as name.namespace:port."
+  description = "The web Service (REST API, https_web bundle endpoint, /healthz) as name.namespace:port."
   value       = "${kubernetes_service_v1.web.metadata[0].name}.${local.namespace}:${local.web_port}"
 }
 

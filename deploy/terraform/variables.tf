@@ -142,7 +142,7 @@ variable "extra_env" {
 # --- process counts and sizes ------------------------------------------------------------
 
 variable "web_replicas" {
-  description = "Web (REST API, bundle endpoint, /healthz) pods. Any number: they share no state."
+  description = "Web (REST API, https_web bundle endpoint, /healthz) pods. Any number: they share no state."
   type        = number
   default     = 2
 
