@@ -14,6 +14,8 @@ urlpatterns = [
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/", include("tenants.api.urls")),
     path("api/v1/operator/", include("tenants.api.operator_urls")),
+    path("api/v1/operator/", include("tenants.billing.operator_urls")),
+    path("api/v1/", include("tenants.billing.urls")),
     path("api/v1/", include("trustdomains.api.urls")),
     path("api/v1/", include("issuance.api.urls")),
     path("", include("federation.api.urls")),

@@ -26,7 +26,9 @@ from issuance.errors import (
 from issuance.models import Agent
 from issuance.services import join_tokens
 from issuance.services.entries import tenant_trust_domain
+from tenants.billing import services as billing
 from tenants.events import publish_change
+from tenants.metering import services as metering
 from tenants.scoping import current_tenant
 from tenants.services import record_audit, refuse_if_suspended
 from trustdomains import services as trustdomain_services
@@ -178,6 +180,8 @@ def _attest(
         agent = Agent.objects.select_for_update().filter(spiffe_id=spiffe_id).first()
         if agent is not None and agent.banned:
             raise AttestationDenied(f"agent {spiffe_id} is banned", code="agent_banned")
+        if agent is None:
+            admit_new_agent(tenant)
         chain = _agent_svid(spiffe_id, csr)
         agent = agent or Agent(spiffe_id=spiffe_id)
         agent.attestation_type = attestation_type
@@ -203,7 +207,21 @@ def _attest(
                 "node_aliases": agent.node_aliases,
             },
         )
+    metering.count_svids(tenant.pk, x509=1)
     return Attestation(agent=agent, chain=chain, bundle=trustdomain_services.current_bundle())
+
+
+def admit_new_agent(tenant: Tenant) -> None:
+    """Quotas at node attestation: a new agent past `max_agents` (or once the month's SVIDs
+    passed `max_svids_per_month`) is refused, `quota_exceeded` → RESOURCE_EXHAUSTED.
+
+    Call inside the attestation's transaction, before the agent row is written; the advisory
+    lock makes concurrent attestations of one tenant count one after the other.
+    """
+    from issuance.services.usage import live_agents
+
+    billing.lock_agent_admission(tenant)
+    billing.check_new_agent(tenant, live_agents=live_agents())
 
 
 def authenticate_agent(certificate: x509.Certificate | None) -> Agent:
@@ -271,6 +289,7 @@ def renew_agent(
             source=source,
             detail={"serial": locked.new_serial},
         )
+    metering.count_svids(tenant.pk, x509=1)  # renewals are never refused for a quota
     return chain
 
 

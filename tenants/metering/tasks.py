@@ -1,0 +1,26 @@
+"""Metering beat tasks: roll Redis counters up every minute, sample gauges every 5 minutes."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from tenants.metering import gauges, rollup
+
+BEAT_SCHEDULE = {
+    "metering-roll-up": {"task": "tenants.metering.tasks.roll_up", "schedule": 60.0},
+    "metering-sample-gauges": {
+        "task": "tenants.metering.tasks.sample_gauges",
+        "schedule": 300.0,
+    },
+}
+
+
+@shared_task(name="tenants.metering.tasks.roll_up", ignore_result=True)
+def roll_up() -> int:
+    """Idempotent: a killed run leaves a claimed batch the next run stores exactly once."""
+    return rollup.roll_up()
+
+
+@shared_task(name="tenants.metering.tasks.sample_gauges", ignore_result=True)
+def sample_gauges() -> int:
+    return gauges.sample_all()
