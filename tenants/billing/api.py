@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from tenants.api.operator import OperatorAPIView
 from tenants.billing import services
+from tenants.billing.models import Invoice
 
 CSV_MEDIA_TYPE = "text/csv"
 PDF_MEDIA_TYPE = "application/pdf"
@@ -64,6 +65,7 @@ class InvoiceDetailView(APIView):
     """`GET /api/v1/invoices/{id}`; `?format=csv` or `?format=pdf` for a file."""
 
     permission_resource = "billing"
+    model = Invoice  # the kind of object its URL names (tests/security/test_rest_matrix.py)
     renderer_classes = [renderers.JSONRenderer, CsvRenderer, PdfRenderer]
 
     @extend_schema(
