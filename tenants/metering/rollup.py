@@ -84,10 +84,10 @@ def roll_up() -> int:
     for batch in counters.claimed_batches():
         stored += int(store(batch))
         forget(batch)
-    batch = claim()
-    if batch is not None:
-        stored += int(store(batch))
-        forget(batch)
+    claimed = claim()
+    if claimed is not None:
+        stored += int(store(claimed))
+        forget(claimed)
     RollupBatch.objects.filter(applied_at__lt=timezone.now() - KEEP_BATCHES).delete()
     return stored
 
