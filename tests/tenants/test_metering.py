@@ -153,3 +153,21 @@ def test_the_operator_sees_every_tenant_usage(
     assert rows[str(tenant_a.tenant.pk)]["totals"]["x509_svids_issued"] == 3
     assert rows[str(tenant_b.tenant.pk)]["totals"]["jwt_svids_issued"] == 4
     assert rows[str(tenant_a.tenant.pk)]["totals"]["jwt_svids_issued"] == 0
+
+
+def test_beat_rolls_up_and_samples_and_the_tasks_do_it(tenant_a: TenantHandle) -> None:
+    from config.celery import _gather_beat_schedule, app
+    from tenants.metering import tasks
+
+    schedule = _gather_beat_schedule()
+    assert schedule["metering-roll-up"]["task"] == "tenants.metering.tasks.roll_up"
+    assert schedule["metering-sample-gauges"]["task"] == "tenants.metering.tasks.sample_gauges"
+    app.loader.import_default_modules()
+    assert {"tenants.metering.tasks.roll_up", "tenants.metering.tasks.sample_gauges"} <= set(
+        app.tasks
+    )
+
+    counters.count(tenant_a.tenant.pk, counters.API_CALLS, 9)
+    tasks.roll_up()
+    assert tasks.sample_gauges() >= 1
+    assert _stored(tenant_a, counters.API_CALLS) == 9
