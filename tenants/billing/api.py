@@ -136,8 +136,8 @@ class OperatorInvoiceList(OperatorAPIView):
     )
     def get(self, request: Request) -> Response:
         period = request.query_params.get("period") or None
-        if period is not None:
-            services.parse_period(period)
+        if period is not None and not services.PERIOD.match(period):
+            raise services.InvalidPeriod(f"period must be a month YYYY-MM; got {period[:40]!r}")
         return Response({"results": [services.as_dict(i) for i in services.all_invoices(period)]})
 
 

@@ -1,6 +1,6 @@
 """Operator routes of metering and billing under /api/v1/operator/."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from tenants.billing.api import (
     ClosePeriodView,
@@ -15,5 +15,9 @@ urlpatterns = [
     path("billing/close-period", ClosePeriodView.as_view(), name="operator-close-period"),
     path("invoices", OperatorInvoiceList.as_view(), name="operator-invoice-list"),
     path("plans", PlanListView.as_view(), name="operator-plan-list"),
-    path("plans/<slug:name>", PlanDetailView.as_view(), name="operator-plan-detail"),
+    re_path(
+        r"^plans/(?P<name>[a-zA-Z0-9_-]{1,64})$",
+        PlanDetailView.as_view(),
+        name="operator-plan-detail",
+    ),
 ]

@@ -83,7 +83,7 @@ def check_new_agent(tenant: Tenant, *, live_agents: int) -> None:
     Call inside the attestation's transaction after `lock_agent_admission`. Agents that exist
     already renew their SVIDs whatever the monthly count (billed as overage).
     """
-    from tenants.metering import counters
+    from tenants.metering import services as metering
 
     quotas = effective_quotas(_fresh(tenant))
     limit = quotas["max_agents"]
@@ -93,7 +93,7 @@ def check_new_agent(tenant: Tenant, *, live_agents: int) -> None:
         )
     svid_limit = quotas["max_svids_per_month"]
     if svid_limit is not None:
-        issued = counters.svids_this_month(tenant.pk)
+        issued = metering.svids_this_month(tenant)
         if issued >= svid_limit:
             raise AgentQuotaExceeded(
                 "max_svids_per_month",

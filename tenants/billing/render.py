@@ -107,7 +107,7 @@ def as_pdf(invoice: Invoice, *, tenant_name: str, trust_domain: str) -> bytes:
     for width, title in zip(
         widths, ("Description", "Quantity", "Unit price", "Amount"), strict=True
     ):
-        pdf.cell(width, 7, title, border="B")
+        pdf.cell(width, 7, title, border="B", align="L" if title == "Description" else "R")
     pdf.ln()
     pdf.set_font("Helvetica", size=10)
     for line in invoice.lines.all():

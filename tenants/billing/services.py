@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tenants.billing.invoices import (
+    PERIOD,
     InvalidPeriod,
     all_invoices,
     close_period,
@@ -29,6 +30,7 @@ def plan_name(tenant: Tenant) -> str:
 
 
 __all__ = [
+    "PERIOD",
     "AgentQuotaExceeded",
     "InvalidPeriod",
     "QuotaExceeded",

@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
+import redis
 from django.db import connection
 from django.db.models import Max, Sum
 
@@ -173,6 +174,18 @@ def month_svids(tenant: Tenant, year: int, month: int) -> dict[str, int]:
         "agent_hours": int(samples["agent_hours"] or 0),
         "agents_active": int(samples["agents"] or 0),
     }
+
+
+def svids_this_month(tenant: Tenant) -> int:
+    """SVIDs issued to the tenant this UTC month: Redis's month counter, or the stored figures
+    when they are higher (Redis restarted without its data) or Redis does not answer."""
+    today = counters.today()
+    stored = month_svids(tenant, today.year, today.month)
+    from_db = stored["x509_svids_issued"] + stored["jwt_svids_issued"]
+    try:
+        return max(counters.svids_this_month(tenant.pk, day=today), from_db)
+    except redis.RedisError:
+        return from_db
 
 
 def count_svids(tenant_id: object, *, x509: int = 0, jwt: int = 0) -> None:

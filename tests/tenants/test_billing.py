@@ -273,3 +273,21 @@ def test_concurrent_closes_make_one_invoice_per_tenant(
         assert Invoice.objects.filter(tenant=handle.tenant, period=period).count() == 1
     ids = [sorted(str(i.id) for i in a["invoices"]) for a in answers]  # type: ignore[index]
     assert ids[0] == ids[1] == ids[2]
+
+
+def test_the_operator_lists_every_tenant_invoices_by_period(
+    operator: APIClient, tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    period = _last_month()
+    operator.post("/api/v1/operator/billing/close-period", {"period": period})
+
+    listed = operator.get(f"/api/v1/operator/invoices?period={period}")
+    bad = operator.get("/api/v1/operator/invoices?period=last-month")
+
+    assert listed.status_code == 200
+    tenants = {i["tenant"] for i in listed.json()["results"]}
+    assert {str(tenant_a.tenant.pk), str(tenant_b.tenant.pk)} <= tenants
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_period"
+    closes = AuditEvent.objects.filter(action="billing.close_period", target=period)
+    assert closes.count() == 1 and closes.get().tenant is None
+    assert AuditEvent.objects.filter(tenant=tenant_a.tenant, action="invoice.create").count() == 1
