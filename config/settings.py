@@ -271,3 +271,6 @@ FEDERATION_MAX_REFRESH_SECONDS = env.integer("HALLMARK_FEDERATION_MAX_REFRESH_SE
 # Metering (tenants.metering.gauges): functions run in a tenant's schema that count what it
 # holds, owned by the apps that own the rows (tenants imports no tenant app).
 METERING_GAUGES = ["issuance.services.usage.gauges", "federation.usage.gauges"]
+# How often beat rolls Redis counters up into the database, and samples the gauges.
+METERING_ROLLUP_SECONDS = env.integer("HALLMARK_METERING_ROLLUP_SECONDS", 60)
+METERING_SAMPLE_SECONDS = env.integer("HALLMARK_METERING_SAMPLE_SECONDS", 300)

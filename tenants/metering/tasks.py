@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from tenants.metering import gauges, rollup
 
 BEAT_SCHEDULE = {
-    "metering-roll-up": {"task": "tenants.metering.tasks.roll_up", "schedule": 60.0},
+    "metering-roll-up": {
+        "task": "tenants.metering.tasks.roll_up",
+        "schedule": float(getattr(settings, "METERING_ROLLUP_SECONDS", 60)),
+    },
     "metering-sample-gauges": {
         "task": "tenants.metering.tasks.sample_gauges",
-        "schedule": 300.0,
+        "schedule": float(getattr(settings, "METERING_SAMPLE_SECONDS", 300)),
     },
 }
 

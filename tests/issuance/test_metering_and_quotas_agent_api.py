@@ -39,8 +39,8 @@ def _mint(client, entries: list[dict]) -> int:  # type: ignore[no-untyped-def,ty
     return len(response.results)
 
 
-def _new_agent(agent_api, handle):  # type: ignore[no-untyped-def]
-    token = create_join_token(handle)["token"]
+def _new_agent(agent_api, handle, token: str | None = None):  # type: ignore[no-untyped-def]
+    token = token or create_join_token(handle)["token"]
     client = AgentApiClient(
         agent_api.port, server_name=handle.trust_domain, roots_pem=bundle_pem(handle)
     )
@@ -92,8 +92,9 @@ def test_a_new_agent_past_max_agents_is_resource_exhausted(agent_api, tenant_a, 
     entry = create_entry(tenant_a, "/w", parent_id=identity.spiffe_id)
     try:
         # when a second agent of A attests
+        token = create_join_token(tenant_a)["token"]
         with pytest.raises(grpc.RpcError) as refused:
-            _new_agent(agent_api, tenant_a)
+            _new_agent(agent_api, tenant_a, token)
 
         # then it is refused, naming the quota, and no agent row is written
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -107,9 +108,10 @@ def test_a_new_agent_past_max_agents_is_resource_exhausted(agent_api, tenant_a, 
         # and B, without a quota, attests as many as it likes
         for _ in range(2):
             _new_agent(agent_api, tenant_b)
-        # and once the operator raises A's quota, the second agent attests
+        # and once the operator raises A's quota, the second agent attests with the same join
+        # token (the refusal did not spend it)
         _change(tenant_a, quotas={"max_agents": 2})
-        assert _new_agent(agent_api, tenant_a).spiffe_id.startswith(
+        assert _new_agent(agent_api, tenant_a, token).spiffe_id.startswith(
             f"spiffe://{tenant_a.trust_domain}/"
         )
     finally:
