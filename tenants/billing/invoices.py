@@ -168,3 +168,25 @@ def all_invoices(period: str | None = None) -> list[Invoice]:
     if period:
         query = query.filter(period=period)
     return list(query.order_by("-period", "tenant__slug"))
+
+
+def revenue_by_plan(period: str) -> list[dict[str, Any]]:
+    """Per plan and currency: how many invoices a closed month made and what they bill."""
+    from django.db.models import Count, Sum
+
+    connection.set_schema_to_public()
+    rows = (
+        Invoice.objects.filter(period=period)
+        .values("plan", "currency")
+        .annotate(invoices=Count("id"), total=Sum("total"))
+        .order_by("plan", "currency")
+    )
+    return [
+        {
+            "plan": r["plan"],
+            "currency": r["currency"],
+            "invoices": r["invoices"],
+            "total": int(r["total"] or 0),
+        }
+        for r in rows
+    ]

@@ -8,6 +8,7 @@ from tenants.billing.invoices import (
     all_invoices,
     close_period,
     parse_period,
+    revenue_by_plan,
     tenant_invoice,
     tenant_invoices,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "parse_period",
     "plan_exists",
     "plan_name",
+    "revenue_by_plan",
     "tenant_invoice",
     "tenant_invoices",
 ]

@@ -291,3 +291,18 @@ def test_the_operator_lists_every_tenant_invoices_by_period(
     closes = AuditEvent.objects.filter(action="billing.close_period", target=period)
     assert closes.count() == 1 and closes.get().tenant is None
     assert AuditEvent.objects.filter(tenant=tenant_a.tenant, action="invoice.create").count() == 1
+
+
+def test_revenue_per_plan_adds_up_the_month_invoices(
+    operator: APIClient, tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    from tenants.billing import services as billing
+
+    period = _last_month()
+    _team_tenant_with_overage(operator, tenant_a, period)
+    operator.post("/api/v1/operator/billing/close-period", {"period": period})
+
+    rows = {(r["plan"], r["currency"]): r for r in billing.revenue_by_plan(period)}
+
+    assert rows[("team", "EUR")]["total"] >= 5025
+    assert rows[("", "EUR")]["invoices"] >= 1
