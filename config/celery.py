@@ -23,6 +23,7 @@ def _gather_beat_schedule() -> dict[str, dict[str, object]]:
         "trustdomains.tasks",
         "issuance.tasks",
         "federation.tasks",
+        "tenants.metering.tasks",
     ):
         try:
             module = import_module(module_name)

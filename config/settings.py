@@ -61,6 +61,8 @@ SHARED_APPS = [
     "tenants",
     "federation.managed",
     "tenants.audit",
+    "tenants.metering",
+    "tenants.billing",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -85,6 +87,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Counts each tenant-token API call in Redis (tenants.metering; no database write).
+    "tenants.metering.middleware.ApiCallMeteringMiddleware",
 ]
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -270,3 +274,10 @@ FEDERATION_CA_BUNDLE = env.optional("HALLMARK_FEDERATION_CA_BUNDLE") or ""
 # Seconds between sweeps for due refreshes, and an optional cap on a peer's refresh hint.
 FEDERATION_SWEEP_SECONDS = env.integer("HALLMARK_FEDERATION_SWEEP_SECONDS", 10)
 FEDERATION_MAX_REFRESH_SECONDS = env.integer("HALLMARK_FEDERATION_MAX_REFRESH_SECONDS", 0)
+
+# Metering (tenants.metering.gauges): functions run in a tenant's schema that count what it
+# holds, owned by the apps that own the rows (tenants imports no tenant app).
+METERING_GAUGES = ["issuance.services.usage.gauges", "federation.usage.gauges"]
+# How often beat rolls Redis counters up into the database, and samples the gauges.
+METERING_ROLLUP_SECONDS = env.integer("HALLMARK_METERING_ROLLUP_SECONDS", 60)
+METERING_SAMPLE_SECONDS = env.integer("HALLMARK_METERING_SAMPLE_SECONDS", 300)

@@ -15,6 +15,8 @@ urlpatterns = [
     path("api/v1/", include("tenants.api.urls")),
     path("api/v1/operator/", include("tenants.api.operator_urls")),
     path("api/v1/", include("tenants.audit.api.urls")),
+    path("api/v1/operator/", include("tenants.billing.operator_urls")),
+    path("api/v1/", include("tenants.billing.urls")),
     path("api/v1/", include("trustdomains.api.urls")),
     path("api/v1/", include("issuance.api.urls")),
     path("", include("federation.api.urls")),

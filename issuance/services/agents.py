@@ -26,7 +26,9 @@ from issuance.errors import (
 from issuance.models import Agent, AttestationProof, Entry
 from issuance.services import node_attestors
 from issuance.services.entries import tenant_trust_domain
+from tenants.billing import services as billing
 from tenants.events import publish_change
+from tenants.metering import services as metering
 from tenants.scoping import current_tenant
 from tenants.services import record_audit, refuse_if_suspended
 from trustdomains import services as trustdomain_services
@@ -294,6 +296,8 @@ def _attest(  # noqa: PLR0913
                 f"agent {spiffe_id} attested with {agent.attestation_type}",
                 code="attestation_type_mismatch",
             )
+        if agent is None:
+            admit_new_agent(tenant)
         chain = _agent_svid(spiffe_id, csr)
         reattested = agent is not None
         agent = agent or Agent(spiffe_id=spiffe_id)
@@ -331,7 +335,21 @@ def _attest(  # noqa: PLR0913
         )
     if reattested:
         publish_change(tenant_id=tenant.id, kind="agents")  # its old SVID's streams end
+    metering.count_svids(tenant.pk, x509=1)
     return Attestation(agent=agent, chain=chain, bundle=trustdomain_services.current_bundle())
+
+
+def admit_new_agent(tenant: Tenant) -> None:
+    """Quotas at node attestation: a new agent past `max_agents` (or once the month's SVIDs
+    passed `max_svids_per_month`) is refused, `quota_exceeded` → RESOURCE_EXHAUSTED.
+
+    Call inside the attestation's transaction, before the agent row is written; the advisory
+    lock makes concurrent attestations of one tenant count one after the other.
+    """
+    from issuance.services.usage import live_agents
+
+    billing.lock_agent_admission(tenant)
+    billing.check_new_agent(tenant, live_agents=live_agents())
 
 
 def authenticate_agent(certificate: x509.Certificate | None) -> Agent:
@@ -399,6 +417,7 @@ def renew_agent(
             source=source,
             detail={"serial": locked.new_serial},
         )
+    metering.count_svids(tenant.pk, x509=1)  # renewals are never refused for a quota
     return chain
 
 

@@ -226,9 +226,16 @@ def _b_objects(b: TenantHandle) -> tuple[dict[str, str], dict[str, Any]]:
         "issuance.JoinToken": token.json()["id"],
         "issuance.Agent": str(agent.id),
         "federation.FederationRelationship": partner,
+        "billing.Invoice": str(_b_invoice(b)),
         **authorities,
     }
     return targets, entry.json()
+
+
+def _b_invoice(b: TenantHandle) -> object:
+    from tenants.billing.models import Invoice
+
+    return Invoice.objects.create(tenant=b.tenant, period="2000-01", currency="EUR").pk
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +265,7 @@ MISSING: dict[str, Callable[[], str]] = {
     "federation_managed.FederationRequest": lambda: str(uuid.uuid4()),
     "x509-authority": lambda: str(uuid.uuid4()),
     "jwt-authority": lambda: str(uuid.uuid4()),
+    "billing.Invoice": lambda: str(uuid.uuid4()),
 }
 
 # Bodies that would really change the object if the scoping let A reach it.
