@@ -144,7 +144,7 @@ def test_malformed_attestation_is_invalid_argument_and_spends_no_token(agent_api
             client.stub,
             agent_pb2.AttestAgentRequest(
                 trust_domain=tenant_a.trust_domain,
-                attestation_type="aws_iid",
+                attestation_type="no_such_attestor",
                 attestation_data=b"{}",
                 csr=make_csr(AgentIdentity.fresh().key),
             ),
