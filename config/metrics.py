@@ -125,6 +125,12 @@ BUNDLE_PUBLISHES = Counter(
     "Bundles published by rotation (a new sequence announced to agents), by outcome.",
     ["outcome"],
 )
+FEDERATION_FETCHES = Counter(
+    "hallmark_federation_fetches",
+    "Fetches of federated peers' bundles, by profile (https_web, https_spiffe) and outcome: "
+    "changed, unchanged, or the refusal's code (bundle_sequence_lower, bundle_too_large, ...).",
+    ["profile", "outcome"],
+)
 
 
 def multiprocess_directory() -> str | None:

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config import metrics
 from federation import fetcher
 from federation.models import FederationRelationship
 from hallmark.bundle import DEFAULT_REFRESH_HINT, Bundle
@@ -219,6 +220,8 @@ def refresh_relationship(
             )
         if changed:
             publish_change(tenant_id=tenant.id, kind="federation")
+    outcome = error.code if error is not None else ("changed" if changed else "unchanged")
+    metrics.FEDERATION_FETCHES.labels(relationship.bundle_endpoint_profile, outcome).inc()
     if error is not None:
         log.info("federation refresh of %s failed: %s", trust_domain, locked.last_error)
         raise error

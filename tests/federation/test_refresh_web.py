@@ -325,3 +325,23 @@ def test_the_sweep_finds_due_relationships_of_every_tenant(peer, tenant_a, tenan
         assert due_relationships() == [PEER]
     with tenant_b.schema():
         assert due_relationships() == []  # nothing to fetch: no URL
+
+
+def test_every_fetch_is_counted_in_metrics_by_profile_and_outcome(peer, tenant_a) -> None:
+    from prometheus_client import REGISTRY
+
+    def fetched(outcome: str) -> float:
+        labels = {"profile": "https_web", "outcome": outcome}
+        return REGISTRY.get_sample_value("hallmark_federation_fetches_total", labels) or 0.0
+
+    before = {o: fetched(o) for o in ("changed", "unchanged", "bundle_too_large")}
+    peer.answer_json("/bundle", bundle_document(PEER, 4))
+    _relate(tenant_a, peer.url + "/bundle")
+    assert _refresh(tenant_a).status_code == 200
+    assert _refresh(tenant_a).status_code == 200
+    peer.answers["/bundle"] = (200, {}, b" " * (fetcher.MAX_BUNDLE_BYTES + 10))
+    assert _refresh(tenant_a).status_code == 502
+
+    assert fetched("changed") - before["changed"] == 1
+    assert fetched("unchanged") - before["unchanged"] == 1
+    assert fetched("bundle_too_large") - before["bundle_too_large"] == 1
