@@ -4,6 +4,9 @@ operator's session is its own principal."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -216,3 +219,30 @@ def test_the_operator_suspends_and_reactivates_a_tenant(tenant_a: TenantHandle) 
     for trail in (tenant_a.tenant, None):
         assert AuditEvent.objects.filter(tenant=trail, action="tenant.suspend").exists()
         assert AuditEvent.objects.filter(tenant=trail, action="tenant.reactivate").exists()
+
+
+@pytest.mark.parametrize(("embedded", "secure"), [("false", "True"), ("true", "False")])
+def test_cookies_are_secure_outside_the_embedded_default(embedded: str, secure: str) -> None:
+    """Production (external servers) sends the session and CSRF cookies over https only."""
+    env = {
+        **os.environ,
+        "HALLMARK_EMBEDDED": embedded,
+        "HALLMARK_SECRET_KEY": "s" * 50,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    env.pop("HALLMARK_SECURE_COOKIES", None)
+    shown = subprocess.run(  # noqa: S603 - our own interpreter
+        [
+            sys.executable,
+            "-c",
+            "from django.conf import settings as s; "
+            "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert shown.stdout.split() == [secure, secure, "True"]
