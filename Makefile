@@ -65,7 +65,7 @@ mutation: $(STAMP) softhsm
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy hallmark agent attestors config tenants trustdomains issuance federation
+	$(VENV)/bin/mypy hallmark agent attestors config tenants trustdomains issuance federation console
 
 ## protos: regenerate the committed gRPC code; check-protos fails when it drifted.
 protos: $(STAMP)

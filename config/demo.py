@@ -155,6 +155,6 @@ def run_demo(plane: ControlPlane) -> None:
     claims = verify_jwt_svid(token, audience="demo", bundles={bundle.trust_domain: bundle})
     say(f"verified JWT-SVID of {claims.spiffe_id} (audience demo) against the same bundle")
     say(
-        f"web console (while the plane runs): {plane.http_url}/login then {plane.http_url}/console/ — sign in as "
-        f"owner@{trust_domain} with the password {owner_password}"
+        f"web console (while the plane runs): {plane.http_url}/console/ — sign in at "
+        f"{plane.http_url}/login as owner@{trust_domain} with the password {owner_password}"
     )
