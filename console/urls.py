@@ -35,6 +35,7 @@ tenant_pages = [
 
 console_patterns = [
     path("", overview.home, name="home"),
+    path("<slug:slug>/start", overview.start, name="landing"),
     path("<slug:slug>/", include(tenant_pages)),
 ]
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 from console.access import Console, tenant_page
 from console.views.common import page
 from issuance.models import Agent, Entry
+from tenants import roles
 from tenants.models import Membership
 from trustdomains import services as trust_domains
 from trustdomains.api.serializers import TrustDomainSerializer
@@ -31,8 +32,37 @@ def home(request: HttpRequest) -> HttpResponse:
         .order_by("tenant__name")
     )
     if len(memberships) == 1:
-        return redirect("console:overview", slug=memberships[0].tenant.slug)
+        return redirect(landing(memberships[0].role), slug=memberships[0].tenant.slug)
     return render(request, "console/choose.html", {"memberships": memberships})
+
+
+# The pages in the order of the console's menu: a member lands on the first its role reads.
+SECTIONS = (
+    ("trust_domain", "console:overview"),
+    ("entries", "console:entries"),
+    ("audit", "console:audit"),
+)
+
+
+def landing(role: str) -> str:
+    held = roles.grants(role)
+    return next(
+        (name for resource, name in SECTIONS if roles.allows(held, resource, roles.READ)),
+        "console:overview",
+    )
+
+
+def duration(span: dt.timedelta) -> str:
+    """A lifetime as people read it: "1 d 2 h", "23 h 59 m", "4 m 10 s"."""
+    seconds = max(int(span.total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} m"
+    return f"{minutes} m {seconds} s"
 
 
 def _timeline(authorities: list[dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
@@ -57,14 +87,31 @@ def _timeline(authorities: list[dict[str, Any]], now: dt.datetime) -> list[dict[
                 "state": state,
                 "not_before_at": not_before,
                 "not_after_at": not_after,
-                "lifetime": not_after - not_before,
-                "remaining": max(not_after - now, dt.timedelta(0)),
+                "lifetime": duration(not_after - not_before),
+                "remaining": duration(not_after - now),
                 # Width classes in steps of 5% keep the page free of inline styles (CSP).
                 "offset": int((not_before - start).total_seconds() / span * 20) * 5,
                 "width": max(5, round((not_after - not_before).total_seconds() / span * 20) * 5),
             }
         )
     return rows
+
+
+def start(request: HttpRequest, slug: str) -> HttpResponse:
+    """A tenant's first page for the signed-in member's role (from the tenant chooser)."""
+    if not request.user.is_authenticated:
+        from django.contrib.auth.views import redirect_to_login
+
+        return redirect_to_login(request.get_full_path(), "/login")
+    connection.set_schema_to_public()
+    membership = Membership.objects.filter(
+        user=request.user, active=True, tenant__slug=slug
+    ).first()
+    if membership is None:
+        from console.access import not_found
+
+        return not_found(request)
+    return redirect(landing(membership.role), slug=slug)
 
 
 @tenant_page("trust_domain")

@@ -187,14 +187,15 @@ def serious_violations(page: Any) -> list[str]:
     ]
 
 
-def screenshot(page: Any, name: str) -> None:
-    """Save the page (laptop, then phone width) under docs/ when asked to refresh them."""
+def screenshot(page: Any, name: str, *, phone: bool = False) -> None:
+    """Save the page (and at a phone's width) under docs/ when asked to refresh them."""
     if not SCREENSHOTS:
         return
     folder = Path(__file__).resolve().parents[2] / SCREENSHOTS
     folder.mkdir(exist_ok=True)
     page.screenshot(path=str(folder / f"console-{name}.png"), full_page=True)
-    size = page.viewport_size
-    page.set_viewport_size(PHONE)
-    page.screenshot(path=str(folder / f"console-{name}-phone.png"), full_page=True)
-    page.set_viewport_size(size)
+    if phone:
+        size = page.viewport_size
+        page.set_viewport_size(PHONE)
+        page.screenshot(path=str(folder / f"console-{name}-phone.png"), full_page=True)
+        page.set_viewport_size(size)

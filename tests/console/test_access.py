@@ -246,3 +246,26 @@ def test_cookies_are_secure_outside_the_embedded_default(embedded: str, secure: 
     )
 
     assert shown.stdout.split() == [secure, secure, "True"]
+
+
+def test_an_auditor_lands_on_the_audit_trail_and_a_member_of_two_tenants_chooses(
+    tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    auditor = _member(tenant_a, "auditor")
+    email = _owner_email(tenant_a)
+    made = members.invite(tenant=tenant_b.tenant, email=email, role="viewer", actor="test")
+    members.accept_invitation(token=made.token, password=PASSWORD)
+    both = _signed_in(tenant_a)
+
+    landed = auditor.get("/console/")
+    overview = auditor.get(f"/console/{tenant_a.tenant.slug}/")
+    choice = both.get("/console/")
+
+    assert landed["Location"] == f"/console/{tenant_a.tenant.slug}/audit/"
+    assert overview.status_code == 403  # an auditor reads no trust domain
+    assert choice.status_code == 200
+    assert tenant_a.tenant.name.encode() in choice.content
+    assert tenant_b.tenant.name.encode() in choice.content
+    assert both.get(f"/console/{tenant_b.tenant.slug}/start")["Location"] == (
+        f"/console/{tenant_b.tenant.slug}/"
+    )

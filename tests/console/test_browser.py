@@ -43,7 +43,7 @@ def test_sign_in_lands_on_the_overview_with_authorities_and_bundle(
     bundle = json.loads(Path(download.value.path()).read_text())
     assert {key["use"] for key in bundle["keys"]} >= {"x509-svid", "jwt-svid"}
     _check_axe(owner)
-    screenshot(owner, "overview")
+    screenshot(owner, "overview", phone=True)
 
 
 def test_entries_create_with_errors_beside_fields_filter_edit_delete(
@@ -81,7 +81,7 @@ def test_entries_create_with_errors_beside_fields_filter_edit_delete(
     expect(owner.locator("#entries-table tbody tr")).to_have_count(1)
     expect(owner.locator("#entries-table")).to_contain_text(f"spiffe://{td}/db")
     _check_axe(owner)
-    screenshot(owner, "entries")
+    screenshot(owner, "entries", phone=True)
 
     owner.get_by_role("link", name=f"Edit spiffe://{td}/db").click()
     owner.get_by_label("Selectors").fill("unix:uid:2000\nunix:gid:50")
