@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.console.conftest import PHONE, World, screenshot, serious_violations
+from tests.console.conftest import PASSWORD, PHONE, World, screenshot, serious_violations
 from tests.e2e.conftest import BIN, wait_for
 
 pytestmark = pytest.mark.e2e  # no django_db: the browser tests reach the data through the plane
@@ -314,3 +314,21 @@ def test_platform_health_and_a_phone_width(operator: Any, owner: Any, world: Wor
     _check_axe(owner)
     owner.set_viewport_size({"width": 1280, "height": 860})
     assert width <= PHONE["width"]  # nothing overflows the phone's width; tables scroll inside
+
+
+def test_without_javascript_the_filter_still_works(browser: Any, world: World) -> None:
+    """Progressive enhancement: htmx swaps the table in place; without script the form is a
+    plain GET and the page comes back filtered."""
+    context = browser.new_context(base_url=world.plane.http, java_script_enabled=False)
+    page = context.new_page()
+    page.goto("/login?next=" + _console(world, "entries/"))
+    page.get_by_label("Email").fill(world.a.owner_email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("SPIFFE ID contains").fill("/db")
+    page.get_by_role("button", name="Filter").click()
+
+    assert "q=%2Fdb" in page.url
+    rows = page.locator("#entries-table tbody tr")
+    assert rows.count() == 1 and "/db" in rows.inner_text()
+    context.close()
