@@ -166,6 +166,12 @@ def test_members_invite_and_api_token_shown_once_then_revoked(owner: Any, world:
     expect(owner.locator("tbody")).to_contain_text(f"auditor@{world.a.trust_domain}")
     _check_axe(owner)
     screenshot(owner, "members")
+    invited = owner.locator("tbody tr", has_text=f"auditor@{world.a.trust_domain}")
+    invited.get_by_label(re.compile("^Role of ")).select_option("registrar")
+    invited.get_by_role("button", name="Change role").click()
+    expect(invited.locator(".badge").first).to_have_text("registrar")
+    invited.get_by_role("button", name=re.compile("^Remove ")).click()
+    expect(owner.locator("tbody")).not_to_contain_text(f"auditor@{world.a.trust_domain}")
 
     owner.goto(_console(world, "api-tokens/"))
     owner.get_by_label("Name").fill("ci")
@@ -332,3 +338,10 @@ def test_without_javascript_the_filter_still_works(browser: Any, world: World) -
     rows = page.locator("#entries-table tbody tr")
     assert rows.count() == 1 and "/db" in rows.inner_text()
     context.close()
+
+
+def test_hallmark_up_prints_the_console_and_how_to_sign_in(world: World) -> None:
+    printed = (world.plane.data_dir / "up.log").read_text()
+
+    assert f"web console    {world.plane.http}/console/" in printed
+    assert f"{world.plane.http}/operator/login" in printed
