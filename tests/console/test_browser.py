@@ -345,3 +345,15 @@ def test_hallmark_up_prints_the_console_and_how_to_sign_in(world: World) -> None
 
     assert f"web console    {world.plane.http}/console/" in printed
     assert f"{world.plane.http}/operator/login" in printed
+
+
+def test_the_sign_in_pages_pass_axe(browser: Any, world: World) -> None:
+    context = browser.new_context(base_url=world.plane.http)
+    page = context.new_page()
+    problems = []
+    for path in ("/login", "/operator/login"):
+        page.goto(path)
+        problems += serious_violations(page)
+    context.close()
+
+    assert not problems, "\n".join(problems)
