@@ -286,3 +286,9 @@ CSRF_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 LOGIN_URL = "/login"
+# Behind a load balancer that ends TLS the web process sees http while browsers send
+# `Origin: https://...`: the public URL's origin is trusted for CSRF, plus any listed here.
+CSRF_TRUSTED_ORIGINS = [
+    "{0.scheme}://{0.netloc}".format(urlparse(HTTP_PUBLIC_URL)),
+    *env.names("HALLMARK_CSRF_TRUSTED_ORIGINS"),
+]

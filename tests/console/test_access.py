@@ -229,6 +229,7 @@ def test_cookies_are_secure_outside_the_embedded_default(embedded: str, secure: 
         "HALLMARK_EMBEDDED": embedded,
         "HALLMARK_SECRET_KEY": "s" * 50,
         "DJANGO_SETTINGS_MODULE": "config.settings",
+        "HALLMARK_HTTP_PUBLIC_URL": "https://hallmark.example.com/",
     }
     env.pop("HALLMARK_SECURE_COOKIES", None)
     shown = subprocess.run(  # noqa: S603 - our own interpreter
@@ -236,7 +237,8 @@ def test_cookies_are_secure_outside_the_embedded_default(embedded: str, secure: 
             sys.executable,
             "-c",
             "from django.conf import settings as s; "
-            "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY)",
+            "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY, "
+            "*s.CSRF_TRUSTED_ORIGINS)",
         ],
         env=env,
         capture_output=True,
@@ -245,7 +247,7 @@ def test_cookies_are_secure_outside_the_embedded_default(embedded: str, secure: 
         check=True,
     )
 
-    assert shown.stdout.split() == [secure, secure, "True"]
+    assert shown.stdout.split() == [secure, secure, "True", "https://hallmark.example.com"]
 
 
 def test_an_auditor_lands_on_the_audit_trail_and_a_member_of_two_tenants_chooses(
@@ -269,3 +271,28 @@ def test_an_auditor_lands_on_the_audit_trail_and_a_member_of_two_tenants_chooses
     assert both.get(f"/console/{tenant_b.tenant.slug}/start")["Location"] == (
         f"/console/{tenant_b.tenant.slug}/"
     )
+
+
+def test_a_post_from_the_public_https_origin_behind_a_tls_proxy_is_accepted(
+    tenant_a: TenantHandle, settings
+) -> None:  # type: ignore[no-untyped-def]
+    """The load balancer ends TLS: the browser's Origin is the public https URL; another
+    origin is still refused."""
+    settings.CSRF_TRUSTED_ORIGINS = ["https://hallmark.example.com"]
+    client = Client(enforce_csrf_checks=True)
+    client.cookies = _signed_in(tenant_a).cookies
+    page = client.get(f"/console/{tenant_a.tenant.slug}/join-tokens/")
+    token = page.context["csrf_token"]
+    path = f"/console/{tenant_a.tenant.slug}/join-tokens/"
+
+    accepted = client.post(
+        path,
+        {"ttl": "600", "csrfmiddlewaretoken": token},
+        HTTP_ORIGIN="https://hallmark.example.com",
+    )
+    refused = client.post(
+        path, {"ttl": "600", "csrfmiddlewaretoken": token}, HTTP_ORIGIN="https://evil.example.net"
+    )
+
+    assert accepted.status_code == 200
+    assert refused.status_code == 403
