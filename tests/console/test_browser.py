@@ -33,11 +33,14 @@ def _check_axe(page: Any) -> None:
 def test_sign_in_lands_on_the_overview_with_authorities_and_bundle(
     owner: Any, world: World
 ) -> None:
+    prepared = world.api(world.a, "POST", "trust-domain/x509-authorities/prepare")
+    assert prepared.status_code in (200, 201), prepared.text
     owner.goto(_console(world))
 
     expect(owner.get_by_role("heading", name="Overview")).to_be_visible()
     expect(owner.get_by_text(world.a.trust_domain).first).to_be_visible()
     expect(owner.locator(".timeline .badge.active").first).to_be_visible()
+    expect(owner.locator(".timeline .badge.prepared")).to_be_visible()  # the forced rotation
     with owner.expect_download() as download:
         owner.get_by_role("link", name="Download bundle (JSON)").click()
     bundle = json.loads(Path(download.value.path()).read_text())
