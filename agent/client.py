@@ -27,6 +27,7 @@ from agent.servertls import ServerTunnel, client_context
 from agent.state import Entry, X509Svid
 from agent.taint import Taint
 from attestors.node import join_token
+from attestors.node.base import AgentAttestor
 from hallmark.bundle import Bundle
 from hallmark.errors import HallmarkError
 from hallmark.protos import agent_pb2, agent_pb2_grpc
@@ -241,16 +242,34 @@ class AgentClient:
             shutil.rmtree(self._tunnel_dir, ignore_errors=True)
             self._tunnel_dir, self._own_tunnel_dir = None, False
 
-    async def attest(self, token: str, csr: bytes) -> Attestation:
-        request = agent_pb2.AttestAgentRequest(
-            trust_domain=self.trust_domain.name,
-            attestation_type=join_token.ATTESTATION_TYPE,
-            attestation_data=join_token.attestation_data(token),
-            csr=csr,
+    async def attest(self, attestor: AgentAttestor | str, csr: bytes) -> Attestation:
+        """The attestation conversation with the node attestor (a join token string is
+        shorthand for the join_token attestor)."""
+        if isinstance(attestor, str):
+            attestor = join_token.JoinTokenAgent(attestor)
+        call = self._stub.AttestAgent(metadata=self._metadata, timeout=CALL_TIMEOUT)
+        await call.write(
+            agent_pb2.AttestAgentRequest(
+                trust_domain=self.trust_domain.name,
+                attestation_type=attestor.type,
+                attestation_data=attestor.payload(),
+                csr=csr,
+            )
         )
-        response = await self._stub.AttestAgent(
-            request, metadata=self._metadata, timeout=CALL_TIMEOUT
-        )
+        response = await call.read()
+        if response is not grpc.aio.EOF and response.challenge:
+            answer = attestor.respond(bytes(response.challenge))
+            await call.write(agent_pb2.AttestAgentRequest(challenge_response=answer))
+            response = await call.read()
+        await call.done_writing()
+        if response is grpc.aio.EOF or not response.spiffe_id:
+            await call  # raises the call's error status, if any
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.INTERNAL,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                details="the attestation stream ended without an answer",
+            )
         return Attestation(
             spiffe_id=SpiffeId.parse(response.spiffe_id),
             chain=_certificates(list(response.svid_chain)),

@@ -96,6 +96,8 @@ class AgentConfig:
     join_token_file: str | None = None
     # The [workload_attestor.<type>] tables (attestors.workload.catalog); empty: unix alone.
     workload_attestor: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # `[node_attestor.<type>]` of the TOML file: one table, SPIRE's agent plugin settings.
+    node_attestor: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -186,6 +188,7 @@ class AgentConfig:
             taint_jitter=_non_negative(values, "taint_jitter", DEFAULT_TAINT_JITTER),
             log_level=(_text(values, "log_level") or "INFO").upper(),
             workload_attestor=_workload_attestor(values.get("workload_attestor")),
+            node_attestor=_node_attestor(values),
         )
 
 
@@ -221,6 +224,23 @@ def _check_bundle_url(url: str, insecure: bool) -> None:
             code="insecure_trust_bundle_url",
         )
     raise ConfigError(f"trust_bundle_url {url!r} must be an https:// URL")
+
+
+def _node_attestor(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    tables = values.get("node_attestor", {})
+    if not isinstance(tables, Mapping) or not all(isinstance(v, Mapping) for v in tables.values()):
+        raise ConfigError("node_attestor must hold [node_attestor.<type>] tables")
+    if len(tables) > 1:
+        raise ConfigError(
+            f"configure one node attestor; got {', '.join(sorted(tables))}",
+            code="node_attestor_conflict",
+        )
+    if tables and (values.get("join_token") or values.get("join_token_file")):
+        raise ConfigError(
+            "give a join token or a [node_attestor.<type>] table, not both",
+            code="node_attestor_conflict",
+        )
+    return {str(k): dict(v) for k, v in tables.items()}
 
 
 def _join_token(values: Mapping[str, Any]) -> str | None:
@@ -266,6 +286,9 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: [agent] must be a table")
     if table is not document and "workload_attestor" in document:
         table = {**table, "workload_attestor": document["workload_attestor"]}
+    if table is not document and "node_attestor" in document:
+        # [node_attestor.<type>] tables sit beside [agent], as SPIRE's plugins beside agent {}
+        table = {**table, "node_attestor": document["node_attestor"]}
     return table
 
 

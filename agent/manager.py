@@ -34,6 +34,9 @@ from agent.state import AgentState, Entry, EntrySvid, X509Svid
 from agent.store import load_saved, save_bundle, save_svid
 from agent.taint import Taint
 from agent.trust import BootstrapError, InsecureTunnel, fetch_bundle_url, load_bundle_file
+from attestors.node.base import AgentAttestor
+from attestors.node.catalog import agent_attestor
+from attestors.node.join_token import JoinTokenAgent
 from hallmark.bundle import Bundle
 from hallmark.errors import HallmarkError
 from hallmark.spiffeid import SpiffeId
@@ -44,6 +47,8 @@ BATCH_SIZE = 100
 MAX_BACKOFF = 60.0
 MAX_WATCH_BACKOFF = 30.0
 _SYNC_ERRORS = (grpc.aio.AioRpcError, HallmarkError, OSError)
+# A renewal refused so: the agent's SVID no longer counts (evicted, superseded); re-attest.
+_REATTEST_CODES = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 # gRPC codes after which retrying the same join token cannot succeed.
 _FATAL_ATTEST_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -228,18 +233,31 @@ class AgentManager:
             and _same_key(svid.chain, svid.private_key)
         )
 
+    def _node_attestor(self) -> AgentAttestor:
+        """The configured node attestor: the join token, or a `[node_attestor.<type>]` table."""
+        config = self._config
+        if config.join_token:
+            return JoinTokenAgent(config.join_token)
+        if config.node_attestor:
+            ((kind, settings),) = config.node_attestor.items()
+            try:
+                return agent_attestor(kind, settings)
+            except (HallmarkError, OSError, ValueError) as exc:
+                raise AgentError(f"[node_attestor.{kind}]: {exc}") from None
+        raise AgentError(
+            f"no agent SVID saved in {config.data_dir} and no node attestor: create a "
+            "join token (POST /api/v1/join-tokens) and pass it with --join-token-file, "
+            "HALLMARK_JOIN_TOKEN or --join-token, or configure [node_attestor.<type>] in the "
+            "agent's TOML file"
+        )
+
     async def _attest_with_retries(self) -> Attestation:
         config = self._config
-        if not config.join_token:
-            raise AgentError(
-                f"no agent SVID saved in {config.data_dir} and no join token given: create a "
-                "join token (POST /api/v1/join-tokens) and pass it with --join-token-file, "
-                "HALLMARK_JOIN_TOKEN or --join-token"
-            )
+        attestor = self._node_attestor()
         backoff = 1.0
         while True:
             try:
-                return await self._attest(config.join_token)
+                return await self._attest(attestor)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _FATAL_ATTEST_CODES:
                     raise AgentError(f"attestation refused: {_rpc_text(exc)}") from None
@@ -251,7 +269,7 @@ class AgentManager:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _attest(self, token: str) -> Attestation:
+    async def _attest(self, token: AgentAttestor) -> Attestation:
         config = self._config
         key = _new_key()
         csr = make_csr(key)
@@ -460,10 +478,43 @@ class AgentManager:
     async def _renew(self) -> None:
         assert self._svid is not None and self._bundle is not None
         if utcnow() >= self._svid.not_after:
-            raise AgentError(
-                f"the agent SVID expired at {self._svid.not_after}; remove the agent files in "
-                f"{self._config.data_dir} and attest again with a new join token"
-            )
+            if self._config.join_token or not self._config.node_attestor:
+                raise AgentError(
+                    f"the agent SVID expired at {self._svid.not_after}; remove the agent files "
+                    f"in {self._config.data_dir} and attest again with a new join token"
+                )
+            await self._reattest("the agent SVID expired")
+            return
+        try:
+            await self._renew_svid()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _REATTEST_CODES or self._config.join_token:
+                raise
+            if not self._config.node_attestor:
+                raise
+            await self._reattest(f"renewal refused ({_rpc_text(exc)})")
+
+    async def _reattest(self, why: str) -> None:
+        """SPIRE's re-attestation: prove the node again (not with join tokens: single use)."""
+        assert self._bundle is not None
+        attestor = self._node_attestor()
+        if not attestor.can_reattest:
+            raise AgentError(f"{why}; {attestor.type} agents cannot re-attest")
+        _log.warning("%s; re-attesting with %s", why, attestor.type)
+        key = _new_key()
+        await self._client.configure(self._bundle, None)
+        attestation = await self._client.attest(attestor, make_csr(key))
+        svid = X509Svid(attestation.chain, key)
+        self._check_svid(svid, attestation.bundle, attestation.spiffe_id)
+        save_bundle(self._config.data_dir, attestation.bundle)
+        save_svid(self._config.data_dir, svid)
+        self._svid, self._bundle = svid, attestation.bundle
+        self.agent_id = attestation.spiffe_id
+        await self._client.configure(self._bundle, svid)
+        _log.info("re-attested as %s (SVID valid until %s)", self.agent_id, svid.not_after)
+
+    async def _renew_svid(self) -> None:
+        assert self._svid is not None and self._bundle is not None
         key = _new_key()
         chain = await self._client.renew(make_csr(key))
         svid = X509Svid(chain, key)

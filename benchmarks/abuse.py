@@ -333,7 +333,10 @@ def _attest(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Coun
                 csr=csr,
             )
             try:
-                stub.AttestAgent(request, metadata=stranger.metadata, timeout=30)
+                for _answer in stub.AttestAgent(
+                    iter([request]), metadata=stranger.metadata, timeout=30
+                ):
+                    break
                 outcomes["attested (!)"] += 1
             except grpc.RpcError as error:
                 outcomes[(error.details() or str(error.code())).split(":", 1)[0]] += 1

@@ -19,9 +19,11 @@ def _gather_beat_schedule() -> dict[str, dict[str, object]]:
     schedule: dict[str, dict[str, object]] = {}
     for module_name in (
         "tenants.tasks",
+        "tenants.audit.tasks",
         "trustdomains.tasks",
         "issuance.tasks",
         "federation.tasks",
+        "tenants.metering.tasks",
     ):
         try:
             module = import_module(module_name)

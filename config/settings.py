@@ -62,6 +62,9 @@ SHARED_APPS = [
     "federation.managed",
     "django.contrib.staticfiles",  # the console's CSS and vendored htmx (served by WhiteNoise)
     "console",
+    "tenants.audit",
+    "tenants.metering",
+    "tenants.billing",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -76,6 +79,7 @@ PUBLIC_SCHEMA_NAME = "public"
 
 MIDDLEWARE = [
     "config.metricsmiddleware.RequestMetricsMiddleware",
+    "config.requestid.RequestIdMiddleware",
     "tenants.middleware.DatabaseUnavailableMiddleware",
     "tenants.middleware.PublicSchemaMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -89,6 +93,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Counts each tenant-token API call in Redis (tenants.metering; no database write).
+    "tenants.metering.middleware.ApiCallMeteringMiddleware",
 ]
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -224,6 +230,11 @@ TRUSTED_PROXY_COUNT = env.integer("HALLMARK_TRUSTED_PROXY_COUNT", 0)
 # literals: comma-separated; "*.example.com" reserves example.com and every name under it.
 RESERVED_TRUST_DOMAINS = env.names("HALLMARK_RESERVED_TRUST_DOMAINS")
 
+# The audit trail (tenants.audit): how often beat signs a checkpoint of every chain that grew,
+# and after how many days whole checkpointed segments are dropped (0: never, the default).
+AUDIT_CHECKPOINT_INTERVAL_SECONDS = env.integer("HALLMARK_AUDIT_CHECKPOINT_INTERVAL", 300)
+AUDIT_RETENTION_DAYS = env.integer("HALLMARK_AUDIT_RETENTION_DAYS", 0)
+
 # Defaults as SPIRE's (SPIRE-BEHAVIOUR.md).
 CA_TTL_SECONDS = env.integer("HALLMARK_CA_TTL", 24 * 3600)
 X509_SVID_TTL_SECONDS = env.integer("HALLMARK_X509_SVID_TTL", 3600)
@@ -292,3 +303,9 @@ CSRF_TRUSTED_ORIGINS = [
     "{0.scheme}://{0.netloc}".format(urlparse(HTTP_PUBLIC_URL)),
     *env.names("HALLMARK_CSRF_TRUSTED_ORIGINS"),
 ]
+# Metering (tenants.metering.gauges): functions run in a tenant's schema that count what it
+# holds, owned by the apps that own the rows (tenants imports no tenant app).
+METERING_GAUGES = ["issuance.services.usage.gauges", "federation.usage.gauges"]
+# How often beat rolls Redis counters up into the database, and samples the gauges.
+METERING_ROLLUP_SECONDS = env.integer("HALLMARK_METERING_ROLLUP_SECONDS", 60)
+METERING_SAMPLE_SECONDS = env.integer("HALLMARK_METERING_SAMPLE_SECONDS", 300)

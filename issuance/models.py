@@ -90,6 +90,10 @@ class Agent(models.Model):
     expires_at = models.DateTimeField()
     banned = models.BooleanField(default=False)
     node_aliases = models.JSONField(default=list)
+    # Node selectors found by the attestor (x509pop:subject:cn:..., k8s_psat:cluster:...).
+    selectors = models.JSONField(default=list)
+    # Whether the attestor lets the agent attest again under its ID (not join_token).
+    can_reattest = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(null=True, blank=True)
     # The entry revision of the last complete ("full") sync answered to this agent; 0 before
@@ -138,3 +142,31 @@ class EntryTombstone(models.Model):
 
     def __str__(self) -> str:
         return f"entry {self.entry_id} removed at revision {self.revision}"
+
+
+class NodeAttestor(models.Model):
+    """A node attestor the tenant turned on, with its settings (SPIRE's server plugin data)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=32, unique=True)
+    config = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"node attestor {self.type}"
+
+
+class AttestationProof(models.Model):
+    """A single-use proof (token, signed document) that attested, kept until it expires."""
+
+    proof_id = models.CharField(max_length=128, primary_key=True)
+    agent_spiffe_id = models.CharField(max_length=2048)
+    expires_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"attestation proof {self.proof_id}"

@@ -1,4 +1,4 @@
-"""Public-schema models: tenants, their domains, memberships, API tokens and audit events."""
+"""Public-schema models: tenants, their domains, memberships and API tokens."""
 
 from __future__ import annotations
 
@@ -154,25 +154,6 @@ class OperatorToken(models.Model):
         return f"{self.prefix}… (operator {self.operator_id})"
 
 
-class AuditEvent(models.Model):
-    """Who did what, when, from where, and how it ended; platform-wide, per tenant."""
-
-    id = models.BigAutoField(primary_key=True)
-    tenant = models.ForeignKey(
-        "tenants.Tenant", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    tenant_slug = models.CharField(max_length=63, blank=True)
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.CharField(max_length=300)
-    action = models.CharField(max_length=100, db_index=True)
-    target = models.CharField(max_length=2100, blank=True)
-    outcome = models.CharField(max_length=32, default="success")
-    source = models.CharField(max_length=300, blank=True)
-    detail = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-at", "-id"]
-        indexes = [models.Index(fields=["tenant", "-at"])]
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%dT%H:%M:%S} {self.actor} {self.action} {self.outcome}"
+# The audit trail is its own app (tenants/audit); its model is re-exported here for callers
+# that import it from tenants.models.
+from tenants.audit.models import AuditEvent as AuditEvent  # noqa: E402,PLC0414

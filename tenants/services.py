@@ -17,91 +17,19 @@ from hallmark.errors import HallmarkError
 from hallmark.spiffeid import TrustDomain
 from tenants import schemas
 from tenants.api.errors import ApiError
+
+# The audit trail's writers live in tenants.audit; callers keep using them from here.
+from tenants.audit.services import AuditRecord as AuditRecord  # noqa: PLC0414
+from tenants.audit.services import record_audit as record_audit  # noqa: PLC0414
+from tenants.audit.services import record_audits as record_audits  # noqa: PLC0414
 from tenants.migrating import code_fingerprint
-from tenants.models import ApiToken, AuditEvent, Domain, Membership, Tenant
+from tenants.models import ApiToken, Domain, Membership, Tenant
 from tenants.reserved import check_not_reserved
 from tenants.scoping import tenant_schema
 from tenants.tokens import display_prefix, hash_token, new_token
 
 log = logging.getLogger(__name__)
 MIN_PASSWORD_LENGTH = 12
-
-
-def record_audit(
-    *,
-    tenant: Tenant | None,
-    actor: str,
-    action: str,
-    target: str = "",
-    outcome: str = "success",
-    source: str = "",
-    detail: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Append an audit row (public schema), in the caller's transaction."""
-    schema = connection.schema_name
-    connection.set_schema_to_public()
-    try:
-        return AuditEvent.objects.create(
-            tenant=tenant,
-            tenant_slug=tenant.slug if tenant is not None else "",
-            actor=actor[:300],
-            action=action,
-            target=target[:2100],
-            outcome=outcome,
-            source=source[:300],
-            detail=detail or {},
-        )
-    finally:
-        if tenant is not None and schema == tenant.schema_name:
-            connection.set_tenant(tenant)
-        elif schema != "public":
-            connection.set_schema(schema)
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """One row for `record_audits`: what `record_audit` takes besides tenant, actor, source."""
-
-    action: str
-    target: str = ""
-    outcome: str = "success"
-    detail: dict[str, Any] | None = None
-
-
-def record_audits(
-    *, tenant: Tenant, actor: str, records: list[AuditRecord], source: str = ""
-) -> None:
-    """Append many audit rows of one call at once (one INSERT), in the caller's transaction.
-
-    Each row has exactly the shape `record_audit` writes; a batch call of 500 entries writes
-    its 500 rows here instead of 500 INSERTs and 1,000 schema switches.
-    """
-    if not records:
-        return
-    schema = connection.schema_name
-    connection.set_schema_to_public()
-    try:
-        AuditEvent.objects.bulk_create(
-            [
-                AuditEvent(
-                    tenant=tenant,
-                    tenant_slug=tenant.slug,
-                    actor=actor[:300],
-                    action=r.action,
-                    target=r.target[:2100],
-                    outcome=r.outcome,
-                    source=source[:300],
-                    detail=r.detail or {},
-                )
-                for r in records
-            ],
-            batch_size=1000,
-        )
-    finally:
-        if schema == tenant.schema_name:
-            connection.set_tenant(tenant)
-        elif schema != "public":
-            connection.set_schema(schema)
 
 
 def refuse_if_suspended(tenant_id: object, *, error: type[HallmarkError]) -> None:

@@ -18,6 +18,7 @@ from config.health import platform_checks
 from console.access import OPERATOR_SESSION_KEY, current_operator, operator_page
 from tenants import operators
 from tenants.api.errors import ApiError
+from tenants.billing import services as billing
 from tenants.models import AuditEvent, Operator, Tenant
 from tenants.ratelimit import client_address
 
@@ -158,6 +159,8 @@ def tenant(request: HttpRequest, operator: Operator, tenant_id: str) -> HttpResp
             changes["status"] = request.POST["status"]
         else:
             changes["plan"] = request.POST.get("plan", "").strip()[:64]
+            if not billing.plan_exists(changes["plan"]):  # the operator API's check
+                errors["plan"] = f"no plan {changes['plan']!r}"
             quotas = {}
             for name in operators.QUOTA_NAMES:
                 try:
@@ -185,8 +188,8 @@ def tenant(request: HttpRequest, operator: Operator, tenant_id: str) -> HttpResp
             for name in operators.QUOTA_NAMES
         ],
         "agents": _agent_counts([found]).get(str(found.pk), 0),
+        "plans": billing.list_plans(),
         "errors": errors,
-        "values": request.POST if errors else None,
         "events": AuditEvent.objects.filter(tenant=found).order_by("-id")[:25],
         "section": "tenants",
     }

@@ -5,10 +5,11 @@ locals {
 
   # Writable paths in an otherwise read-only container: the beat schedule and the agent
   # API's private Unix sockets live in the data dir; files from secret_files under files_dir.
-  data_dir       = "/var/lib/hallmark"
-  files_dir      = "/etc/hallmark/files"
-  web_port       = 8000
-  agent_api_port = 8081
+  data_dir             = "/var/lib/hallmark"
+  files_dir            = "/etc/hallmark/files"
+  web_port             = 8000
+  agent_api_port       = 8081
+  bundle_endpoint_port = 8443
 
   selector = {
     "app.kubernetes.io/name"     = "hallmark"
@@ -70,7 +71,8 @@ locals {
 
   # The processes `hallmark up` starts (config/supervisor.py), with the same commands, one
   # process kind per Deployment. Beat is a singleton: exactly one replica, replaced by
-  # Recreate so an old and a new beat never overlap during a rollout.
+  # Recreate so an old and a new beat never overlap during a rollout. serves_metrics: the
+  # kind has a /metrics listener (the supervisor's METRICS_KINDS).
   processes = {
     web = {
       replicas = var.web_replicas
@@ -89,6 +91,7 @@ locals {
       resources           = var.resources.web
       spread_over_nodes   = true
       disruption_budgeted = true
+      serves_metrics      = true
     }
     agent-api = {
       replicas = var.agent_api_replicas
@@ -105,6 +108,26 @@ locals {
       resources           = var.resources.agent_api
       spread_over_nodes   = true
       disruption_budgeted = true
+      serves_metrics      = true
+    }
+    bundle-endpoint = {
+      replicas = var.bundle_endpoint_replicas
+      strategy = "RollingUpdate"
+      # The https_spiffe bundle endpoint, as `hallmark up` runs it beside the agent API. It
+      # terminates TLS itself (each tenant's SPIFFE server SVID, chosen by SNI), so the port
+      # is opaque TCP like the agent API's. It records no metrics: no /metrics listener.
+      command = [
+        "hallmark", "bundle-endpoint",
+        "--listen", "0.0.0.0:${local.bundle_endpoint_port}",
+        "--reuse-port",
+      ]
+      # A port name is at most 15 characters (IANA service name).
+      port                = { name = "tcp-bundle", number = local.bundle_endpoint_port }
+      readiness_path      = null
+      resources           = var.resources.bundle_endpoint
+      spread_over_nodes   = true
+      disruption_budgeted = true
+      serves_metrics      = false
     }
     worker = {
       replicas = var.worker_replicas
@@ -120,6 +143,7 @@ locals {
       resources           = var.resources.worker
       spread_over_nodes   = true
       disruption_budgeted = false
+      serves_metrics      = true
     }
     beat = {
       replicas = 1
@@ -134,19 +158,21 @@ locals {
       resources           = var.resources.beat
       spread_over_nodes   = false
       disruption_budgeted = false
+      serves_metrics      = true
     }
   }
 
-  # Each process's /metrics listener (config/metrics.py). Web and worker fork (gunicorn
-  # workers, Celery's prefork pool): their processes share a multiprocess directory in the
-  # pod's /tmp and one scrape answers their sum. Agent API and beat are one process a pod.
+  # Each process's environment beyond the settings: its role (the `role` of its log lines,
+  # as the supervisor sets it) and, where the kind records metrics, its /metrics listener
+  # (config/metrics.py). Web and worker fork (gunicorn workers, Celery's prefork pool): their
+  # processes share a multiprocess directory in the pod's /tmp and one scrape answers their
+  # sum. Agent API and beat are one process a pod.
+  metrics_kinds      = [for kind, process in local.processes : kind if process.serves_metrics]
   multiprocess_kinds = ["web", "worker"]
   metrics_env = {
-    for kind in keys(local.processes) : kind => merge(
-      {
-        HALLMARK_METRICS_LISTEN = "0.0.0.0:${var.metrics_port}"
-        HALLMARK_PROCESS_ROLE   = kind
-      },
+    for kind, process in local.processes : kind => merge(
+      { HALLMARK_PROCESS_ROLE = kind },
+      process.serves_metrics ? { HALLMARK_METRICS_LISTEN = "0.0.0.0:${var.metrics_port}" } : {},
       contains(local.multiprocess_kinds, kind) ? { PROMETHEUS_MULTIPROC_DIR = "/tmp/prometheus" } : {}
     )
   }

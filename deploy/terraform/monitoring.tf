@@ -1,9 +1,10 @@
-# Prometheus: a headless metrics Service per process kind, and with the Prometheus operator a
-# ServiceMonitor scraping them and a PrometheusRule with the alerts the runbook (README.md)
-# explains. No label carries a tenant: per-tenant figures are the usage API's.
+# Prometheus: a headless metrics Service per process kind that records metrics (not the
+# bundle endpoint), and with the Prometheus operator a ServiceMonitor scraping them and a
+# PrometheusRule with the alerts the runbook (README.md) explains. No label carries a tenant:
+# per-tenant figures are the usage API's.
 
 resource "kubernetes_service_v1" "metrics" {
-  for_each = local.processes
+  for_each = toset(local.metrics_kinds)
 
   metadata {
     name      = "${var.name}-${each.key}-metrics"

@@ -1,4 +1,5 @@
-# How tenants and agents reach the processes: HTTP for web, raw TCP for the agent API.
+# How tenants, agents and federated peers reach the processes: HTTP for web, raw TCP for the
+# agent API and the https_spiffe bundle endpoint.
 
 resource "kubernetes_service_v1" "web" {
   metadata {
@@ -46,6 +47,34 @@ resource "kubernetes_service_v1" "agent_api" {
       name        = "tcp-agent-api"
       port        = var.agent_api_service_port
       target_port = "tcp-agent-api"
+      protocol    = "TCP"
+    }
+  }
+}
+
+# The https_spiffe bundle endpoint terminates TLS itself too, presenting the tenant's
+# spiffe://<td>/spire/server SVID chosen by SNI; peers authenticate that SVID, so nothing in
+# front may hold a certificate or speak HTTP: TCP passthrough only, as for the agent API.
+resource "kubernetes_service_v1" "bundle_endpoint" {
+  metadata {
+    name        = "${var.name}-bundle-endpoint"
+    namespace   = local.namespace
+    labels      = merge(local.labels, { "app.kubernetes.io/component" = "bundle-endpoint" })
+    annotations = var.bundle_endpoint_service_annotations
+  }
+
+  wait_for_load_balancer = var.wait_for_load_balancer
+
+  spec {
+    type                        = var.bundle_endpoint_service_type
+    selector                    = merge(local.selector, { "app.kubernetes.io/component" = "bundle-endpoint" })
+    external_traffic_policy     = var.bundle_endpoint_service_type == "ClusterIP" ? null : var.bundle_endpoint_external_traffic_policy
+    load_balancer_source_ranges = var.bundle_endpoint_service_type == "LoadBalancer" ? var.bundle_endpoint_load_balancer_source_ranges : null
+
+    port {
+      name        = "tcp-bundle"
+      port        = var.bundle_endpoint_service_port
+      target_port = "tcp-bundle"
       protocol    = "TCP"
     }
   }

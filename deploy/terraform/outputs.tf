@@ -4,7 +4,7 @@ output "namespace" {
 }
 
 output "web_service" {
-  description = "The web Service (REST API, bundle endpoint, /healthz) as name.namespace:port."
+  description = "The web Service (REST API, https_web bundle endpoint, /healthz) as name.namespace:port."
   value       = "${kubernetes_service_v1.web.metadata[0].name}.${local.namespace}:${local.web_port}"
 }
 
@@ -24,8 +24,24 @@ output "agent_api_load_balancer" {
   )
 }
 
+output "bundle_endpoint_service" {
+  description = "The https_spiffe bundle-endpoint Service as name.namespace:port."
+  value       = "${kubernetes_service_v1.bundle_endpoint.metadata[0].name}.${local.namespace}:${var.bundle_endpoint_service_port}"
+}
+
+output "bundle_endpoint_load_balancer" {
+  description = "Address (IP or host name) of the https_spiffe bundle-endpoint load balancer, for the DNS name in the bundle endpoint URL peers configure (https://NAME:bundle_endpoint_service_port/); null until one is assigned or without a LoadBalancer Service."
+  value = try(
+    coalesce(
+      kubernetes_service_v1.bundle_endpoint.status[0].load_balancer[0].ingress[0].hostname,
+      kubernetes_service_v1.bundle_endpoint.status[0].load_balancer[0].ingress[0].ip,
+    ),
+    null,
+  )
+}
+
 output "deployments" {
-  description = "Deployment name of each process kind (web, agent-api, worker, beat)."
+  description = "Deployment name of each process kind (web, agent-api, bundle-endpoint, worker, beat)."
   value       = { for kind, deployment in kubernetes_deployment_v1.process : kind => deployment.metadata[0].name }
 }
 

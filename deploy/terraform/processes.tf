@@ -1,4 +1,5 @@
-# One Deployment per process kind (web, agent-api, worker, beat), after migrations ran.
+# One Deployment per process kind (web, agent-api, bundle-endpoint, worker, beat), after
+# migrations ran.
 
 resource "kubernetes_deployment_v1" "process" {
   for_each = local.processes
@@ -38,13 +39,16 @@ resource "kubernetes_deployment_v1" "process" {
     template {
       metadata {
         labels = merge(local.labels, { "app.kubernetes.io/component" = each.key })
-        annotations = merge(var.pod_annotations, {
-          "checksum/settings" = local.settings_checksum
+        annotations = merge(
+          var.pod_annotations,
+          { "checksum/settings" = local.settings_checksum },
           # For a Prometheus that discovers pods by annotation (no operator).
-          "prometheus.io/scrape" = "true"
-          "prometheus.io/port"   = tostring(var.metrics_port)
-          "prometheus.io/path"   = "/metrics"
-        })
+          each.value.serves_metrics ? {
+            "prometheus.io/scrape" = "true"
+            "prometheus.io/port"   = tostring(var.metrics_port)
+            "prometheus.io/path"   = "/metrics"
+          } : {},
+        )
       }
 
       spec {
@@ -109,10 +113,13 @@ resource "kubernetes_deployment_v1" "process" {
             }
           }
 
-          port {
-            name           = "metrics"
-            container_port = var.metrics_port
-            protocol       = "TCP"
+          dynamic "port" {
+            for_each = each.value.serves_metrics ? [var.metrics_port] : []
+            content {
+              name           = "metrics"
+              container_port = port.value
+              protocol       = "TCP"
+            }
           }
 
           env_from {
@@ -147,9 +154,10 @@ resource "kubernetes_deployment_v1" "process" {
             limits   = each.value.resources.limits
           }
 
-          # Ready = /readyz answers 200 (this pod's database and Redis), or the agent API
-          # accepts connections. Not /healthz: it needs worker and agent-API heartbeats, and
-          # would take every web pod out of service while one of those is replaced.
+          # Ready = /readyz answers 200 (this pod's database and Redis), or the agent API or
+          # bundle endpoint accepts connections (each listens once its tenants' credentials
+          # are loaded). Not /healthz: it needs worker, agent-API and bundle-endpoint
+          # heartbeats, and would take every web pod out of service while one is replaced.
           dynamic "readiness_probe" {
             for_each = each.value.port == null ? [] : [each.value]
             content {

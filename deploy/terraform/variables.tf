@@ -142,7 +142,7 @@ variable "extra_env" {
 # --- process counts and sizes ------------------------------------------------------------
 
 variable "web_replicas" {
-  description = "Web (REST API, bundle endpoint, /healthz) pods. Any number: they share no state."
+  description = "Web (REST API, https_web bundle endpoint, /healthz) pods. Any number: they share no state."
   type        = number
   default     = 2
 
@@ -174,6 +174,17 @@ variable "agent_api_replicas" {
   }
 }
 
+variable "bundle_endpoint_replicas" {
+  description = "https_spiffe bundle-endpoint pods (one asyncio process each). Any number: each reads the shared bundle cache on every request and keeps no state a peer lacks."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.bundle_endpoint_replicas >= 1 && floor(var.bundle_endpoint_replicas) == var.bundle_endpoint_replicas
+    error_message = "bundle_endpoint_replicas must be a whole number of at least 1 (/healthz needs a bundle-endpoint heartbeat)."
+  }
+}
+
 variable "worker_replicas" {
   description = "Celery worker pods (rotation, bundle publishing, federation refresh, metering). Any number: tasks are idempotent."
   type        = number
@@ -197,7 +208,7 @@ variable "worker_concurrency" {
 }
 
 variable "resources" {
-  description = "Requests and limits per process kind (web, agent_api, worker, beat, migrate). No CPU limit by default: throttling a signer costs latency, requests already schedule fairly."
+  description = "Requests and limits per process kind (web, agent_api, bundle_endpoint, worker, beat, migrate). No CPU limit by default: throttling a signer costs latency, requests already schedule fairly."
   type = object({
     web = optional(object({
       requests = optional(map(string), { cpu = "250m", memory = "384Mi" })
@@ -205,6 +216,10 @@ variable "resources" {
     }), {})
     agent_api = optional(object({
       requests = optional(map(string), { cpu = "500m", memory = "256Mi" })
+      limits   = optional(map(string), { memory = "512Mi" })
+    }), {})
+    bundle_endpoint = optional(object({
+      requests = optional(map(string), { cpu = "100m", memory = "256Mi" })
       limits   = optional(map(string), { memory = "512Mi" })
     }), {})
     worker = optional(object({
@@ -339,6 +354,67 @@ variable "agent_api_load_balancer_source_ranges" {
   default     = []
 }
 
+variable "bundle_endpoint_service_type" {
+  description = "Service type of the https_spiffe bundle endpoint. LoadBalancer gives federated peers outside the cluster an L4 address; the endpoint terminates TLS itself (each tenant's SPIFFE server SVID, by SNI), so whatever sits in front must pass TCP through."
+  type        = string
+  default     = "LoadBalancer"
+
+  validation {
+    condition     = contains(["ClusterIP", "NodePort", "LoadBalancer"], var.bundle_endpoint_service_type)
+    error_message = "bundle_endpoint_service_type must be ClusterIP, NodePort or LoadBalancer."
+  }
+}
+
+variable "bundle_endpoint_service_port" {
+  description = "Port the bundle-endpoint Service (and load balancer) listens on; peers' bundle endpoint URL names it (https://HOST:PORT/)."
+  type        = number
+  default     = 8443
+
+  validation {
+    condition     = var.bundle_endpoint_service_port > 0 && var.bundle_endpoint_service_port < 65536
+    error_message = "bundle_endpoint_service_port must be a TCP port number."
+  }
+}
+
+variable "bundle_endpoint_service_annotations" {
+  description = "Annotations of the bundle-endpoint Service, e.g. to ask for a network load balancer. Annotations that make the load balancer terminate TLS, speak HTTP or add PROXY protocol are refused: peers must reach the pods' own TLS, which presents the tenant's SPIFFE server SVID."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition = alltrue([
+      for key in keys(var.bundle_endpoint_service_annotations) :
+      !can(regex("(?i)(ssl|tls|cert)", key))
+    ])
+    error_message = "bundle_endpoint_service_annotations must not configure TLS/SSL certificates on the load balancer: the bundle endpoint terminates TLS itself (per tenant, by SNI)."
+  }
+
+  validation {
+    condition = alltrue([
+      for key, value in var.bundle_endpoint_service_annotations :
+      lower(value) == "tcp" if can(regex("(?i)protocol$", key))
+    ])
+    error_message = "bundle_endpoint_service_annotations may set a load balancer *protocol annotation only to tcp (no http/https/ssl, no PROXY protocol)."
+  }
+}
+
+variable "bundle_endpoint_external_traffic_policy" {
+  description = "externalTrafficPolicy of the bundle-endpoint Service. The endpoint records no client address, so Cluster (any node forwards) is the default; Local keeps peers' source addresses for network policies."
+  type        = string
+  default     = "Cluster"
+
+  validation {
+    condition     = contains(["Local", "Cluster"], var.bundle_endpoint_external_traffic_policy)
+    error_message = "bundle_endpoint_external_traffic_policy must be Local or Cluster."
+  }
+}
+
+variable "bundle_endpoint_load_balancer_source_ranges" {
+  description = "CIDRs allowed to reach the bundle-endpoint load balancer (empty: everyone), e.g. the federated peers' egress addresses."
+  type        = list(string)
+  default     = []
+}
+
 variable "wait_for_load_balancer" {
   description = "Make apply wait until LoadBalancer Services have an address (turn off on clusters without a load balancer controller)."
   type        = bool
@@ -346,7 +422,7 @@ variable "wait_for_load_balancer" {
 }
 
 variable "metrics_port" {
-  description = "Container port of every process's Prometheus /metrics listener (HALLMARK_METRICS_LISTEN). Not exposed by the web Service or the Ingress; scraped through the metrics Services."
+  description = "Container port of the Prometheus /metrics listener (HALLMARK_METRICS_LISTEN) of every process kind that records metrics (all but the bundle endpoint). Not exposed by the public Services or the Ingress; scraped through the metrics Services."
   type        = number
   default     = 9100
 

@@ -7,26 +7,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AttestAgentRequest(_message.Message):
-    __slots__ = ("trust_domain", "attestation_type", "attestation_data", "csr")
+    __slots__ = ("trust_domain", "attestation_type", "attestation_data", "csr", "challenge_response")
     TRUST_DOMAIN_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_TYPE_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_DATA_FIELD_NUMBER: _ClassVar[int]
     CSR_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     trust_domain: str
     attestation_type: str
     attestation_data: bytes
     csr: bytes
-    def __init__(self, trust_domain: _Optional[str] = ..., attestation_type: _Optional[str] = ..., attestation_data: _Optional[bytes] = ..., csr: _Optional[bytes] = ...) -> None: ...
+    challenge_response: bytes
+    def __init__(self, trust_domain: _Optional[str] = ..., attestation_type: _Optional[str] = ..., attestation_data: _Optional[bytes] = ..., csr: _Optional[bytes] = ..., challenge_response: _Optional[bytes] = ...) -> None: ...
 
 class AttestAgentResponse(_message.Message):
-    __slots__ = ("spiffe_id", "svid_chain", "bundle")
+    __slots__ = ("spiffe_id", "svid_chain", "bundle", "challenge")
     SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
     SVID_CHAIN_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     spiffe_id: str
     svid_chain: _containers.RepeatedScalarFieldContainer[bytes]
     bundle: Bundle
-    def __init__(self, spiffe_id: _Optional[str] = ..., svid_chain: _Optional[_Iterable[bytes]] = ..., bundle: _Optional[_Union[Bundle, _Mapping]] = ...) -> None: ...
+    challenge: bytes
+    def __init__(self, spiffe_id: _Optional[str] = ..., svid_chain: _Optional[_Iterable[bytes]] = ..., bundle: _Optional[_Union[Bundle, _Mapping]] = ..., challenge: _Optional[bytes] = ...) -> None: ...
 
 class RenewAgentRequest(_message.Message):
     __slots__ = ("csr",)

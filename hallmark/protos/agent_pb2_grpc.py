@@ -34,7 +34,7 @@ class AgentAPIStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.AttestAgent = channel.unary_unary(
+        self.AttestAgent = channel.stream_stream(
                 '/hallmark.agent.v1.AgentAPI/AttestAgent',
                 request_serializer=hallmark_dot_protos_dot_agent__pb2.AttestAgentRequest.SerializeToString,
                 response_deserializer=hallmark_dot_protos_dot_agent__pb2.AttestAgentResponse.FromString,
@@ -74,9 +74,11 @@ class AgentAPIStub:
 class AgentAPIServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def AttestAgent(self, request, context):
-        """Node attestation: proves the node (join token, ...) and returns the agent's X.509-SVID,
-        signed over the agent-generated key in `csr`.
+    def AttestAgent(self, request_iterator, context):
+        """Node attestation, a conversation: the agent's first message names the attestor and
+        carries its payload and the CSR; the server may answer with a `challenge`, which the
+        agent answers with a message carrying `challenge_response` (x509pop, ...); the last
+        answer holds the agent's X.509-SVID, signed over the agent-generated key in `csr`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,7 +131,7 @@ class AgentAPIServicer:
 
 def add_AgentAPIServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'AttestAgent': grpc.unary_unary_rpc_method_handler(
+            'AttestAgent': grpc.stream_stream_rpc_method_handler(
                     servicer.AttestAgent,
                     request_deserializer=hallmark_dot_protos_dot_agent__pb2.AttestAgentRequest.FromString,
                     response_serializer=hallmark_dot_protos_dot_agent__pb2.AttestAgentResponse.SerializeToString,
@@ -176,7 +178,7 @@ class AgentAPI:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def AttestAgent(request,
+    def AttestAgent(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -186,8 +188,8 @@ class AgentAPI:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/hallmark.agent.v1.AgentAPI/AttestAgent',
             hallmark_dot_protos_dot_agent__pb2.AttestAgentRequest.SerializeToString,

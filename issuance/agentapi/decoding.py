@@ -23,8 +23,12 @@ def add_strictly_decoded(servicer: Any, server: Any, service: ServiceDescriptor)
     for method in service.methods:
         implementation = getattr(servicer, method.name)
         if method.client_streaming:
-            raise ValueError(f"{method.full_name}: client streams are not decoded here yet")
-        if method.server_streaming:
+            if not method.server_streaming:
+                raise ValueError(f"{method.full_name}: client-only streams are not served here")
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                _bidi(implementation, method.input_type), response_serializer=_serialize
+            )
+        elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _stream(implementation, method.input_type), response_serializer=_serialize
             )
@@ -66,6 +70,21 @@ def _stream(
     async def handle(raw: bytes, context: Any) -> AsyncIterator[Any]:
         request = await _decode(raw, request_type, context)
         async for message in implementation(request, context):
+            yield message
+
+    return handle
+
+
+def _bidi(
+    implementation: Callable[[AsyncIterator[Any], Any], AsyncIterator[Any]],
+    request_type: Descriptor,
+) -> Callable[[AsyncIterator[bytes], Any], AsyncIterator[Any]]:
+    async def handle(raw_requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[Any]:
+        async def requests() -> AsyncIterator[Any]:
+            async for raw in raw_requests:
+                yield await _decode(raw, request_type, context)
+
+        async for message in implementation(requests(), context):
             yield message
 
     return handle

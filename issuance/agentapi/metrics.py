@@ -98,6 +98,8 @@ class AgentApiMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler._replace(unary_unary=self._unary(handler.unary_unary, method))
         if handler.unary_stream is not None:
             return handler._replace(unary_stream=self._stream(handler.unary_stream, method))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=self._bidi(handler.stream_stream, method))
         return handler
 
     def _unary(
@@ -144,6 +146,48 @@ class AgentApiMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 metrics.RPC_CALLS.labels(method, _code_label(_code_of(context, error))).inc()
 
         return stream
+
+    def _bidi(
+        self, behaviour: Callable[[Any, Any], AsyncIterator[Any]], method: str
+    ) -> Callable[[Any, Any], AsyncIterator[Any]]:
+        """A conversation (AttestAgent: payload, challenge, answer): counted once, at its end.
+
+        The attestor type for the label is read from the conversation's first message.
+        """
+
+        async def conversation(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            first: list[Any] = []
+
+            async def watched() -> AsyncIterator[Any]:
+                async for raw in requests:
+                    if not first:
+                        first.append(raw)
+                    yield raw
+
+            started = time.perf_counter()
+            error: BaseException | None = None
+            metrics.RPC_STREAMS_OPEN.labels(method).inc()
+            try:
+                with self._log_context(context):
+                    async for message in behaviour(watched(), context):
+                        metrics.RPC_STREAM_MESSAGES.labels(method).inc()
+                        yield message
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                metrics.RPC_STREAMS_OPEN.labels(method).dec()
+                code = _code_of(context, error)
+                metrics.RPC_CALLS.labels(method, _code_label(code)).inc()
+                metrics.RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+                if method == "AttestAgent":
+                    outcome = "ok" if code == grpc.StatusCode.OK else code.name.lower()
+                    kind = attestor_type(first[0]) if first else "other"
+                    metrics.ATTESTATIONS.labels(kind, outcome).inc()
+                    if code == grpc.StatusCode.OK:
+                        metrics.SVIDS_MINTED.labels("x509_agent").inc()
+
+        return conversation
 
     def _log_context(self, context: Any) -> contextlib.AbstractContextManager[None]:
         peer = self._peers.lookup(context.peer()) if self._peers is not None else None

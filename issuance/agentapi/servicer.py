@@ -23,8 +23,9 @@ from issuance import services
 from issuance.agentapi.limits import AttestationFailures
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.watch import ChangeHub
-from issuance.errors import AttestationRateLimited
+from issuance.errors import AttestationRateLimited, InvalidAttestationRequest
 from issuance.models import Agent, Entry
+from tenants.audit.context import accepted, request_context
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -47,6 +48,8 @@ MAX_DETAIL_CHARS = 512
 # Without a change event, a watch stream still gets a notice this often: the safety net for
 # a lost event, and the moment a stream re-checks the agent (expired SVID, ban).
 WATCH_KEEPALIVE_SECONDS = 30.0
+# How long an attesting agent may take to send a message (its request, a challenge's answer).
+CHALLENGE_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,16 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         return peer
 
     async def _call(self, context: Any, peer: AgentPeer, work: Callable[[Tenant], T]) -> T:
+        # The call's audit events carry its request id (the agent's x-request-id if sane).
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = accepted(metadata.get("x-request-id"))
+
+        def traced(tenant: Tenant) -> T:
+            with request_context(request_id, peer.address):
+                return work(tenant)
+
         try:
-            return await self.threads.in_tenant_schema(peer.tenant_id, work)
+            return await self.threads.in_tenant_schema(peer.tenant_id, traced)
         except HallmarkError as exc:
             await self._abort(context, status_of(exc), exc.code, exc.detail)
         except Exception:
@@ -172,8 +183,12 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         return run
 
     # -- RPCs --------------------------------------------------------------------------------
-    async def AttestAgent(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def AttestAgent(  # noqa: N802
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[Any]:
+        """The attestation conversation: payload, then (maybe) a challenge and its answer."""
         peer = await self._peer(context)
+        request = await self._next_message(context, request_iterator, "the attestation request")
         if request.trust_domain != peer.server_name:
             await self._abort(
                 context,
@@ -201,14 +216,38 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
                 )
             await self._abort(context, status_of(refused), refused.code, refused.detail)
 
+        attestation_type, data = request.attestation_type, bytes(request.attestation_data)
+        csr = bytes(request.csr)
+
+        def challenge_of(tenant: Tenant) -> bytes | None:
+            return services.attestation_challenge(
+                tenant=tenant,
+                attestation_type=attestation_type,
+                attestation_data=data,
+                csr=csr,
+                source=peer.address,
+                audit_failure=lambda exc: failures.failed(tenant.id, source, exc.code),
+            )
+
+        challenge = await self._call(context, peer, challenge_of)
+        answer: bytes | None = None
+        if challenge is not None:
+            yield agent_pb2.AttestAgentResponse(challenge=challenge)
+            reply = await self._next_message(
+                context, request_iterator, "the challenge response", audit=(peer, source)
+            )
+            answer = bytes(reply.challenge_response)
+
         def attest(tenant: Tenant) -> Any:
             result = services.attest_agent(
                 tenant=tenant,
-                attestation_type=request.attestation_type,
-                attestation_data=bytes(request.attestation_data),
-                csr=bytes(request.csr),
+                attestation_type=attestation_type,
+                attestation_data=data,
+                csr=csr,
                 source=peer.address,
                 audit_failure=lambda exc: failures.failed(tenant.id, source, exc.code),
+                challenge=challenge,
+                challenge_response=answer,
             )
             return agent_pb2.AttestAgentResponse(
                 spiffe_id=result.agent.spiffe_id,
@@ -216,7 +255,34 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
                 bundle=bundle_message(result.bundle),
             )
 
-        return await self._call(context, peer, attest)
+        yield await self._call(context, peer, attest)
+
+    async def _next_message(
+        self,
+        context: Any,
+        request_iterator: AsyncIterator[Any],
+        what: str,
+        audit: tuple[AgentPeer, str] | None = None,
+    ) -> Any:
+        try:
+            return await asyncio.wait_for(anext(request_iterator), CHALLENGE_TIMEOUT_SECONDS)
+        except (StopAsyncIteration, TimeoutError):
+            incomplete = InvalidAttestationRequest(
+                f"the stream ended (or stalled) before {what}", code="attestation_incomplete"
+            )
+            if audit is not None:  # an attestation that began and was abandoned is audited
+                peer, source = audit
+                if await asyncio.to_thread(
+                    self.attestation_failures.failed, peer.tenant_id, source, incomplete.code
+                ):
+                    await self._call(
+                        context,
+                        peer,
+                        lambda tenant: services.record_failed_attestation(
+                            tenant=tenant, source=peer.address, error=incomplete
+                        ),
+                    )
+            await self._abort(context, status_of(incomplete), incomplete.code, incomplete.detail)
 
     async def RenewAgent(self, request: Any, context: Any) -> Any:  # noqa: N802
         peer = await self._peer(context)

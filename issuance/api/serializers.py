@@ -168,6 +168,7 @@ class AgentSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "expires_at",
             "banned",
             "node_aliases",
+            "selectors",
             "created_at",
             "last_seen",
         ]

@@ -3,6 +3,7 @@
 from issuance.services.agents import (
     Attestation,
     attest_agent,
+    attestation_challenge,
     authenticate_agent,
     ban_agent,
     evict_agent,
@@ -30,6 +31,13 @@ from issuance.services.entries import (
 )
 from issuance.services.join_tokens import NewJoinToken, create_join_token, delete_join_token
 from issuance.services.jwt_svids import MintedJwtSvid, new_jwt_svid
+from issuance.services.node_attestors import (
+    create_node_attestor,
+    delete_node_attestor,
+    get_node_attestor,
+    list_node_attestors,
+    update_node_attestor,
+)
 from issuance.services.revisions import current_revisions, locked_revisions
 from issuance.services.svids import SvidRequest, SvidResult, new_x509_svids
 from issuance.services.sync import SyncPage, prune_tombstones, sync_page
@@ -48,6 +56,7 @@ __all__ = [
     "SvidResult",
     "SyncPage",
     "attest_agent",
+    "attestation_challenge",
     "record_failed_attestation",
     "record_failed_attestations",
     "authenticate_agent",
@@ -55,6 +64,11 @@ __all__ = [
     "ban_agent",
     "create_entry",
     "create_join_token",
+    "create_node_attestor",
+    "delete_node_attestor",
+    "get_node_attestor",
+    "list_node_attestors",
+    "update_node_attestor",
     "current_revisions",
     "delete_entry",
     "delete_join_token",

@@ -1,4 +1,4 @@
-"""Agents: join-token attestation, SVID renewal, authentication, bans and eviction."""
+"""Agents: node attestation by the tenant's attestors, SVID renewal, authentication, bans."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from attestors.node import join_token as join_token_attestor
+from attestors.node.base import AttestedNode
 from hallmark.bundle import Bundle
 from hallmark.errors import HallmarkError, InvalidSvid
 from hallmark.x509svid import LeafRequest, public_key_from_csr, verify_x509_svid
@@ -23,10 +23,12 @@ from issuance.errors import (
     AttestationDenied,
     InvalidAttestationRequest,
 )
-from issuance.models import Agent
-from issuance.services import join_tokens
+from issuance.models import Agent, AttestationProof, Entry
+from issuance.services import node_attestors
 from issuance.services.entries import tenant_trust_domain
+from tenants.billing import services as billing
 from tenants.events import publish_change
+from tenants.metering import services as metering
 from tenants.scoping import current_tenant
 from tenants.services import record_audit, refuse_if_suspended
 from trustdomains import services as trustdomain_services
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from tenants.models import Tenant
 
 AGENT_PATH_PREFIX = "/spire/agent/"
+SERVER_PATH = "/spire/server"
+PROOF_SKEW = dt.timedelta(seconds=60)
 # Sizes of what an anonymous caller sends, bounded before anything is parsed or stored.
 # Join tokens are tiny; 64 KiB leaves room for the certificate chains and signed documents
 # of the other node attestors (x509pop, k8s_psat, tpm_devid, ...).
@@ -69,7 +73,7 @@ def _agent_svid(spiffe_id: str, csr: bytes) -> list[x509.Certificate]:
     return trustdomain_services.sign_x509_svids([request])[0]
 
 
-def attest_agent(
+def attest_agent(  # noqa: PLR0913 - one attestation's parts
     *,
     tenant: Tenant,
     attestation_type: str,
@@ -77,11 +81,15 @@ def attest_agent(
     csr: bytes,
     source: str = "",
     audit_failure: Callable[[HallmarkError], bool] | None = None,
+    challenge: bytes | None = None,
+    challenge_response: bytes | None = None,
 ) -> Attestation:
-    """Node attestation (server half of join_token); audited whether it succeeds or not.
+    """Node attestation by the tenant's attestor of `attestation_type`; audited either way.
 
-    `audit_failure(error)` says whether a failure gets its own audit row now; the agent API
-    counts the others and writes them per source and window (`record_failed_attestations`).
+    `challenge` is what `attestation_challenge` asked and `challenge_response` the agent's
+    answer (challenge/response attestors). `audit_failure(error)` says whether a failure gets
+    its own audit row now; the agent API counts the others and writes them per source and
+    window (`record_failed_attestations`).
     """
     try:
         refuse_if_suspended(tenant.pk, error=AgentDenied)
@@ -91,7 +99,34 @@ def attest_agent(
             attestation_data=attestation_data,
             csr=csr,
             source=source,
+            challenge=challenge,
+            challenge_response=challenge_response,
         )
+    except HallmarkError as exc:
+        if audit_failure is None or audit_failure(exc):
+            record_failed_attestation(
+                tenant=tenant, source=source, error=exc, attestation_type=attestation_type
+            )
+        raise
+
+
+def attestation_challenge(
+    *,
+    tenant: Tenant,
+    attestation_type: str,
+    attestation_data: bytes,
+    csr: bytes,
+    source: str = "",
+    audit_failure: Callable[[HallmarkError], bool] | None = None,
+) -> bytes | None:
+    """The challenge the tenant's attestor asks before it attests, or None (no challenge)."""
+    try:
+        _check_sizes(attestation_data, csr)
+        attestor = node_attestors.server_attestor(
+            attestation_type, trust_domain=tenant_trust_domain().name
+        )
+        public_key_from_csr(csr)
+        return attestor.challenge(attestation_data)
     except HallmarkError as exc:
         if audit_failure is None or audit_failure(exc):
             record_failed_attestation(
@@ -151,9 +186,7 @@ def record_failed_attestations(  # noqa: PLR0913 - one aggregated audit row's fi
         )
 
 
-def _attest(
-    *, tenant: Tenant, attestation_type: str, attestation_data: bytes, csr: bytes, source: str
-) -> Attestation:
+def _check_sizes(attestation_data: bytes, csr: bytes) -> None:
     if len(attestation_data) > MAX_ATTESTATION_DATA_BYTES:
         raise InvalidAttestationRequest(
             f"attestation_data is {len(attestation_data)} bytes; at most "
@@ -164,46 +197,159 @@ def _attest(
         raise InvalidAttestationRequest(
             f"csr is {len(csr)} bytes; at most {MAX_CSR_BYTES} are accepted", code="csr_too_large"
         )
-    if attestation_type != join_token_attestor.ATTESTATION_TYPE:
-        raise HallmarkError(
-            f"attestation type {attestation_type!r} is not supported; use 'join_token'",
-            code="unsupported_attestation_type",
+
+
+def node_entry_aliases(selectors: list[str]) -> list[str]:
+    """SPIFFE IDs of node entries (parent: the server) whose selectors the node has, as SPIRE."""
+    if not selectors:
+        return []
+    held = set(selectors)
+    server_id = str(tenant_trust_domain().spiffe_id(SERVER_PATH))
+    now = timezone.now()
+    return sorted(
+        {
+            spiffe_id
+            for spiffe_id, wanted, expires_at in Entry.objects.filter(
+                parent_id=server_id, expired=False
+            ).values_list("spiffe_id", "selectors", "expires_at")
+            if wanted and set(wanted) <= held and (expires_at is None or expires_at > now)
+        }
+    )
+
+
+def refresh_node_aliases(agent: Agent) -> Agent:
+    """Bring an attested node's aliases up to date with the node entries as they are now.
+
+    Node entries can be created, changed or deleted after the agent attested; an agent whose
+    aliases changed gets a full sync next (it may have gained or lost whole subtrees).
+    """
+    if not agent.selectors:
+        return agent
+    aliases = sorted({*_token_aliases(agent), *node_entry_aliases(list(agent.selectors))})
+    if aliases != sorted(agent.node_aliases):
+        Agent.objects.filter(pk=agent.pk).update(node_aliases=aliases, full_sync_revision=0)
+        agent.node_aliases, agent.full_sync_revision = aliases, 0
+    return agent
+
+
+def _token_aliases(agent: Agent) -> list[str]:
+    from issuance.models import JoinToken
+
+    return [
+        alias
+        for alias in JoinToken.objects.filter(agent=agent).values_list("spiffe_id", flat=True)
+        if alias
+    ]
+
+
+def _spend_proof(node: AttestedNode, spiffe_id: str) -> None:
+    """Refuse a single-use proof seen before (replay); remember it until it expires."""
+    if node.proof_id is None:
+        return
+    now = timezone.now()
+    AttestationProof.objects.filter(expires_at__lt=now - PROOF_SKEW).delete()
+    expires_at = (node.proof_expires_at or now) + PROOF_SKEW
+    _, created = AttestationProof.objects.get_or_create(
+        proof_id=node.proof_id[:128],
+        defaults={"agent_spiffe_id": spiffe_id, "expires_at": expires_at},
+    )
+    if not created:
+        raise AttestationDenied(
+            "this attestation proof was already used; present a fresh one",
+            code="proof_replayed",
         )
-    secret = join_token_attestor.parse_attestation_data(attestation_data)
-    public_key_from_csr(csr)  # refuse a bad CSR before the token is spent
+
+
+def _attest(  # noqa: PLR0913
+    *,
+    tenant: Tenant,
+    attestation_type: str,
+    attestation_data: bytes,
+    csr: bytes,
+    source: str,
+    challenge: bytes | None = None,
+    challenge_response: bytes | None = None,
+) -> Attestation:
+    _check_sizes(attestation_data, csr)
     trust_domain = tenant_trust_domain()
+    attestor = node_attestors.server_attestor(attestation_type, trust_domain=trust_domain.name)
+    public_key_from_csr(csr)  # refuse a bad CSR before a token is spent
+    lookup = node_attestors.TenantLookup()
     with transaction.atomic():
-        token = join_tokens.redeem(secret)
-        spiffe_id = str(trust_domain.spiffe_id(f"{AGENT_PATH_PREFIX}join_token/{token.id}"))
+        node = attestor.attest(
+            attestation_data, challenge=challenge, response=challenge_response, lookup=lookup
+        )
+        spiffe_id = str(trust_domain.spiffe_id(f"{AGENT_PATH_PREFIX}{node.agent_path}"))
+        _spend_proof(node, spiffe_id)
         agent = Agent.objects.select_for_update().filter(spiffe_id=spiffe_id).first()
         if agent is not None and agent.banned:
             raise AttestationDenied(f"agent {spiffe_id} is banned", code="agent_banned")
+        if agent is not None and not node.can_reattest:
+            # SPIRE's trust on first use (aws_iid, ...): the proof already bound an agent.
+            raise AttestationDenied(
+                f"agent {spiffe_id} is already attested and its attestor does not allow "
+                "re-attestation; evict it first",
+                code="agent_already_attested",
+            )
+        if agent is not None and agent.attestation_type != attestation_type:
+            raise AttestationDenied(
+                f"agent {spiffe_id} attested with {agent.attestation_type}",
+                code="attestation_type_mismatch",
+            )
+        if agent is None:
+            admit_new_agent(tenant)
         chain = _agent_svid(spiffe_id, csr)
+        reattested = agent is not None
         agent = agent or Agent(spiffe_id=spiffe_id)
+        selectors = sorted(set(node.selectors))
         agent.attestation_type = attestation_type
         agent.serial = serial_hex(chain[0])
         agent.new_serial = ""
         agent.expires_at = chain[0].not_valid_after_utc
-        agent.node_aliases = [token.spiffe_id] if token.spiffe_id else []
+        agent.selectors = selectors
+        agent.can_reattest = node.can_reattest
+        agent.node_aliases = sorted({*node.node_aliases, *node_entry_aliases(selectors)})
         agent.last_seen = timezone.now()
         agent.full_sync_revision = 0  # its first sync replaces whatever set it held
         agent.save()
-        token.agent = agent
-        token.save(update_fields=["used_at", "agent"])
+        if lookup.join_token is not None:
+            lookup.join_token.agent = agent
+            lookup.join_token.save(update_fields=["used_at", "agent"])
+        detail: dict[str, object] = {
+            "attestation_type": attestation_type,
+            **{k: v for k, v in node.detail.items() if isinstance(v, str)},
+            "serial": agent.serial,
+            "node_aliases": agent.node_aliases,
+        }
+        if selectors:
+            detail["selectors"] = selectors[:50]
+        if reattested:
+            detail["reattested"] = True
         record_audit(
             tenant=tenant,
             actor=f"agent:{spiffe_id}",
             action="agent.attest",
             target=spiffe_id,
             source=source,
-            detail={
-                "attestation_type": attestation_type,
-                "join_token": str(token.id),
-                "serial": agent.serial,
-                "node_aliases": agent.node_aliases,
-            },
+            detail=detail,
         )
+    if reattested:
+        publish_change(tenant_id=tenant.id, kind="agents")  # its old SVID's streams end
+    metering.count_svids(tenant.pk, x509=1)
     return Attestation(agent=agent, chain=chain, bundle=trustdomain_services.current_bundle())
+
+
+def admit_new_agent(tenant: Tenant) -> None:
+    """Quotas at node attestation: a new agent past `max_agents` (or once the month's SVIDs
+    passed `max_svids_per_month`) is refused, `quota_exceeded` → RESOURCE_EXHAUSTED.
+
+    Call inside the attestation's transaction, before the agent row is written; the advisory
+    lock makes concurrent attestations of one tenant count one after the other.
+    """
+    from issuance.services.usage import live_agents
+
+    billing.lock_agent_admission(tenant)
+    billing.check_new_agent(tenant, live_agents=live_agents())
 
 
 def authenticate_agent(certificate: x509.Certificate | None) -> Agent:
@@ -271,6 +417,7 @@ def renew_agent(
             source=source,
             detail={"serial": locked.new_serial},
         )
+    metering.count_svids(tenant.pk, x509=1)  # renewals are never refused for a quota
     return chain
 
 

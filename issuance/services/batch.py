@@ -45,6 +45,7 @@ from issuance.services.entries import (
 )
 from issuance.services.revisions import RevisionLock, locked_revisions
 from issuance.services.roots import ancestors, refresh_roots
+from tenants.billing import services as billing
 from tenants.events import publish_change
 from tenants.services import AuditRecord, record_audits
 
@@ -205,6 +206,7 @@ def batch_create_entries(
                     created[index] = Entry(**fields, revision=revisions.next(), roots=[])
                 if created:
                     policy.admit_batch("entry.create", len(created))
+                    billing.check_entries(tenant, stored=Entry.objects.count(), adding=len(created))
                     entries = list(created.values())
                     # Roots as the stored graph gives them, written with the rows: the common
                     # batch (parents that are agents or older entries) is then right at once,
@@ -240,6 +242,11 @@ def batch_create_entries(
                         results[index] = ItemResult(code=OK, entry=entry)
         except IntegrityError:  # cannot happen under the revision lock; refuse, store nothing
             raise EntryExists("the batch collides with entries stored meanwhile") from None
+        except billing.QuotaExceeded as exc:
+            billing.audit_quota_refusal(
+                exc, tenant=tenant, actor=actor, action="entry.batch_create", source=source
+            )
+            raise
     return [r for r in results if r is not None]
 
 

@@ -16,6 +16,7 @@ from issuance.models import Agent, Entry, EntryTombstone
 from issuance.services import validation
 from issuance.services.revisions import RevisionLock, locked_revisions
 from issuance.services.roots import refresh_roots
+from tenants.billing import services as billing
 from tenants.events import publish_change
 from tenants.services import record_audit
 from trustdomains import services as trustdomain_services
@@ -140,6 +141,7 @@ def create_entry(
     try:
         with transaction.atomic(), locked_revisions() as revisions:
             _refuse_similar(cleaned)
+            billing.check_entries(tenant, stored=Entry.objects.count(), adding=1)
             entry = Entry.objects.create(**cleaned, revision=revisions.next(), roots=[])
             now = timezone.now()
             refresh_roots(
@@ -161,6 +163,11 @@ def create_entry(
             publish_change(tenant_id=tenant.id, kind="entries")
     except IntegrityError:
         raise _entry_exists() from None
+    except billing.QuotaExceeded as exc:
+        billing.audit_quota_refusal(
+            exc, tenant=tenant, actor=actor, action="entry.create", source=source
+        )
+        raise
     return entry
 
 

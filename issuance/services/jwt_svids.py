@@ -17,6 +17,7 @@ from hallmark.spiffeid import SpiffeId
 from issuance.models import Agent
 from issuance.services.entries import authorized_entries_by_id
 from issuance.services.svids import NOT_AUTHORIZED
+from tenants.metering import services as metering
 from tenants.services import record_audit
 from trustdomains import services as trustdomain_services
 
@@ -97,5 +98,6 @@ def new_jwt_svid(
         ttl=dt.timedelta(seconds=entry.jwt_svid_ttl),
     )
     [token] = trustdomain_services.mint_jwt_svids([request])
+    metering.count_svids(tenant.pk, jwt=1)
     issued_at, expires_at = _times(token)
     return MintedJwtSvid(token=token, issued_at=issued_at, expires_at=expires_at)

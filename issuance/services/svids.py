@@ -21,6 +21,7 @@ from issuance.services.entries import (
     normalized_entry_id,
     tenant_trust_domain,
 )
+from tenants.metering import services as metering
 from tenants.services import record_audit
 from trustdomains import services as trustdomain_services
 
@@ -103,6 +104,7 @@ def new_x509_svids(
     chains = trustdomain_services.sign_x509_svids([leaf for _, leaf in to_sign])
     for (index, _), chain in zip(to_sign, chains, strict=True):
         results[index] = SvidResult(requests[index].entry_id, chain=tuple(chain))
+    metering.count_svids(tenant.pk, x509=len(chains))
     for code in (NOT_AUTHORIZED, DNS_NAME_NOT_ALLOWED):
         denied = [r.entry_id for r in results if r is not None and r.error_code == code]
         if denied:

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from issuance.errors import InvalidEntry
 from issuance.models import Agent, Entry, EntryTombstone
+from issuance.services.agents import refresh_node_aliases
 from issuance.services.entries import expire_entries, principal_ids
 from issuance.services.revisions import Revisions, current_revisions, locked_revisions
 
@@ -91,6 +92,7 @@ def sync_page(
     """The next page of changes for `agent` after `since_revision` (0: everything)."""
     size = page_size_of(page_size)
     expire_entries(tenant=tenant)  # expiry becomes a revision before it is read
+    agent = refresh_node_aliases(agent)  # node entries may have changed since it attested
     principals = principal_ids(agent)
     with _snapshot():
         revisions = current_revisions()

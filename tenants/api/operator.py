@@ -88,6 +88,13 @@ class TenantChangeSerializer(serializers.Serializer):  # type: ignore[type-arg]
     plan = serializers.CharField(max_length=64, required=False, allow_blank=True)
     quotas = QuotasSerializer(required=False)
 
+    def validate_plan(self, value: str) -> str:
+        from tenants.billing import services as billing
+
+        if not billing.plan_exists(value):
+            raise serializers.ValidationError(f"no plan {value!r}; see /api/v1/operator/plans")
+        return value
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:
             raise serializers.ValidationError("send at least one of status, plan, quotas")

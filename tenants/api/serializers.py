@@ -1,10 +1,8 @@
-"""Serializers for signup and audit events."""
+"""Serializers for signup."""
 
 from __future__ import annotations
 
 from rest_framework import serializers
-
-from tenants.models import AuditEvent
 
 
 class SignupSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -18,11 +16,3 @@ class SignupSerializer(serializers.Serializer):  # type: ignore[type-arg]
     )
     email = serializers.EmailField()
     password = serializers.CharField(write_only=True, max_length=200)
-
-
-class AuditEventSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    """One audit row as a tenant sees it."""
-
-    class Meta:
-        model = AuditEvent
-        fields = ["id", "at", "actor", "action", "target", "outcome", "source", "detail"]

@@ -3,11 +3,10 @@
 from django.urls import path
 
 from tenants.api import people
-from tenants.api.views import AuditEventList, SignupView
+from tenants.api.views import SignupView
 
 urlpatterns = [
     path("signup", SignupView.as_view(), name="signup"),
-    path("audit-events", AuditEventList.as_view(), name="audit-events"),
     path("auth/login", people.LoginView.as_view(), name="auth-login"),
     path("auth/logout", people.LogoutView.as_view(), name="auth-logout"),
     path("api-tokens", people.ApiTokenListView.as_view(), name="api-token-list"),

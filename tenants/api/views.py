@@ -1,18 +1,16 @@
-"""Public signup and the tenant's audit trail."""
+"""Public signup (the audit trail's views are in tenants.audit.api)."""
 
 from __future__ import annotations
 
 from django.conf import settings
-from rest_framework import generics, status
+from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants import ratelimit, services
-from tenants.api.serializers import AuditEventSerializer, SignupSerializer
-from tenants.models import AuditEvent
-from tenants.scoping import public_schema
+from tenants.api.serializers import SignupSerializer
 
 
 class SignupView(APIView):
@@ -47,16 +45,3 @@ class SignupView(APIView):
             },
             status=status.HTTP_201_CREATED,
         )
-
-
-class AuditEventList(generics.ListAPIView):  # type: ignore[type-arg]
-    """`GET /api/v1/audit-events`: the caller's tenant's audit trail, newest first."""
-
-    permission_resource = "audit"
-
-    serializer_class = AuditEventSerializer
-
-    def list(self, request: Request, *args: object, **kwargs: object) -> Response:
-        with public_schema():
-            rows = list(AuditEvent.objects.filter(tenant=request.tenant)[:500])  # type: ignore[attr-defined]
-        return Response(AuditEventSerializer(rows, many=True).data)

@@ -296,7 +296,11 @@ class StandinServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         self.calls.client_ids.add(str(spiffe_id))
         return spiffe_id
 
-    async def AttestAgent(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def AttestAgent(self, requests: Any, context: Any) -> Any:  # noqa: N802
+        request = await anext(requests)
+        yield await self._attest(request, context)
+
+    async def _attest(self, request: Any, context: Any) -> Any:
         self._check(context)
         self.calls.attest += 1
         token = json.loads(request.attestation_data)["token"]

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import redis
 
-from config.embedded import EmbeddedServers
+from config.embedded import MAX_CONNECTIONS, EmbeddedServers
 
 pytestmark = pytest.mark.slow
 SERVER_VARIABLES = ("HALLMARK_DATABASE_URL", "HALLMARK_REDIS_URL", "HALLMARK_VAULT_ADDR")
@@ -39,6 +39,8 @@ def test_embedded_servers_keep_their_data_across_a_restart(
         with psycopg.connect(urls["HALLMARK_DATABASE_URL"], autocommit=True) as conn:
             conn.execute("CREATE TABLE kept (v text)")
             conn.execute("INSERT INTO kept VALUES ('postgres survives')")
+            # A whole plane's processes fit: initdb's 100 connections do not.
+            assert conn.execute("SHOW max_connections").fetchone() == (str(MAX_CONNECTIONS),)
         redis.Redis.from_url(urls["HALLMARK_REDIS_URL"]).set("kept", "redis survives")
         vault = hvac.Client(url=urls["HALLMARK_VAULT_ADDR"], token=urls["HALLMARK_VAULT_TOKEN"])
         vault.secrets.transit.create_key("kept", key_type="ecdsa-p256", exportable=False)
@@ -49,6 +51,7 @@ def test_embedded_servers_keep_their_data_across_a_restart(
     try:
         with psycopg.connect(urls["HALLMARK_DATABASE_URL"]) as conn:
             assert conn.execute("SELECT v FROM kept").fetchone() == ("postgres survives",)
+            assert conn.execute("SHOW max_connections").fetchone() == (str(MAX_CONNECTIONS),)
         assert redis.Redis.from_url(urls["HALLMARK_REDIS_URL"]).get("kept") == b"redis survives"
         vault = hvac.Client(url=urls["HALLMARK_VAULT_ADDR"], token=urls["HALLMARK_VAULT_TOKEN"])
         assert not vault.sys.is_sealed()

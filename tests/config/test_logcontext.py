@@ -64,3 +64,24 @@ def test_an_unknown_format_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HALLMARK_LOG_FORMAT", "xml")
     with pytest.raises(ValueError, match="json or text"):
         logcontext.log_format()
+
+
+def test_a_web_requests_log_lines_carry_its_request_id() -> None:
+    from django.http import HttpRequest, HttpResponse
+
+    from config.requestid import RequestIdMiddleware
+
+    formatter = logcontext.JsonFormatter()
+    lines: list[dict[str, object]] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        lines.append(json.loads(formatter.format(_record("serving"))))
+        return HttpResponse("ok")
+
+    request = HttpRequest()
+    request.META["HTTP_X_REQUEST_ID"] = "req-42"
+    response = RequestIdMiddleware(view)(request)
+
+    assert response["X-Request-Id"] == "req-42"
+    assert lines[0]["request_id"] == "req-42"
+    assert "request_id" not in json.loads(formatter.format(_record("after")))

@@ -296,3 +296,28 @@ def test_a_post_from_the_public_https_origin_behind_a_tls_proxy_is_accepted(
 
     assert accepted.status_code == 200
     assert refused.status_code == 403
+
+
+def test_the_console_keeps_the_quota_and_the_operator_page_refuses_an_unknown_plan(
+    tenant_a: TenantHandle,
+) -> None:
+    operators.create_operator(email="ops4@platform.test", password=PASSWORD)
+    operator = Client()
+    operator.post("/operator/login", {"email": "ops4@platform.test", "password": PASSWORD})
+    page = f"/operator/tenants/{tenant_a.tenant.pk}/"
+
+    capped = operator.post(page, {"plan": "", "max_entries": "0"})
+    refused = _signed_in(tenant_a).post(
+        f"/console/{tenant_a.tenant.slug}/entries/new",
+        {
+            "spiffe_id": f"spiffe://{tenant_a.trust_domain}/web",
+            "parent_id": f"spiffe://{tenant_a.trust_domain}/node",
+            "selectors": "unix:uid:1000",
+        },
+    )
+    unknown = operator.post(page, {"plan": "no-such-plan"})
+
+    assert capped.status_code == 302
+    assert refused.status_code == 400 and b"quota_exceeded" in refused.content
+    assert unknown.status_code == 400 and b'id="err_plan"' in unknown.content
+    assert Tenant.objects.get(pk=tenant_a.tenant.pk).plan == ""

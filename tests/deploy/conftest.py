@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
-from tests.deploy.terraform_module import ROOT, Module, load_module, setting_reads
+from tests.deploy.terraform_module import (
+    ROOT,
+    Evaluator,
+    Module,
+    load_module,
+    setting_reads,
+)
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +27,11 @@ def settings_names() -> set[str]:
     names = {name for _, name, _ in reads}
     assert "HALLMARK_DATABASE_URL" in names and "HALLMARK_DATA_DIR" in names
     return names
+
+
+@pytest.fixture(scope="session")
+def terraform(tmp_path_factory: pytest.TempPathFactory) -> Evaluator:
+    """Terraform evaluating the module's variables and locals (no provider, no cluster)."""
+    if shutil.which("terraform") is None:
+        pytest.skip("terraform is not installed")
+    return Evaluator(tmp_path_factory.mktemp("terraform"))

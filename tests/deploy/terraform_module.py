@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,3 +154,76 @@ def setting_reads(*paths: Path) -> list[tuple[str, str, int]]:
             ):
                 reads.append((dotted(node.func), node.args[0].value, len(node.args)))
     return reads
+
+
+# --- Terraform itself evaluating the module's variables and locals --------------------------
+
+# Values for the module's required variables: enough for Terraform to evaluate the rest.
+REQUIRED_VALUES = {
+    "image": "registry.example.com/hallmark:0.1.0",
+    "database_url": "postgresql://hallmark:secret@db.internal:5432/hallmark?sslmode=require",
+    "redis_url": "rediss://:secret@redis.internal:6380/0",
+    "secret_key": "k" * 50,
+    "vault_addr": "https://vault.internal:8200",
+    "http_public_url": "https://hallmark.example.com",
+    "agent_endpoint": "agents.hallmark.example.com:8081",
+}
+
+
+class Evaluator:
+    """`terraform apply` of the module's variables and locals, with outputs of expressions.
+
+    Terraform runs for real (variable validations, locals, functions), without a cluster: the
+    copy holds variables*.tf and locals.tf only, so no provider is needed; the one local that
+    names a resource (the created namespace's name) reads var.namespace instead.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        for path in [*MODULE.glob("variables*.tf"), MODULE / "locals.tf"]:
+            text = path.read_text()
+            if path.name == "locals.tf":
+                resource = "kubernetes_namespace_v1.this[0].metadata[0].name"
+                assert text.count(resource) == 1
+                text = text.replace(resource, "var.namespace")
+            (directory / path.name).write_text(text)
+        self._run("init", "-input=false", "-backend=false")
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["terraform", f"-chdir={self.directory}", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"},
+        )
+
+    def apply(
+        self, variables: dict[str, Any], outputs: dict[str, str] | None = None
+    ) -> tuple[dict[str, Any], list[str]]:
+        """(output values, error details) of an apply with REQUIRED_VALUES and `variables`."""
+        lines = [
+            f'output "{name}" {{\n  value = {expr}\n}}\n' for name, expr in (outputs or {}).items()
+        ]
+        (self.directory / "probe.tf").write_text("".join(lines))
+        (self.directory / "values.tfvars.json").write_text(
+            json.dumps({**REQUIRED_VALUES, **variables})
+        )
+        (self.directory / "terraform.tfstate").unlink(missing_ok=True)
+        result = self._run(
+            "apply", "-auto-approve", "-input=false", "-lock=false", "-json",
+            "-var-file=values.tfvars.json",
+        )  # fmt: skip
+        messages = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        errors = [
+            " ".join(f"{m['diagnostic']['summary']}: {m['diagnostic'].get('detail', '')}".split())
+            for m in messages
+            if m.get("type") == "diagnostic" and m["diagnostic"]["severity"] == "error"
+        ]
+        if result.returncode != 0:
+            assert errors, result.stdout + result.stderr
+            return {}, errors
+        shown = self._run("output", "-json")
+        assert shown.returncode == 0, shown.stderr
+        return {name: value["value"] for name, value in json.loads(shown.stdout).items()}, errors

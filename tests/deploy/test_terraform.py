@@ -127,7 +127,7 @@ def test_beat_is_a_single_replica_replaced_by_recreate(module: Module):
         }
         == set()
     )
-    for kind in ("web", "agent-api", "worker"):
+    for kind in ("web", "agent-api", "bundle-endpoint", "worker"):
         assert processes[kind]["replicas"] == f"${{var.{kind.replace('-', '_')}_replicas}}"
 
 
@@ -206,10 +206,15 @@ def test_hallmark_commands_parse_with_the_real_cli(module: Module):
 
     assert migrate == "${local.migrate_command}"
     assert module.locals["migrate_command"] == ["hallmark", "migrate"]
-    for argv in (module.locals["migrate_command"], command(module, "agent-api")):
+    hallmark = [command(module, "agent-api"), command(module, "bundle-endpoint")]
+    for argv in (module.locals["migrate_command"], *hallmark):
         assert scripts[argv[0]] == "config.cli:main"
         _parser().parse_args(argv[1:])  # exits (fails the test) on an unknown command
     assert _parser().parse_args(command(module, "agent-api")[1:]).listen == ("0.0.0.0", 8081)
+    assert _parser().parse_args(command(module, "bundle-endpoint")[1:]).listen == (
+        "0.0.0.0",
+        8443,
+    )
 
 
 def test_third_party_programs_are_dependencies_and_targets_exist(module: Module):
@@ -243,11 +248,11 @@ def test_web_is_ready_on_readyz_and_alive_on_its_port(module: Module):
     assert "tcp_socket" in liveness and "http_get" not in json.dumps(liveness)
 
 
-def test_disruption_budgets_cover_web_and_agent_api(module: Module):
+def test_disruption_budgets_cover_the_serving_kinds(module: Module):
     budgeted = {k for k, p in module.locals["processes"].items() if p["disruption_budgeted"]}
     pdb = module.resource("kubernetes_pod_disruption_budget_v1", "process")
 
-    assert budgeted == {"web", "agent-api"}
+    assert budgeted == {"web", "agent-api", "bundle-endpoint"}
     assert "process.disruption_budgeted" in pdb["for_each"]
 
 

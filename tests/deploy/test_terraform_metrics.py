@@ -1,25 +1,29 @@
-"""deploy/terraform's metrics: a scrape port on every process, off the public Services."""
+"""deploy/terraform's metrics: a scrape port on every process kind that records metrics (the
+supervisor's METRICS_KINDS), off the public Services."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from tests.deploy.terraform_module import MODULE, Module, first, process_container
 
 
-def test_every_process_kind_serves_metrics_on_its_own_port(module: Module):
+def test_every_metrics_kind_serves_metrics_on_its_own_port(module: Module):
     container = process_container(module)
-    ports = {port["name"]: port["container_port"] for port in container.get("port", [])}
+    ports = [first(d["port"]["content"]) for d in container["dynamic"] if "port" in d]
+    metrics = [port for port in ports if port["name"] == "metrics"]
     env = module.locals["metrics_env"]
 
-    assert ports["metrics"] == "${var.metrics_port}"
+    assert [port["container_port"] for port in metrics] == ["${port.value}"]
+    assert "[var.metrics_port]" in json.dumps(container["dynamic"])
     assert "HALLMARK_METRICS_LISTEN" in env and "PROMETHEUS_MULTIPROC_DIR" in env
     assert module.locals["multiprocess_kinds"] == ["web", "worker"]
     assert module.variables["metrics_port"]["default"] == 9100
 
 
 def test_the_public_services_do_not_expose_the_metrics_port(module: Module):
-    for name in ("web", "agent_api"):
+    for name in ("web", "agent_api", "bundle_endpoint"):
         service = module.resource("kubernetes_service_v1", name)
         ports = first(service["spec"])["port"]
         assert all(port.get("target_port") != "metrics" for port in ports), name

@@ -226,6 +226,8 @@ def control_plane_env(redis_db: int = 1) -> dict[str, str]:
     # Federation e2e: peers' bundles are refreshed within seconds, not at the 5-minute hint.
     env.setdefault("HALLMARK_FEDERATION_MAX_REFRESH_SECONDS", "2")
     env.setdefault("HALLMARK_FEDERATION_SWEEP_SECONDS", "2")
+    # Metering e2e: beat rolls the Redis counters up within seconds, not once a minute.
+    env.setdefault("HALLMARK_METERING_ROLLUP_SECONDS", "2")
     return env
 
 

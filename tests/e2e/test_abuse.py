@@ -35,7 +35,7 @@ from tests.e2e.conftest import (
     stop_control_plane,
     wait_for,
 )
-from tests.issuance.agentapi_harness import AgentApiClient, AgentIdentity
+from tests.issuance.agentapi_harness import AgentApiClient, AgentIdentity, attest_call
 
 pytestmark = [pytest.mark.e2e]
 
@@ -124,10 +124,12 @@ def _refusal(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
 
 
 def _audit_rows(plane: ControlPlaneProcess, tenant: dict[str, Any], action: str) -> list[Any]:
-    """The tenant's audit rows of `action` (the API answers the newest 500, newest first)."""
-    answer = plane.call(tenant["token"], "GET", "audit-events")
+    """The tenant's audit rows of `action` (the newest 1,000, newest first)."""
+    answer = plane.call(
+        tenant["token"], "GET", "audit-events", params={"action": action, "page_size": 1000}
+    )
     assert answer.status_code == 200, answer.text
-    return [row for row in answer.json() if row["action"] == action]
+    return list(answer.json()["results"])
 
 
 def _attest_as_agents_do(
@@ -335,7 +337,7 @@ def test_an_attestation_failure_flood_is_rate_limited_and_audited_in_aggregate(
                 csr=csr,
             )
             try:
-                client.stub.AttestAgent(request, metadata=client.metadata, timeout=CALL_TIMEOUT)
+                attest_call(client.stub, request, metadata=client.metadata, timeout=CALL_TIMEOUT)
                 answers.append((grpc.StatusCode.OK, "attested"))
             except grpc.RpcError as error:
                 answers.append(_refusal(error))

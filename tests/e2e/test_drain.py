@@ -46,7 +46,7 @@ def test_sigterm_drains_a_request_in_flight_refuses_new_ones_and_exits_zero(tmp_
     env = control_plane_env(redis_db=REDIS_DB)
     env.update(HALLMARK_LOG_FORMAT="json", HALLMARK_SHUTDOWN_GRACE_SECONDS="60")
     http_port = free_port()
-    plane = launch_control_plane(tmp_path, env, http_port, free_port(), free_ports(4))
+    plane = launch_control_plane(tmp_path, env, http_port, free_port(), metrics_port=free_ports(4))
     try:
         tenant = plane.signup("drain")
         td = tenant["trust_domain"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import socket
 import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,38 @@ class AgentIdentity:
         return cls(key=ec.generate_private_key(ec.SECP256R1()), chain=[], spiffe_id="")
 
 
+def attest_call(
+    stub: Any,
+    request: Any,
+    *,
+    metadata: Any,
+    timeout: float = TIMEOUT,
+    respond: Callable[[bytes], bytes] | None = None,
+) -> Any:
+    """One AttestAgent conversation over the stream: the request, then `respond(challenge)`
+    for each challenge the server asks; returns the final answer (RpcError on a refusal)."""
+    requests: queue.Queue[Any] = queue.Queue()
+    requests.put(request)
+
+    def outgoing() -> Iterator[Any]:
+        while (item := requests.get()) is not None:
+            yield item
+
+    try:
+        for response in stub.AttestAgent(outgoing(), metadata=metadata, timeout=timeout):
+            if not response.challenge:
+                return response
+            if respond is None:
+                requests.put(None)  # no answer: the server must refuse the attestation
+                continue
+            requests.put(
+                agent_pb2.AttestAgentRequest(challenge_response=respond(bytes(response.challenge)))
+            )
+    finally:
+        requests.put(None)
+    raise AssertionError("the attestation stream ended without an answer or an error")
+
+
 class AgentApiClient:
     """One TLS (or mTLS) connection to the agent API, as an agent of `trust_domain` makes it.
 
@@ -151,7 +184,8 @@ class AgentApiClient:
         self.channel.close()
 
     def attest(self, trust_domain: str, token: str, identity: AgentIdentity) -> Any:
-        response = self.stub.AttestAgent(
+        response = attest_call(
+            self.stub,
             agent_pb2.AttestAgentRequest(
                 trust_domain=trust_domain,
                 attestation_type="join_token",
@@ -160,6 +194,23 @@ class AgentApiClient:
             ),
             metadata=self.metadata,
             timeout=TIMEOUT,
+        )
+        identity.chain = [x509.load_der_x509_certificate(d) for d in response.svid_chain]
+        identity.spiffe_id = response.spiffe_id
+        return response
+
+    def attest_with(self, trust_domain: str, attestor: Any, identity: AgentIdentity) -> Any:
+        """Attest with a node attestor's agent half (answers its challenges)."""
+        response = attest_call(
+            self.stub,
+            agent_pb2.AttestAgentRequest(
+                trust_domain=trust_domain,
+                attestation_type=attestor.type,
+                attestation_data=attestor.payload(),
+                csr=make_csr(identity.key),
+            ),
+            metadata=self.metadata,
+            respond=attestor.respond,
         )
         identity.chain = [x509.load_der_x509_certificate(d) for d in response.svid_chain]
         identity.spiffe_id = response.spiffe_id

@@ -16,7 +16,12 @@ from hallmark.x509svid import make_csr, spiffe_id_of, verify_x509_svid
 from issuance.models import Agent, JoinToken
 from tenants.models import AuditEvent
 from tests.issuance.agent_steps import attested
-from tests.issuance.agentapi_harness import AgentApiClient, AgentIdentity, wait_until_served
+from tests.issuance.agentapi_harness import (
+    AgentApiClient,
+    AgentIdentity,
+    attest_call,
+    wait_until_served,
+)
 from tests.issuance.conftest import bundle_pem, bundle_roots, create_join_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -124,7 +129,8 @@ def test_malformed_attestation_is_invalid_argument_and_spends_no_token(agent_api
         agent_api.port, server_name=tenant_a.trust_domain, roots_pem=bundle_pem(tenant_a)
     )
     with pytest.raises(grpc.RpcError) as bad_csr:
-        client.stub.AttestAgent(
+        attest_call(
+            client.stub,
             agent_pb2.AttestAgentRequest(
                 trust_domain=tenant_a.trust_domain,
                 attestation_type="join_token",
@@ -134,10 +140,11 @@ def test_malformed_attestation_is_invalid_argument_and_spends_no_token(agent_api
             metadata=client.metadata,
         )
     with pytest.raises(grpc.RpcError) as bad_type:
-        client.stub.AttestAgent(
+        attest_call(
+            client.stub,
             agent_pb2.AttestAgentRequest(
                 trust_domain=tenant_a.trust_domain,
-                attestation_type="aws_iid",
+                attestation_type="no_such_attestor",
                 attestation_data=b"{}",
                 csr=make_csr(AgentIdentity.fresh().key),
             ),

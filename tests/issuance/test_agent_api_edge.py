@@ -29,6 +29,7 @@ from tests.issuance.agentapi_harness import (
     TIMEOUT,
     AgentApiClient,
     AgentIdentity,
+    attest_call,
     running_server,
     wait_until_served,
 )
@@ -188,7 +189,8 @@ def test_a_tenant_whose_server_svid_cannot_be_signed_backs_off(
 
 
 def attest_raw(client: AgentApiClient, trust_domain: str, data: bytes):  # type: ignore[no-untyped-def]
-    return client.stub.AttestAgent(
+    return attest_call(
+        client.stub,
         agent_pb2.AttestAgentRequest(
             trust_domain=trust_domain,
             attestation_type="join_token",

@@ -195,8 +195,9 @@ def call(
     try:
         method = getattr(client.stub, rpc)
         options = {"metadata": client.metadata if metadata else (), "timeout": TIMEOUT}
-        answer = method(request, **options)
-        if SERVICE.methods_by_name[rpc].server_streaming:
+        descriptor = SERVICE.methods_by_name[rpc]
+        answer = method(iter([request]) if descriptor.client_streaming else request, **options)
+        if descriptor.server_streaming:
             try:
                 return next(answer)
             finally:

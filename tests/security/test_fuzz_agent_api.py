@@ -122,7 +122,13 @@ def outcome(client: AgentApiClient, rpc: str, payload: bytes) -> tuple[grpc.Stat
     path = f"/{SERVICE.full_name}/{rpc}"
     options = {"metadata": client.metadata, "timeout": CALL_TIMEOUT}
     try:
-        if SERVICE.methods_by_name[rpc].server_streaming:
+        if SERVICE.methods_by_name[rpc].client_streaming:  # AttestAgent: one message, then end
+            stream = client.channel.stream_stream(path)(iter([payload]), **options)
+            try:
+                next(stream, None)
+            finally:
+                stream.cancel()
+        elif SERVICE.methods_by_name[rpc].server_streaming:
             stream = client.channel.unary_stream(path)(payload, **options)
             try:
                 next(stream, None)

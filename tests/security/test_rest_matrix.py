@@ -51,6 +51,12 @@ PUBLIC_ROUTES = {
 # their own (console.access), proven by tests/console/.
 CONSOLE_PREFIXES = ("console/", "operator/")
 
+# Operator routes that take a token but refuse every tenant's (403 permission_denied), each
+# with why: a tenant's token lists nothing there, its own or another's.
+REFUSED_TO_TENANTS = {
+    "operator-audit-events": "the platform-wide audit trail; a platform operator's only",
+}
+
 
 # -- the URL map, walked ---------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -206,17 +212,33 @@ def _b_objects(b: TenantHandle) -> tuple[dict[str, str], dict[str, Any]]:
         "/api/v1/federation-requests", {"trust_domain": third.trust_domain}, format="json"
     )
     assert asked.status_code == 201, asked.content
+    from tests.fakes.pki import TestCA, pem
+
+    attestor = b.client.post(
+        "/api/v1/node-attestors",
+        {"type": "x509pop", "config": {"ca_bundle_pem": pem(TestCA("B fleet").cert)}},
+        format="json",
+    )
+    assert attestor.status_code == 201, attestor.content
     targets = {
         "tenants.ApiToken": str(ApiToken.objects.filter(tenant=b.tenant).first().pk),  # type: ignore[union-attr]
         "tenants.Membership": str(Membership.objects.filter(tenant=b.tenant).first().pk),  # type: ignore[union-attr]
         "federation_managed.FederationRequest": asked.json()["id"],
+        "issuance.NodeAttestor": attestor.json()["id"],
         "issuance.Entry": entry.json()["id"],
         "issuance.JoinToken": token.json()["id"],
         "issuance.Agent": str(agent.id),
         "federation.FederationRelationship": partner,
+        "billing.Invoice": str(_b_invoice(b)),
         **authorities,
     }
     return targets, entry.json()
+
+
+def _b_invoice(b: TenantHandle) -> object:
+    from tenants.billing.models import Invoice
+
+    return Invoice.objects.create(tenant=b.tenant, period="2000-01", currency="EUR").pk
 
 
 @pytest.fixture(scope="module")
@@ -241,21 +263,30 @@ MISSING: dict[str, Callable[[], str]] = {
     "issuance.Entry": lambda: str(uuid.uuid4()),
     "issuance.JoinToken": lambda: str(uuid.uuid4()),
     "issuance.Agent": lambda: str(uuid.uuid4()),
+    "issuance.NodeAttestor": lambda: str(uuid.uuid4()),
     "federation.FederationRelationship": lambda: f"missing-{uuid.uuid4().hex[:8]}.test",
     "federation_managed.FederationRequest": lambda: str(uuid.uuid4()),
     "x509-authority": lambda: str(uuid.uuid4()),
     "jwt-authority": lambda: str(uuid.uuid4()),
+    "billing.Invoice": lambda: str(uuid.uuid4()),
 }
 
 # Bodies that would really change the object if the scoping let A reach it.
 CHANGE_BODIES: dict[str, dict[str, Any]] = {
     "tenants.Membership": {"role": "viewer"},
     "issuance.Entry": {"hint": "changed-by-a", "selectors": ["unix:uid:0"]},
+    "issuance.NodeAttestor": {"config": {"ca_bundle_pem": "attacker's CA"}},
     "federation.FederationRelationship": {
         "bundle_endpoint_url": "https://attacker.example/bundle",
         "bundle_endpoint_profile": "https_web",
     },
 }
+
+
+def _ca_pem() -> str:
+    from tests.fakes.pki import TestCA, pem
+
+    return pem(TestCA("A fleet").cert)
 
 
 def _collection_writes(world: World) -> dict[tuple[str, str], tuple[dict[str, Any], set[int]]]:
@@ -306,6 +337,11 @@ def _collection_writes(world: World) -> dict[tuple[str, str], tuple[dict[str, An
         # A request to B is meant to reach B (its trail records it: tests/federation/
         # test_managed.py); here, one to no tenant of the platform changes nothing anywhere.
         ("federation-request-list", "POST"): ({"trust_domain": "no-such-tenant.test"}, {404}),
+        # A's own attestor of the type B has; B's stays as it was
+        ("node-attestor-list", "POST"): (
+            {"type": "x509pop", "config": {"ca_bundle_pem": _ca_pem()}},
+            {201, 409},
+        ),
         ("x509-authority-prepare", "POST"): ({}, {201}),
         ("jwt-authority-prepare", "POST"): ({}, {201}),
     }
@@ -428,7 +464,7 @@ def test_tenant_a_collections_show_and_change_nothing_of_tenant_b(
             ),
         ]
         markers.add(world.b.trust_domain)
-        expected = {200}
+        expected = {403} if route.name in REFUSED_TO_TENANTS else {200}
     else:
         body, expected = _collection_writes(world)[(route.name, method)]
         answers = [_call(world.a.client, method, route.path(), body)]

@@ -67,9 +67,10 @@ module "hallmark" {
   agent_endpoint  = "agents.hallmark.example.com:8081"
   allowed_hosts   = ["hallmark.example.com"]
 
-  web_replicas       = 3
-  agent_api_replicas = 3
-  worker_replicas    = 2
+  web_replicas             = 3
+  agent_api_replicas       = 3
+  bundle_endpoint_replicas = 2
+  worker_replicas          = 2
 
   ingress_enabled         = true
   ingress_host            = "hallmark.example.com"
@@ -85,11 +86,24 @@ module "hallmark" {
     "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type" = "ip"
     "service.beta.kubernetes.io/aws-load-balancer-scheme"          = "internet-facing"
   }
+
+  # Federated peers fetch bundles from https://bundles.hallmark.example.com:8443/ (https_spiffe):
+  # TLS ends in the pods as well, so the same kind of L4 load balancer.
+  bundle_endpoint_service_annotations = {
+    "service.beta.kubernetes.io/aws-load-balancer-type"            = "external"
+    "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type" = "ip"
+    "service.beta.kubernetes.io/aws-load-balancer-scheme"          = "internet-facing"
+  }
 }
 
 output "agent_api_load_balancer" {
   description = "Point agents.hallmark.example.com at this address."
   value       = module.hallmark.agent_api_load_balancer
+}
+
+output "bundle_endpoint_load_balancer" {
+  description = "Point bundles.hallmark.example.com at this address."
+  value       = module.hallmark.bundle_endpoint_load_balancer
 }
 
 output "migration_job" {

@@ -1,0 +1,311 @@
+"""k8s_psat: the node proves itself with a projected service-account token of its agent pod.
+
+Agent → server: `{"cluster": <name>, "token": <the projected token>}` (SPIRE's payload).
+The server half checks the token against the tenant's settings for that cluster, either with
+the cluster's published keys (`jwks` inline or `jwks_url`, the API server's
+`/openid/v1/jwks`) or by a TokenReview (`token_review_url`, with `token_review_token`):
+audience, issuer, expiry (with clock skew), and the `namespace:service-account` allow list.
+The agent ID is SPIRE's `k8s_psat/<cluster>/<node UID>`; selectors as SPIRE's
+(`k8s_psat:cluster:`, `:agent_ns:`, `:agent_sa:`, `:agent_pod_name:`, `:agent_pod_uid:`,
+`:agent_node_name:`, `:agent_node_uid:`). A token attests once (replay protection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from attestors.node.base import (
+    DEFAULT_CLOCK_SKEW,
+    AgentAttestor,
+    AttestedNode,
+    InvalidAttestationPayload,
+    InvalidAttestorConfig,
+    NodeAttestationFailed,
+    NodeLookup,
+    ServerAttestor,
+    require_keys,
+    string_list,
+)
+from attestors.node.jwtproof import expiry, fetch_json, verify_jwt
+
+ATTESTATION_TYPE = "k8s_psat"
+DEFAULT_AUDIENCE = ["spire-server"]
+DEFAULT_TOKEN_PATH = "/var/run/secrets/tokens/spire-agent"  # noqa: S105 - a path
+MAX_TOKEN = 16 * 1024
+_CLUSTER_KEYS = {
+    "service_account_allow_list",
+    "audience",
+    "issuer",
+    "jwks",
+    "jwks_url",
+    "token_review_url",
+    "token_review_token",
+    "ca_bundle_pem",
+}
+_VERIFIERS = ("jwks", "jwks_url", "token_review_url")
+
+
+def _cluster_config(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidAttestorConfig(f"clusters.{name} must be an object", code="invalid_setting")
+    require_keys(value, known=_CLUSTER_KEYS, required=frozenset({"service_account_allow_list"}))
+    allow = string_list(value, "service_account_allow_list")
+    if not allow or not all(a.count(":") == 1 and all(a.split(":")) for a in allow):
+        raise InvalidAttestorConfig(
+            f"clusters.{name}.service_account_allow_list must list 'namespace:service-account'",
+            code="invalid_service_account_allow_list",
+        )
+    audience = string_list(value, "audience") if "audience" in value else DEFAULT_AUDIENCE
+    chosen = [v for v in _VERIFIERS if value.get(v)]
+    if len(chosen) != 1:
+        raise InvalidAttestorConfig(
+            f"clusters.{name} needs exactly one of jwks, jwks_url, token_review_url",
+            code="invalid_verifier",
+        )
+    config: dict[str, Any] = {"service_account_allow_list": allow, "audience": audience}
+    for key in ("issuer", "jwks_url", "token_review_url", "token_review_token", "ca_bundle_pem"):
+        if key in value:
+            if not isinstance(value[key], str) or not value[key]:
+                raise InvalidAttestorConfig(
+                    f"clusters.{name}.{key} must be a non-empty string", code="invalid_setting"
+                )
+            config[key] = value[key]
+    for key in ("jwks_url", "token_review_url"):
+        if key in config and not config[key].startswith("https://"):
+            raise InvalidAttestorConfig(
+                f"clusters.{name}.{key} must be an https:// URL", code="invalid_url"
+            )
+    if "token_review_url" in config and "token_review_token" not in config:
+        raise InvalidAttestorConfig(
+            f"clusters.{name}.token_review_url needs token_review_token", code="missing_setting"
+        )
+    if "jwks" in value:
+        try:
+            jwt.PyJWKSet.from_dict(value["jwks"])
+        except (jwt.PyJWTError, TypeError, KeyError, AttributeError):
+            raise InvalidAttestorConfig(
+                f"clusters.{name}.jwks is not a usable JWKS", code="invalid_jwks"
+            ) from None
+        config["jwks"] = value["jwks"]
+    return config
+
+
+def parse_payload(payload: bytes) -> tuple[str, str]:
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidAttestationPayload("k8s_psat attestation data is not JSON") from None
+    cluster = document.get("cluster") if isinstance(document, dict) else None
+    token = document.get("token") if isinstance(document, dict) else None
+    if not isinstance(cluster, str) or not cluster or not isinstance(token, str) or not token:
+        raise InvalidAttestationPayload(
+            'k8s_psat attestation data must be {"cluster": "<name>", "token": "<token>"}'
+        )
+    if len(token) > MAX_TOKEN:
+        raise InvalidAttestationPayload(f"k8s_psat token is longer than {MAX_TOKEN} bytes")
+    return cluster, token
+
+
+class K8sPsatServer(ServerAttestor):
+    """Verifies projected service-account tokens for the tenant's configured clusters."""
+
+    type = ATTESTATION_TYPE
+    can_reattest = True
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        require_keys(config, known={"clusters"}, required=frozenset({"clusters"}))
+        clusters = config["clusters"]
+        if not isinstance(clusters, Mapping) or not clusters:
+            raise InvalidAttestorConfig(
+                "clusters must map cluster names to their settings", code="invalid_setting"
+            )
+        return {"clusters": {str(k): _cluster_config(str(k), v) for k, v in clusters.items()}}
+
+    def attest(
+        self,
+        payload: bytes,
+        *,
+        challenge: bytes | None,
+        response: bytes | None,
+        lookup: NodeLookup,
+    ) -> AttestedNode:
+        cluster_name, token = parse_payload(payload)
+        cluster = self.config["clusters"].get(cluster_name)
+        if cluster is None:
+            raise NodeAttestationFailed(
+                f"cluster {cluster_name!r} is not configured for k8s_psat", code="unknown_cluster"
+            )
+        if "token_review_url" in cluster:
+            identity = self._token_review(cluster, token, lookup)
+        else:
+            identity = self._verify_with_keys(cluster, token, lookup)
+        namespace, account = identity["namespace"], identity["service_account"]
+        if f"{namespace}:{account}" not in cluster["service_account_allow_list"]:
+            raise NodeAttestationFailed(
+                f"service account {namespace}:{account} is not allowed for cluster "
+                f"{cluster_name!r}",
+                code="service_account_not_allowed",
+            )
+        node_uid = identity.get("node_uid") or ""
+        if not node_uid:
+            raise NodeAttestationFailed(
+                "the token names no node (projected tokens of Kubernetes 1.30+ carry it)",
+                code="token_missing_node",
+            )
+        selectors = {
+            f"k8s_psat:cluster:{cluster_name}",
+            f"k8s_psat:agent_ns:{namespace}",
+            f"k8s_psat:agent_sa:{account}",
+        }
+        for key in ("pod_name", "pod_uid", "node_name", "node_uid"):
+            if identity.get(key):
+                selectors.add(f"k8s_psat:agent_{key}:{identity[key]}")
+        return AttestedNode(
+            agent_path=f"k8s_psat/{cluster_name}/{node_uid}",
+            selectors=tuple(sorted(selectors)),
+            can_reattest=True,
+            proof_id="k8s_psat:" + hashlib.sha256(token.encode()).hexdigest(),
+            proof_expires_at=identity["expires_at"],
+            detail={"cluster": cluster_name, "pod_uid": identity.get("pod_uid", "")},
+        )
+
+    # -- verification by the cluster's published keys ---------------------------------------
+    def _verify_with_keys(
+        self, cluster: Mapping[str, Any], token: str, lookup: NodeLookup
+    ) -> dict[str, Any]:
+        claims = verify_jwt(
+            token,
+            lookup=lookup,
+            audience=cluster["audience"],
+            issuer=cluster.get("issuer"),
+            jwks=cluster.get("jwks"),
+            jwks_url=cluster.get("jwks_url"),
+            ca_bundle_pem=cluster.get("ca_bundle_pem", ""),
+        )
+        return _identity_from_claims(claims)
+
+    # -- verification by TokenReview --------------------------------------------------------
+    def _token_review(
+        self, cluster: Mapping[str, Any], token: str, lookup: NodeLookup
+    ) -> dict[str, Any]:
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise NodeAttestationFailed("the token is not a JWT", code="invalid_token") from None
+        expires = expiry(unverified)
+        if expires + DEFAULT_CLOCK_SKEW < self.now():
+            raise NodeAttestationFailed("the token has expired", code="token_expired")
+        review = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": cluster["audience"]},
+        }
+        answer = fetch_json(
+            lookup,
+            "POST",
+            cluster["token_review_url"],
+            ca=cluster.get("ca_bundle_pem", ""),
+            body=json.dumps(review).encode(),
+            headers={
+                "Authorization": f"Bearer {cluster['token_review_token']}",
+                "Content-Type": "application/json",
+            },
+        )
+        status = answer.get("status") if isinstance(answer, dict) else None
+        if not isinstance(status, dict) or not status.get("authenticated"):
+            error = status.get("error", "") if isinstance(status, dict) else ""
+            raise NodeAttestationFailed(
+                f"the cluster did not authenticate the token: {error}"[:300],
+                code="token_review_denied",
+            )
+        audiences = status.get("audiences") or []
+        if not set(audiences) & set(cluster["audience"]):
+            raise NodeAttestationFailed(
+                "the token's audience is not one configured", code="invalid_audience"
+            )
+        user = status.get("user") or {}
+        username = str(user.get("username", ""))
+        parts = username.split(":")
+        if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:  # noqa: PLR2004
+            raise NodeAttestationFailed(
+                f"the token is not a service-account token ({username!r})", code="invalid_token"
+            )
+        extra = user.get("extra") or {}
+
+        def first(name: str) -> str:
+            values = extra.get(f"authentication.kubernetes.io/{name}") or []
+            return str(values[0]) if values else ""
+
+        return {
+            "namespace": parts[2],
+            "service_account": parts[3],
+            "pod_name": first("pod-name"),
+            "pod_uid": first("pod-uid"),
+            "node_name": first("node-name"),
+            "node_uid": first("node-uid"),
+            "expires_at": expires,
+        }
+
+
+def _identity_from_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+    k8s = claims.get("kubernetes.io")
+    if not isinstance(k8s, dict):
+        raise NodeAttestationFailed(
+            "the token has no kubernetes.io claim: not a projected service-account token",
+            code="invalid_token",
+        )
+
+    def part(name: str, field: str) -> str:
+        value = k8s.get(name)
+        return str(value.get(field, "")) if isinstance(value, dict) else ""
+
+    namespace, account = str(k8s.get("namespace", "")), part("serviceaccount", "name")
+    if not namespace or not account:
+        raise NodeAttestationFailed(
+            "the token names no namespace or service account", code="invalid_token"
+        )
+    if not part("pod", "uid"):
+        raise NodeAttestationFailed(
+            "the token is not bound to a pod (use a projected token)", code="token_not_bound"
+        )
+    return {
+        "namespace": namespace,
+        "service_account": account,
+        "pod_name": part("pod", "name"),
+        "pod_uid": part("pod", "uid"),
+        "node_name": part("node", "name"),
+        "node_uid": part("node", "uid"),
+        "expires_at": expiry(claims),
+    }
+
+
+class K8sPsatAgent(AgentAttestor):
+    """The agent half: SPIRE's `cluster` and `token_path`; the token is read on every use."""
+
+    type = ATTESTATION_TYPE
+    can_reattest = True
+
+    def __init__(self, cluster: str, token_path: str = DEFAULT_TOKEN_PATH) -> None:
+        self.cluster = cluster
+        self.token_path = token_path
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> K8sPsatAgent:
+        cluster = settings.get("cluster")
+        if not isinstance(cluster, str) or not cluster:
+            raise InvalidAttestorConfig(
+                "[node_attestor.k8s_psat] needs cluster", code="missing_setting"
+            )
+        path = settings.get("token_path", DEFAULT_TOKEN_PATH)
+        return cls(cluster, str(path))
+
+    def payload(self) -> bytes:
+        token = Path(self.token_path).read_text(encoding="utf-8").strip()
+        return json.dumps({"cluster": self.cluster, "token": token}).encode()

@@ -1,0 +1,1 @@
+"""Plans, quotas and invoices (public schema)."""

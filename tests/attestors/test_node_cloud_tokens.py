@@ -1,0 +1,145 @@
+"""gcp_iit and azure_msi: agent halves against fake metadata services, server halves against
+the providers' JWKS over HTTPS."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from attestors.node import catalog
+from attestors.node.azure_msi import AzureMsiAgent, AzureMsiServer
+from attestors.node.base import InvalidAttestorConfig, NodeAttestationFailed
+from attestors.node.gcp_iit import GcpIitAgent, GcpIitServer
+from issuance.services.node_attestors import ALLOWED_NETWORKS_ENV, TenantLookup
+from tests.fakes.clouds import FakeAzureVm, FakeGce
+
+
+@pytest.fixture(scope="module")
+def gce() -> Iterator[FakeGce]:
+    fake = FakeGce().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def azure() -> Iterator[FakeAzureVm]:
+    fake = FakeAzureVm().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ALLOWED_NETWORKS_ENV, "127.0.0.0/8")
+
+
+def gcp_server(gce: FakeGce, **config: Any) -> GcpIitServer:
+    settings = {
+        "projectid_allow_list": [gce.project],
+        "jwks_url": gce.google.jwks_url,
+        "ca_bundle_pem": gce.google.ca_pem,
+    }
+    settings.update(config)
+    return GcpIitServer(settings, trust_domain="gcp.example")
+
+
+def run(server: Any, payload: bytes) -> Any:
+    return server.attest(payload, challenge=None, response=None, lookup=TenantLookup())
+
+
+def test_gcp_identity_token_gives_spires_agent_id_and_selectors(gce):
+    host = gce.metadata.url.removeprefix("http://")
+    node = run(gcp_server(gce), GcpIitAgent(identity_token_host=host).payload())
+    assert node.agent_path == f"gcp_iit/{gce.project}/{gce.instance_id}"
+    assert set(node.selectors) == {
+        f"gcp_iit:project-id:{gce.project}",
+        f"gcp_iit:zone:{gce.zone}",
+        f"gcp_iit:instance-name:{gce.instance_name}",
+    }
+    assert node.proof_id and not node.can_reattest
+
+
+def test_gcp_project_outside_the_allow_list_is_refused(gce):
+    with pytest.raises(NodeAttestationFailed) as refused:
+        run(
+            gcp_server(gce, projectid_allow_list=["someone-else"]),
+            json.dumps({"token": gce.token("spire-gcp-node-attestor")}).encode(),
+        )
+    assert refused.value.code == "project_not_allowed"
+
+
+def test_gcp_token_for_another_audience_or_expired_is_refused(gce):
+    for token, code in (
+        (gce.token("https://vault.example"), "invalid_audience"),
+        (gce.token("spire-gcp-node-attestor", issued_at=int(time.time()) - 7200), "token_expired"),
+    ):
+        with pytest.raises(NodeAttestationFailed) as refused:
+            run(gcp_server(gce), json.dumps({"token": token}).encode())
+        assert refused.value.code == code
+
+
+def test_gcp_metadata_needs_its_header(gce):
+    import urllib.error
+    import urllib.request
+
+    url = f"{gce.metadata.url}/computeMetadata/v1/instance/service-accounts/default/identity"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{url}?audience=x&format=full")  # noqa: S310
+    assert refused.value.code == 403
+
+
+def azure_server(azure: FakeAzureVm, **tenant: Any) -> AzureMsiServer:
+    settings = {"jwks_url": azure.azure_ad.jwks_url, "ca_bundle_pem": azure.azure_ad.ca_pem}
+    settings.update(tenant)
+    return AzureMsiServer({"tenants": {azure.tenant_id: settings}}, trust_domain="az.example")
+
+
+def test_azure_msi_token_gives_spires_agent_id(azure):
+    node = run(azure_server(azure), AzureMsiAgent(endpoint=azure.imds.url).payload())
+    assert node.agent_path == f"azure_msi/{azure.tenant_id}/{azure.principal_id}"
+    assert f"azure_msi:tenant-id:{azure.tenant_id}" in node.selectors
+    assert node.proof_id
+
+
+def test_azure_token_of_another_tenant_is_refused(azure):
+    other = FakeAzureVm()
+    token = other.token("https://management.azure.com/")
+    with pytest.raises(NodeAttestationFailed) as refused:
+        run(azure_server(azure), json.dumps({"token": token}).encode())
+    assert refused.value.code == "tenant_not_allowed"
+
+
+def test_azure_token_forged_for_the_allowed_tenant_is_refused(azure):
+    # a token claiming the allowed tenant but signed by another key
+    forger = FakeAzureVm(tenant_id=azure.tenant_id)
+    token = forger.token("https://management.azure.com/")
+    with pytest.raises(NodeAttestationFailed) as refused:
+        run(azure_server(azure), json.dumps({"token": token}).encode())
+    assert refused.value.code == "unknown_signing_key"
+
+
+def test_azure_wrong_resource_is_refused(azure):
+    token = azure.token("https://vault.azure.net")
+    with pytest.raises(NodeAttestationFailed) as refused:
+        run(azure_server(azure), json.dumps({"token": token}).encode())
+    assert refused.value.code == "invalid_audience"
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "code"),
+    [
+        ("gcp_iit", {}, "missing_setting"),
+        ("gcp_iit", {"projectid_allow_list": []}, "invalid_projectid_allow_list"),
+        ("gcp_iit", {"projectid_allow_list": ["p"], "jwks_url": "http://x"}, "invalid_url"),
+        ("azure_msi", {"tenants": {"not-a-guid": {}}}, "invalid_tenant_id"),
+        ("azure_msi", {"tenants": {}}, "invalid_setting"),
+    ],
+)
+def test_config_is_validated_with_stable_codes(kind, config, code):
+    with pytest.raises(InvalidAttestorConfig) as refused:
+        catalog.validate_config(kind, config)
+    assert refused.value.code == code

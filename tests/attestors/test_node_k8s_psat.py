@@ -1,0 +1,196 @@
+"""k8s_psat's server half against a fake API server over HTTPS (JWKS and TokenReview)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from attestors.node import catalog
+from attestors.node.base import InvalidAttestorConfig, NodeAttestationFailed
+from attestors.node.jwtproof import JWKS_CACHE
+from attestors.node.k8s_psat import K8sPsatAgent, K8sPsatServer
+from issuance.services.node_attestors import ALLOWED_NETWORKS_ENV, TenantLookup
+from tests.fakes.kubernetes import ISSUER, FakeKubernetes, Pod
+
+TD = "cluster.example"
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[FakeKubernetes]:
+    fake = FakeKubernetes().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ALLOWED_NETWORKS_ENV, "127.0.0.0/8")
+
+
+def jwks_config(kube: FakeKubernetes, **cluster: Any) -> dict[str, Any]:
+    settings = {
+        "service_account_allow_list": ["spire:spire-agent"],
+        "jwks_url": f"{kube.url}/openid/v1/jwks",
+        "ca_bundle_pem": kube.ca_pem,
+        "issuer": ISSUER,
+    }
+    settings.update(cluster)
+    return {"clusters": {"prod": settings}}
+
+
+def review_config(kube: FakeKubernetes, **cluster: Any) -> dict[str, Any]:
+    settings = {
+        "service_account_allow_list": ["spire:spire-agent"],
+        "token_review_url": f"{kube.url}/apis/authentication.k8s.io/v1/tokenreviews",
+        "token_review_token": kube.reviewer_token,
+        "ca_bundle_pem": kube.ca_pem,
+    }
+    settings.update(cluster)
+    return {"clusters": {"prod": settings}}
+
+
+def payload(token: str, cluster: str = "prod") -> bytes:
+    import json
+
+    return json.dumps({"cluster": cluster, "token": token}).encode()
+
+
+def attest(config: dict[str, Any], data: bytes) -> Any:
+    server = K8sPsatServer(config, trust_domain=TD)
+    return server.attest(data, challenge=None, response=None, lookup=TenantLookup())
+
+
+@pytest.mark.parametrize("verifier", ["jwks_url", "token_review"])
+def test_projected_token_gives_spires_agent_id_and_selectors(kube, verifier):
+    pod = Pod()
+    config = jwks_config(kube) if verifier == "jwks_url" else review_config(kube)
+    node = attest(config, payload(kube.token(pod)))
+    assert node.agent_path == f"k8s_psat/prod/{pod.node_uid}"
+    assert set(node.selectors) == {
+        "k8s_psat:cluster:prod",
+        "k8s_psat:agent_ns:spire",
+        "k8s_psat:agent_sa:spire-agent",
+        f"k8s_psat:agent_pod_name:{pod.name}",
+        f"k8s_psat:agent_pod_uid:{pod.uid}",
+        "k8s_psat:agent_node_name:worker-1",
+        f"k8s_psat:agent_node_uid:{pod.node_uid}",
+    }
+    assert node.proof_id and node.proof_expires_at is not None
+
+
+def test_inline_jwks_needs_no_network(kube, monkeypatch):
+    monkeypatch.setenv(ALLOWED_NETWORKS_ENV, "")
+    config = {
+        "clusters": {
+            "prod": {"service_account_allow_list": ["spire:spire-agent"], "jwks": kube.jwks()}
+        }
+    }
+    assert attest(config, payload(kube.token(Pod()))).agent_path.startswith("k8s_psat/prod/")
+
+
+@pytest.mark.parametrize("verifier", ["jwks_url", "token_review"])
+def test_service_account_outside_the_allow_list_is_refused(kube, verifier):
+    config = jwks_config(kube) if verifier == "jwks_url" else review_config(kube)
+    with pytest.raises(NodeAttestationFailed) as refused:
+        attest(config, payload(kube.token(Pod(service_account="default"))))
+    assert refused.value.code == "service_account_not_allowed"
+
+
+@pytest.mark.parametrize("verifier", ["jwks_url", "token_review"])
+def test_wrong_audience_is_refused(kube, verifier):
+    config = jwks_config(kube) if verifier == "jwks_url" else review_config(kube)
+    with pytest.raises(NodeAttestationFailed) as refused:
+        attest(config, payload(kube.token(Pod(), audience=["vault"])))
+    assert refused.value.code in {"invalid_audience", "token_review_denied"}
+
+
+@pytest.mark.parametrize("verifier", ["jwks_url", "token_review"])
+def test_expired_token_is_refused_beyond_the_skew(kube, verifier):
+    config = jwks_config(kube) if verifier == "jwks_url" else review_config(kube)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    with pytest.raises(NodeAttestationFailed) as refused:
+        attest(config, payload(kube.token(Pod(), issued_at=old, ttl=3600)))
+    assert refused.value.code == "token_expired"
+    # 30 s past expiry is within the tolerated clock skew (JWKS check)
+    if verifier == "jwks_url":
+        recent = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=630)
+        assert attest(config, payload(kube.token(Pod(), issued_at=recent, ttl=600)))
+
+
+def test_token_signed_by_another_key_is_refused(kube):
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(NodeAttestationFailed) as refused:
+        attest(jwks_config(kube), payload(kube.token(Pod(), key=forger)))
+    assert refused.value.code == "invalid_token"
+    with pytest.raises(NodeAttestationFailed) as refused:
+        attest(review_config(kube), payload(kube.token(Pod(), key=forger)))
+    assert refused.value.code == "token_review_denied"
+
+
+def test_unknown_cluster_is_refused(kube):
+    with pytest.raises(NodeAttestationFailed) as refused:
+        attest(jwks_config(kube), payload(kube.token(Pod()), cluster="staging"))
+    assert refused.value.code == "unknown_cluster"
+
+
+def test_wrong_reviewer_credential_is_unreachable(kube):
+    with pytest.raises(NodeAttestationFailed) as refused:
+        attest(review_config(kube, token_review_token="wrong"), payload(kube.token(Pod())))
+    assert refused.value.code == "attestor_unreachable"
+
+
+def test_loopback_is_refused_unless_allowed(kube, monkeypatch):
+    monkeypatch.setenv(ALLOWED_NETWORKS_ENV, "")
+    JWKS_CACHE.clear()
+    with pytest.raises(NodeAttestationFailed) as refused:
+        attest(review_config(kube), payload(kube.token(Pod())))
+    assert refused.value.code == "attestor_unreachable"
+
+
+def test_untrusted_tls_is_unreachable(kube):
+    from tests.fakes.pki import TestCA, pem
+
+    JWKS_CACHE.clear()
+    config = jwks_config(kube, ca_bundle_pem=pem(TestCA("other").cert))
+    with pytest.raises(NodeAttestationFailed) as refused:
+        attest(config, payload(kube.token(Pod())))
+    assert refused.value.code == "attestor_unreachable"
+
+
+@pytest.mark.parametrize(
+    ("cluster", "code"),
+    [
+        ({"service_account_allow_list": ["spire:spire-agent"]}, "invalid_verifier"),
+        (
+            {"service_account_allow_list": ["spire"], "jwks_url": "https://k8s/openid/v1/jwks"},
+            "invalid_service_account_allow_list",
+        ),
+        (
+            {"service_account_allow_list": ["a:b"], "jwks_url": "http://k8s/openid/v1/jwks"},
+            "invalid_url",
+        ),
+        (
+            {"service_account_allow_list": ["a:b"], "token_review_url": "https://k8s/x"},
+            "missing_setting",
+        ),
+        ({"service_account_allow_list": ["a:b"], "jwks": {"keys": "no"}}, "invalid_jwks"),
+        ({"jwks_url": "https://k8s/x"}, "missing_setting"),
+    ],
+)
+def test_config_is_validated_with_stable_codes(cluster, code):
+    with pytest.raises(InvalidAttestorConfig) as refused:
+        catalog.validate_config("k8s_psat", {"clusters": {"prod": cluster}})
+    assert refused.value.code == code
+
+
+def test_agent_half_reads_the_token_fresh(tmp_path):
+    path = tmp_path / "token"
+    agent = K8sPsatAgent.from_settings({"cluster": "prod", "token_path": str(path)})
+    path.write_text("first\n")
+    assert b'"first"' in agent.payload()
+    path.write_text("rotated")
+    assert b'"rotated"' in agent.payload()
