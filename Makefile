@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint up protos check-protos softhsm clean mutation
+.PHONY: demo test test-fast lint up protos check-protos softhsm chromium clean mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ up: $(STAMP)
 ## test: the whole suite against real PostgreSQL, Redis, OpenBao, gRPC and py-spiffe,
 ## on TEST_WORKERS parallel workers (pytest-xdist; tests/conftest.py groups and orders them).
 TEST_WORKERS ?= 2
-test: $(STAMP) softhsm
+test: $(STAMP) softhsm chromium
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 ## test-fast: the inner loop: everything but the end-to-end planes and the embedded-server
@@ -43,6 +43,18 @@ softhsm:
 	  else echo "note: softhsm2 is missing and you are not root; install Debian's softhsm2"; fi; \
 	fi
 
+## chromium: Debian's Chromium for the console's browser tests (tests/console/, Playwright),
+## installed when root and missing (Playwright cannot download its own browsers here).
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "==> installing chromium (apt-get)"; \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	      (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)) || \
+	      echo "warning: could not install chromium; the console's browser tests will fail"; \
+	  else echo "note: chromium is missing and you are not root; install Debian's chromium"; fi; \
+	fi
+
 ## mutation: mutate the security-critical modules one change at a time and run the tests that
 ## guard each (slow; not part of `make test`). MUTATION_ARGS="--only selectors,jwtsvid" picks
 ## modules; the report is mutation/report.md.
@@ -53,7 +65,7 @@ mutation: $(STAMP) softhsm
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy hallmark agent attestors config tenants trustdomains issuance federation
+	$(VENV)/bin/mypy hallmark agent attestors config tenants trustdomains issuance federation console
 
 ## protos: regenerate the committed gRPC code; check-protos fails when it drifted.
 protos: $(STAMP)

@@ -38,6 +38,7 @@ def run_demo(plane: ControlPlane) -> None:
     work.mkdir(parents=True, exist_ok=True)
 
     say(f"signing up tenant 'Demo' with trust domain {trust_domain}")
+    owner_password = secrets.token_urlsafe(16)  # the demo's own; printed for the console
     signup = _call(
         "POST",
         f"{api}/signup",
@@ -45,7 +46,7 @@ def run_demo(plane: ControlPlane) -> None:
             "name": "Demo",
             "trust_domain": trust_domain,
             "email": f"owner@{trust_domain}",
-            "password": secrets.token_urlsafe(16),
+            "password": owner_password,
         },
     )
     token = str(signup["token"])
@@ -153,3 +154,7 @@ def run_demo(plane: ControlPlane) -> None:
     token = next(line.strip() for line in jwt.stdout.splitlines() if line.startswith("\t"))
     claims = verify_jwt_svid(token, audience="demo", bundles={bundle.trust_domain: bundle})
     say(f"verified JWT-SVID of {claims.spiffe_id} (audience demo) against the same bundle")
+    say(
+        f"web console (while the plane runs): {plane.http_url}/console/ — sign in at "
+        f"{plane.http_url}/login as owner@{trust_domain} with the password {owner_password}"
+    )

@@ -60,6 +60,8 @@ SHARED_APPS = [
     "django.contrib.sessions",  # the /login page's session cookie (tenants.web)
     "tenants",
     "federation.managed",
+    "django.contrib.staticfiles",  # the console's CSS and vendored htmx (served by WhiteNoise)
+    "console",
     "tenants.audit",
     "tenants.metering",
     "tenants.billing",
@@ -81,6 +83,10 @@ MIDDLEWARE = [
     "tenants.middleware.DatabaseUnavailableMiddleware",
     "tenants.middleware.PublicSchemaMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # CSP, X-Frame-Options DENY and friends on every answer (console.middleware).
+    "console.middleware.SecurityHeadersMiddleware",
+    # Static files from the web process itself (gunicorn has no static server of its own).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",
     # The server-rendered pages (/login, the console): session cookie and CSRF. DRF's views
     # are CSRF-exempt and authenticate by bearer token only, so the API is unaffected.
@@ -275,6 +281,28 @@ FEDERATION_CA_BUNDLE = env.optional("HALLMARK_FEDERATION_CA_BUNDLE") or ""
 FEDERATION_SWEEP_SECONDS = env.integer("HALLMARK_FEDERATION_SWEEP_SECONDS", 10)
 FEDERATION_MAX_REFRESH_SECONDS = env.integer("HALLMARK_FEDERATION_MAX_REFRESH_SECONDS", 0)
 
+# The web console (console/): static files are served by WhiteNoise from the apps' static/
+# folders (found at start, no collectstatic step), with far-future caching for hashed names.
+STATIC_URL = "/static/"
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+# Session and CSRF cookies: HttpOnly, SameSite=Lax, and Secure outside the embedded
+# (development and demo) default, where the plane speaks plain http on localhost.
+SECURE_COOKIES = env.boolean("HALLMARK_SECURE_COOKIES", not EMBEDDED)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_AGE = env.integer("HALLMARK_WEB_SESSION_SECONDS", 8 * 3600)
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+LOGIN_URL = "/login"
+# Behind a load balancer that ends TLS the web process sees http while browsers send
+# `Origin: https://...`: the public URL's origin is trusted for CSRF, plus any listed here.
+CSRF_TRUSTED_ORIGINS = [
+    "{0.scheme}://{0.netloc}".format(urlparse(HTTP_PUBLIC_URL)),
+    *env.names("HALLMARK_CSRF_TRUSTED_ORIGINS"),
+]
 # Metering (tenants.metering.gauges): functions run in a tenant's schema that count what it
 # holds, owned by the apps that own the rows (tenants imports no tenant app).
 METERING_GAUGES = ["issuance.services.usage.gauges", "federation.usage.gauges"]

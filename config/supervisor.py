@@ -342,6 +342,9 @@ class ControlPlane:
             f"""
   REST API       {self.http_url}/api/v1/   (OpenAPI: {self.http_url}/api/v1/schema/)
   health         {self.http_url}/healthz
+  web console    {self.http_url}/console/   (sign in at {self.http_url}/login: a tenant's email
+                 and password from signup; operators at {self.http_url}/operator/login after
+                 `hallmark operator create --email E --password-file F`)
   agent API      {self.grpc_address}  (gRPC, TLS; {self.agent_api_processes} processes)
   bundle endpoint https://{self.bundle_endpoint[0]}:{self.bundle_endpoint[1]}/  (https_spiffe)
 {self._metrics_lines()}

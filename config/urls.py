@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/v1/", include("trustdomains.api.urls")),
     path("api/v1/", include("issuance.api.urls")),
     path("", include("federation.api.urls")),
+    path("", include("console.urls")),  # /console/ and /operator/: the web (session + CSRF)
 ]
 
 # Unknown URLs and crashes answer JSON `{code, detail}` like every API error, not HTML.

@@ -113,12 +113,48 @@ def change_tenant(
         action = "tenant.update"
         if "status" in changed:
             action = "tenant.suspend" if tenant.status == "suspended" else "tenant.reactivate"
-        record_audit(
-            tenant=tenant,
-            actor=actor,
-            action=action,
-            target=tenant.slug,
-            source=source,
-            detail={"changed": changed},
-        )
+        # In the tenant's trail, so it sees what the platform did, and in the platform's.
+        for trail in (tenant, None):
+            record_audit(
+                tenant=trail,
+                actor=actor,
+                action=action,
+                target=tenant.slug,
+                source=source,
+                detail={"changed": changed},
+            )
     return tenant
+
+
+def authenticate_operator(*, email: str, password: str, request: Any) -> Operator:
+    """The active operator with this email and password (the web's /operator/login).
+
+    The same rules as a tenant user's login (tenants.accounts): one answer for an unknown
+    email and a wrong password, the same failure counts per account and per address; every
+    attempt lands in the platform trail. An operator made without a password cannot sign in.
+    """
+    from django.contrib.auth.hashers import check_password
+
+    from tenants import accounts, ratelimit
+
+    email = email.strip().lower()
+    accounts.check_not_limited(email, request)
+    connection.set_schema_to_public()
+    operator = Operator.objects.filter(email=email, is_active=True).first()
+    if operator is None or not operator.password:
+        make_password(password)  # the time a real check takes
+        ok = False
+    else:
+        ok = check_password(password, operator.password)
+    record_audit(
+        tenant=None,
+        actor=f"operator:{email}"[:300],
+        action="operator.login",
+        outcome="success" if ok else "failure",
+        source=ratelimit.client_address(request),
+        detail={"via": "web"} if ok else {"code": "invalid_credentials", "via": "web"},
+    )
+    if not ok or operator is None:
+        accounts._count_failure(email, request)
+        raise accounts.InvalidCredentials()
+    return operator

@@ -248,10 +248,17 @@ def _upstream_authorities_file(settings: Any) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def control_plane(
-    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
+# The session's one shared plane: tests/console/ asks for it through its own fixture too.
+_SESSION_PLANE: list[ControlPlaneProcess] = []
+
+
+def session_control_plane(
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ControlPlaneProcess]:
+    """The first fixture to ask starts the plane and stops it at the session's end."""
+    if _SESSION_PLANE:
+        yield _SESSION_PLANE[0]
+        return
     plane = launch_control_plane(
         tmp_path_factory.mktemp("hallmark-up"),
         control_plane_env(),
@@ -259,7 +266,16 @@ def control_plane(
         free_port(),
         metrics_port=free_ports(4),
     )
+    _SESSION_PLANE.append(plane)
     try:
         yield plane
     finally:
+        _SESSION_PLANE.clear()
         stop_control_plane(plane)
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
+) -> Iterator[ControlPlaneProcess]:
+    yield from session_control_plane(tmp_path_factory)

@@ -37,4 +37,5 @@ def test_demo_prints_verified_x509_and_jwt_svids_and_exits_zero(tmp_path) -> Non
     assert "SPIFFE ID:" in demo.stdout and "/demo/workload" in demo.stdout
     assert "against the bundle from GET /api/v1/bundle" in demo.stdout
     assert "verified JWT-SVID of spiffe://" in demo.stdout
+    assert "web console (while the plane runs): http://" in demo.stdout
     assert "hallmark: stopped" in demo.stdout

@@ -47,6 +47,9 @@ PUBLIC_ROUTES = {
     "login-page": "the web login form (session cookie + CSRF)",
     "logout-page": "ends the web session (POST with CSRF)",
 }
+# The web console's pages (console/urls.py): session cookie + CSRF, member and role checks of
+# their own (console.access), proven by tests/console/.
+CONSOLE_PREFIXES = ("console/", "operator/")
 
 # Operator routes that take a token but refuse every tenant's (403 permission_denied), each
 # with why: a tenant's token lists nothing there, its own or another's.
@@ -358,6 +361,8 @@ def test_every_route_is_classified() -> None:
     for route in ROUTES:
         if route.name in PUBLIC_ROUTES:
             continue
+        if route.display.startswith(CONSOLE_PREFIXES):
+            continue  # session pages with their own checks: tests/console/
         where = f"route {route.name!r} ({route.display})"
         if not route.is_api:
             problems.append(f"{where} is outside {API_PREFIX}: list it in PUBLIC_ROUTES")

@@ -1,0 +1,1 @@
+"""The web: the tenant console (/console/) and the operator dashboards (/operator/)."""

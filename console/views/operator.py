@@ -1,0 +1,208 @@
+"""The operator dashboards: sign-in, tenants (search, sort), a tenant's page, platform health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.db import connection
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods
+from django_tenants.postgresql_backend.base import is_valid_schema_name
+from rest_framework.exceptions import Throttled
+
+from config.health import platform_checks
+from console.access import OPERATOR_SESSION_KEY, current_operator, operator_page
+from tenants import operators
+from tenants.api.errors import ApiError
+from tenants.billing import services as billing
+from tenants.models import AuditEvent, Operator, Tenant
+from tenants.ratelimit import client_address
+
+SORTS = {
+    "name": ("name",),
+    "-name": ("-name",),
+    "created": ("created_at",),
+    "-created": ("-created_at",),
+    "status": ("status", "name"),
+    "plan": ("plan", "name"),
+}
+
+
+class OperatorLoginForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+    password = forms.CharField(max_length=200, widget=forms.PasswordInput)
+
+
+def _next(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target.startswith("/operator/") and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return "/operator/"
+
+
+@require_http_methods(["GET", "POST"])
+def login(request: HttpRequest) -> HttpResponse:
+    form = OperatorLoginForm(request.POST or None)
+    context: dict[str, Any] = {"form": form, "next": _next(request), "error": ""}
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            try:
+                operator = operators.authenticate_operator(
+                    email=form.cleaned_data["email"],
+                    password=form.cleaned_data["password"],
+                    request=request,
+                )
+            except Throttled as limited:
+                context["error"] = "Too many failed sign-ins; try again later."
+                response = render(request, "console/operator/login.html", context, status=429)
+                response["Retry-After"] = str(int(limited.wait or 1))
+                return response
+            except ApiError as refused:
+                context["error"] = (
+                    "Wrong email or password."
+                    if refused.error_code == "invalid_credentials"
+                    else str(refused.detail)
+                )
+                status = refused.status_code
+            else:
+                request.session.cycle_key()  # a new session id at sign-in (no fixation)
+                request.session[OPERATOR_SESSION_KEY] = str(operator.pk)
+                return HttpResponseRedirect(_next(request))
+    context["operator"] = current_operator(request)
+    return render(request, "console/operator/login.html", context, status=status)
+
+
+@require_http_methods(["POST"])
+def logout(request: HttpRequest) -> HttpResponse:
+    request.session.pop(OPERATOR_SESSION_KEY, None)
+    request.session.cycle_key()
+    return redirect("operator:login")
+
+
+def _agent_counts(tenants: list[Tenant]) -> dict[str, int]:
+    """Each tenant's unbanned agents, in one query over every schema.
+
+    Schema names come from the tenants table and are checked against django-tenants' own
+    rule for schema names before they are quoted into the query.
+    """
+    listed = [t for t in tenants if is_valid_schema_name(t.schema_name)]
+    if not listed:
+        return {}
+    quote = connection.ops.quote_name
+    parts = [
+        f"SELECT %s, count(*) FROM {quote(t.schema_name)}.issuance_agent WHERE NOT banned"  # noqa: S608 - checked names
+        for t in listed
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), [str(t.pk) for t in listed])
+        return {row[0]: int(row[1]) for row in cursor.fetchall()}
+
+
+@operator_page
+def tenants(request: HttpRequest, operator: Operator) -> HttpResponse:
+    connection.set_schema_to_public()
+    query = request.GET.get("q", "").strip()
+    sort = request.GET.get("sort", "-created")
+    if sort not in SORTS and sort != "agents":
+        sort = "-created"
+    rows = Tenant.objects.exclude(schema_name="public")
+    if query:
+        rows = rows.filter(
+            Q(slug__icontains=query) | Q(name__icontains=query) | Q(trust_domain__icontains=query)
+        )
+    listed = list(rows.order_by(*SORTS.get(sort, ("-created_at",)))[:500])
+    counts = _agent_counts(listed)
+    entries = [{"tenant": t, "agents": counts.get(str(t.pk), 0)} for t in listed]
+    if sort == "agents":
+        entries.sort(key=lambda e: -e["agents"])
+    context = {
+        "operator": operator,
+        "rows": entries,
+        "query": query,
+        "sort": sort,
+        "section": "tenants",
+    }
+    return render(request, "console/operator/tenants.html", context)
+
+
+def _quota(text: str) -> int | None:
+    if not text.strip():
+        return None
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+@operator_page
+def tenant(request: HttpRequest, operator: Operator, tenant_id: str) -> HttpResponse:
+    """A tenant: plan and quotas (edit), suspend or reactivate, its latest audit rows."""
+    connection.set_schema_to_public()
+    try:
+        found = operators.get_tenant(tenant_id)
+    except (ApiError, ValueError):
+        from console.access import not_found
+
+        return not_found(request)
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        changes: dict[str, Any] = {}
+        if request.POST.get("status") in ("active", "suspended"):
+            changes["status"] = request.POST["status"]
+        else:
+            changes["plan"] = request.POST.get("plan", "").strip()[:64]
+            if not billing.plan_exists(changes["plan"]):  # the operator API's check
+                errors["plan"] = f"no plan {changes['plan']!r}"
+            quotas = {}
+            for name in operators.QUOTA_NAMES:
+                try:
+                    quotas[name] = _quota(request.POST.get(name, ""))
+                except ValueError:
+                    errors[name] = "a whole number, 0 or more (empty: no limit)"
+            changes["quotas"] = quotas
+        if not errors:
+            operators.change_tenant(
+                found.pk,
+                changes=changes,
+                actor=f"operator:{operator.email}",
+                source=client_address(request),
+            )
+            return redirect("operator:tenant", tenant_id=found.pk)
+    context = {
+        "operator": operator,
+        "tenant": found,
+        "quotas": [
+            {
+                "name": name,
+                "value": request.POST.get(name) if errors else found.quotas.get(name),
+                "error": errors.get(name, ""),
+            }
+            for name in operators.QUOTA_NAMES
+        ],
+        "agents": _agent_counts([found]).get(str(found.pk), 0),
+        "plans": billing.list_plans(),
+        "errors": errors,
+        "events": AuditEvent.objects.filter(tenant=found).order_by("-id")[:25],
+        "section": "tenants",
+    }
+    return render(request, "console/operator/tenant.html", context, status=400 if errors else 200)
+
+
+@operator_page
+def health(request: HttpRequest, operator: Operator) -> HttpResponse:
+    checks = platform_checks()
+    context = {
+        "operator": operator,
+        "checks": sorted(checks.items()),
+        "healthy": all(value == "ok" for value in checks.values()),
+        "section": "health",
+    }
+    return render(request, "console/operator/health.html", context)
