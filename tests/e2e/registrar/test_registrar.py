@@ -9,8 +9,8 @@ registrar's insides.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -211,9 +211,7 @@ def test_a_template_change_updates_the_entries_in_place_or_replaces_them(
         for p in pods:
             uid, name = p["metadata"]["uid"], p["metadata"]["name"]
             wanted = [f"spiffe://{tenant.trust_domain}/ns/payments/pod/{name}"]
-            wait_until(
-                lambda uid=uid, wanted=wanted: spiffe_ids(tenant, uid) == wanted, "the new ID"
-            )
+            wait_until(partial(has_only, tenant, uid, wanted), "the new ID")
     finally:
         kube.modify(CLUSTER_SPIFFE_IDS, {**identity, "spec": default_identity()["spec"]})
     for p in pods:
