@@ -176,6 +176,7 @@ class Registrar:
         }
         self.cluster: Cluster | None = None
         self.reconciles = 0
+        self.totals = {"created": 0, "updated": 0, "deleted": 0}  # since start
         self.last: Outcome | None = None
         self.failures: deque[str] = deque(maxlen=1000)  # refused items, as logged
         self.errors: list[str] = []  # the last reconcile's resources or pods that did not render
@@ -243,6 +244,8 @@ class Registrar:
         outcome = reconcile(self.api, rendering.entries, self.cluster.parent_prefix())
         self.reconciles += 1
         self.last = outcome
+        for name in self.totals:
+            self.totals[name] += getattr(outcome, name)
         self.failures.extend(outcome.failures)
         log.info("reconciled %d desired entries: %s", len(rendering.entries), outcome.summary())
         return outcome

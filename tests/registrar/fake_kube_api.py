@@ -219,6 +219,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")  # a watch's connection ends with the watch
         self.end_headers()
         try:
             with server.lock:
