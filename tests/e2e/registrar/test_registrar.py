@@ -251,6 +251,45 @@ def test_two_identities_giving_a_pod_the_same_entry_make_one_entry(
     gone(world["tenant"], billing["metadata"]["uid"])
 
 
+def test_relabelling_a_namespace_adds_and_removes_its_pods_entries(
+    world: dict[str, Any], registrar: Registrar
+) -> None:
+    kube: FakeKubeApi = world["kube"]
+    tenant: Tenant = world["tenant"]
+    # given an identity for the pods of namespaces labelled mesh=on, and a pod in "web"
+    meshed = kube.add(
+        CLUSTER_SPIFFE_IDS,
+        cluster_spiffe_id(
+            "mesh",
+            spiffeIDTemplate="spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/mesh",
+            namespaceSelector={"matchLabels": {"mesh": "on"}},
+        ),
+    )
+    web = kube.add(PODS, pod("web-5f6d7c8b9-mesh1", namespace="web", service_account="web"))
+    uid = web["metadata"]["uid"]
+    entry_of(tenant, uid)  # the default identity's entry only
+    namespace_uid = next(
+        u for u, n in kube.objects[NAMESPACES].items() if n["metadata"]["name"] == "web"
+    )
+    try:
+        # when the namespace gets the label, its pod gets the mesh identity too
+        labelled = kube.get(NAMESPACES, namespace_uid)
+        labelled["metadata"]["labels"]["mesh"] = "on"
+        kube.modify(NAMESPACES, labelled)
+        mesh_id = f"spiffe://{tenant.trust_domain}/ns/web/mesh"
+        assert mesh_id in [e["spiffe_id"] for e in entry_of(tenant, uid, count=2)]
+
+        # and when the label goes, that entry goes
+        del labelled["metadata"]["labels"]["mesh"]
+        kube.modify(NAMESPACES, labelled)
+        (left,) = entry_of(tenant, uid, count=1)
+        assert left["spiffe_id"] != mesh_id
+    finally:
+        kube.delete(CLUSTER_SPIFFE_IDS, meshed)
+    kube.delete(PODS, web)
+    gone(tenant, uid)
+
+
 def test_entries_it_did_not_make_are_never_touched(
     world: dict[str, Any], registrar: Registrar
 ) -> None:
