@@ -42,3 +42,16 @@ def test_it_refuses_to_start_without_a_server_a_token_or_kubernetes_credentials(
     assert "--server" in no_server.stderr
     assert "--token-file" in no_token.stderr
     assert "KUBERNETES_SERVICE_HOST" in not_in_cluster.stderr
+
+
+def test_the_registrar_runs_without_django() -> None:
+    # it runs in the customer's cluster: plain Python and requests, the REST API only
+    code = (
+        "import sys, registrar.cli, registrar.controller; "
+        "sys.exit(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('django', 'rest_framework', 'tenants', 'issuance', 'config')) or 0)"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert answer.returncode == 0, answer.stderr
