@@ -24,7 +24,7 @@ from registrar import identities
 from registrar.hallmark_api import HallmarkApi, HallmarkError
 from registrar.identities import Cluster, ClusterSpiffeId
 from registrar.kube import KubeClient, KubeError, WatchExpired
-from registrar.reconcile import Outcome, reconcile
+from registrar.reconcile import EntryView, Outcome, reconcile
 from registrar.templates import TemplateError
 
 log = logging.getLogger("hallmark.registrar")
@@ -76,7 +76,7 @@ class Informer:
         with self.lock:
             return list(self.objects.values())
 
-    def relist(self) -> None:
+    def relist(self, *, notify: bool = True) -> None:
         """List the whole collection and take it as the truth, but for changes the watch has
         already applied after the list's version (a resync runs while the watch goes on)."""
         items, version = self.kube.list(self.path)
@@ -96,7 +96,8 @@ class Informer:
         self.lists += 1
         log.info("listed %s: %d objects at resourceVersion %s", self.path, len(items), version)
         self.synced.set()
-        self.changed()
+        if notify:
+            self.changed()
 
     def _watch(self) -> None:
         for event in self.kube.watch(
@@ -175,6 +176,7 @@ class Registrar:
             )
         }
         self.cluster: Cluster | None = None
+        self.view = EntryView(api)
         self.reconciles = 0
         self.totals = {"created": 0, "updated": 0, "deleted": 0}  # since start
         self.last: Outcome | None = None
@@ -228,8 +230,14 @@ class Registrar:
                 log.warning("ClusterSPIFFEID %s ignored: %s", name, exc)
         return parsed
 
-    def reconcile_once(self) -> Outcome:
+    def reconcile_once(self, *, full: bool = False) -> Outcome:
+        """Plan and apply; `full` (the periodic resync) lists the cluster and the plane's
+        entries again first instead of trusting the watches and the batch answers."""
         assert self.cluster is not None, "start() first"
+        if full:
+            for informer in self.informers.values():
+                informer.relist(notify=False)  # this reconcile is what they would wake
+            self.view.forget()
         namespaces = {
             str((n.get("metadata") or {}).get("name")): n
             for n in self.informers["namespaces"].snapshot()
@@ -241,7 +249,7 @@ class Registrar:
         for error in rendering.errors:
             log.warning("not rendered: %s", error)
         self.errors = errors + rendering.errors
-        outcome = reconcile(self.api, rendering.entries, self.cluster.parent_prefix())
+        outcome = reconcile(self.api, rendering.entries, self.cluster.parent_prefix(), self.view)
         self.reconciles += 1
         self.last = outcome
         for name in self.totals:
@@ -267,11 +275,7 @@ class Registrar:
             self.wake.clear()
             self.idle.clear()
             try:
-                if not woken:  # the periodic full resync: the cluster's truth, listed again
-                    for informer in self.informers.values():
-                        informer.relist()
-                    self.wake.clear()
-                self.reconcile_once()
+                self.reconcile_once(full=not woken)  # not woken: the periodic full resync
             except (HallmarkError, KubeError) as exc:
                 log.warning("reconcile failed: %s; retrying in %.1fs", exc, self.settings.retry)
                 self.stop_event.wait(self.settings.retry)

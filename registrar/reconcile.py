@@ -84,35 +84,74 @@ def plan(
     return result, unchanged
 
 
-def apply(api: HallmarkApi, todo: Plan, outcome: Outcome) -> None:
-    """Deletes first (a pod's entry gone before its replacement's), then updates, creates."""
+def apply(api: HallmarkApi, todo: Plan, outcome: Outcome, known: dict[str, dict[str, Any]]) -> None:
+    """Deletes first (a pod's entry gone before its replacement's), then updates, creates.
+    `known` (the registrar's view of the stored entries, by id) follows every item stored."""
     if todo.delete:
         results = api.batch("delete", [e["id"] for e in todo.delete])
         for entry, result in zip(todo.delete, results, strict=True):
-            _count(outcome, "deleted", "delete", entry["spiffe_id"], result)
+            if _count(outcome, "deleted", "delete", entry["spiffe_id"], result):
+                known.pop(entry["id"], None)
     if todo.update:
         items = [{"id": e["id"], **changes} for e, changes in todo.update]
         results = api.batch("update", items)
         for (entry, _), result in zip(todo.update, results, strict=True):
-            _count(outcome, "updated", "update", entry["spiffe_id"], result)
+            if _count(outcome, "updated", "update", entry["spiffe_id"], result):
+                known[entry["id"]] = result["entry"]
     if todo.create:
         results = api.batch("create", [e.body() for e in todo.create])
         for wanted, result in zip(todo.create, results, strict=True):
-            _count(outcome, "created", "create", f"{wanted.spiffe_id} ({wanted.source})", result)
+            target = f"{wanted.spiffe_id} ({wanted.source})"
+            if _count(outcome, "created", "create", target, result):
+                known[result["entry"]["id"]] = result["entry"]
 
 
-def _count(outcome: Outcome, counter: str, action: str, target: str, result: Any) -> None:
+def _count(outcome: Outcome, counter: str, action: str, target: str, result: Any) -> bool:
     status = result.get("status") or {}
     if status.get("code") == "ok":
         setattr(outcome, counter, getattr(outcome, counter) + 1)
-        return
+        return True
     failure = f"{action} {target}: {status.get('code')}: {status.get('detail')}"
     outcome.failures.append(failure)
     log.warning("refused: %s", failure)
+    return False
 
 
-def reconcile(api: HallmarkApi, desired: Mapping[Key, DesiredEntry], parent_prefix: str) -> Outcome:
-    todo, unchanged = plan(desired, api.entries(), parent_prefix)
+class EntryView:
+    """The plane's entries as the registrar last knew them: listed in full when it starts, on
+    every full resync and after any failed call; in between, kept by the batch answers (so a
+    burst of pod events costs the changed entries, not a list of the whole tenant)."""
+
+    def __init__(self, api: HallmarkApi) -> None:
+        self.api = api
+        self.entries: dict[str, dict[str, Any]] | None = None
+        self.lists = 0
+
+    def forget(self) -> None:
+        self.entries = None
+
+    def current(self) -> dict[str, dict[str, Any]]:
+        if self.entries is None:
+            self.entries = {str(e["id"]): e for e in self.api.entries()}
+            self.lists += 1
+        return self.entries
+
+
+def reconcile(
+    api: HallmarkApi,
+    desired: Mapping[Key, DesiredEntry],
+    parent_prefix: str,
+    view: EntryView | None = None,
+) -> Outcome:
+    view = view or EntryView(api)
+    known = view.current()
+    todo, unchanged = plan(desired, list(known.values()), parent_prefix)
     outcome = Outcome(unchanged=unchanged)
-    apply(api, todo, outcome)
+    try:
+        apply(api, todo, outcome, known)
+    except Exception:
+        view.forget()  # a call failed part-way: what is stored is not known any more
+        raise
+    if outcome.failures:
+        view.forget()
     return outcome
