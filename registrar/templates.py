@@ -10,6 +10,7 @@ not minted from a half-rendered template.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections.abc import Mapping
@@ -41,33 +42,52 @@ def _lookup(context: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _evaluate(action: str, context: Mapping[str, Any]) -> str:
-    try:
-        words = shlex.split(action)
-    except ValueError as exc:
-        raise TemplateError(f"{{{{ {action} }}}}: {exc}") from exc
+@functools.lru_cache(maxsize=1024)
+def _compile(template: str) -> tuple[str | tuple[str, ...], ...]:
+    """A template as its literal text and its actions (each as its words), parsed once: a
+    resync renders every template for every pod."""
+    parts: list[str | tuple[str, ...]] = []
+    position = 0
+    for match in ACTION.finditer(template):
+        parts.append(template[position : match.start()])
+        action = match.group(1)
+        try:
+            words = tuple(shlex.split(action))
+        except ValueError as exc:
+            raise TemplateError(f"{{{{ {action} }}}}: {exc}") from exc
+        if not (len(words) == 1 or (len(words) == 3 and words[0] == "index")):
+            raise TemplateError(f"{{{{ {action} }}}}: only .Field paths and index are supported")
+        parts.append(words)
+        position = match.end()
+    parts.append(template[position:])
+    return tuple(parts)
+
+
+def _evaluate(words: tuple[str, ...], context: Mapping[str, Any]) -> str:
+    action = " ".join(words)
     if len(words) == 1:
         value = _lookup(context, words[0])
-    elif len(words) == 3 and words[0] == "index":
+    else:
         mapping = _lookup(context, words[1])
         if not isinstance(mapping, Mapping) or words[2] not in mapping:
             raise TemplateError(f"{{{{ {action} }}}}: no such key")
         value = mapping[words[2]]
-    else:
-        raise TemplateError(f"{{{{ {action} }}}}: only .Field paths and index are supported")
     if isinstance(value, Mapping | list) or value is None:
         raise TemplateError(f"{{{{ {action} }}}}: not a plain value")
     return str(value)
 
 
 def render(template: str, context: Mapping[str, Any]) -> str:
-    return ACTION.sub(lambda match: _evaluate(match.group(1), context), template)
+    return "".join(
+        part if isinstance(part, str) else _evaluate(part, context) for part in _compile(template)
+    )
 
 
 def check(template: str) -> None:
     """Raise TemplateError for unbalanced braces (a field error shows only when rendering)."""
     if ACTION.sub("", template).count("{{") or ACTION.sub("", template).count("}}"):
         raise TemplateError(f"{template!r}: unbalanced {{{{ }}}}")
+    _compile(template)
 
 
 def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
