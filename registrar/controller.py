@@ -5,9 +5,10 @@ resourceVersion (`watch=1&allowWatchBookmarks=true`), applying ADDED/MODIFIED/DE
 moving its resourceVersion on BOOKMARKs. A 410 Gone (the version is too old) makes it list
 again; a broken connection makes it watch again after a short wait, and list again if that
 fails too. Any change wakes the reconciler, which waits `settle` seconds for more changes
-(a rollout is a burst of events) and then plans against the plane's entries. A full resync
-runs every `resync` seconds even without events, so an event missed for any reason (or an
-entry changed by hand) is corrected within one period.
+(a rollout is a burst of events) and then plans against the plane's entries, as the last
+list and the batch answers since left them. A full resync runs every `resync` seconds even
+without events: the cluster and the entries are listed again, so an event missed for any
+reason (or an entry changed by hand) is corrected within one period.
 """
 
 from __future__ import annotations
