@@ -64,3 +64,40 @@ def test_in_cluster_config_reads_the_service_account(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
     with pytest.raises(KubeError):
         KubeConfig.in_cluster(tmp_path)
+
+
+def test_a_yaml_kubeconfig_with_a_relative_ca_and_a_token_file_is_read(
+    kube: FakeKubeApi, tmp_path: Path
+) -> None:
+    # given a kubeconfig as kubectl writes it (YAML), its CA beside it, the token in a file
+    (tmp_path / "ca.crt").write_bytes(kube.pki.ca_path.read_bytes())
+    (tmp_path / "token").write_text(kube.token + "\n")
+    (tmp_path / "config").write_text(
+        f"""apiVersion: v1
+kind: Config
+current-context: other
+clusters:
+- name: fake
+  cluster:
+    server: {kube.url}/
+    certificate-authority: ca.crt
+users:
+- name: registrar
+  user:
+    tokenFile: {tmp_path / "token"}
+contexts:
+- name: other
+  context: {{cluster: nowhere, user: nobody}}
+- name: fake
+  context: {{cluster: fake, user: registrar}}
+"""
+    )
+
+    # when it is read for the context "fake", then the client lists with it
+    config = KubeConfig.from_kubeconfig(tmp_path / "config", "fake")
+    items, _ = KubeClient(config).list(PODS)
+
+    assert config.server == kube.url
+    assert len(items) == len(kube.objects[PODS])
+    with pytest.raises(KubeError, match="no cluster named 'nowhere'"):
+        KubeConfig.from_kubeconfig(tmp_path / "config")
