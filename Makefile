@@ -61,11 +61,11 @@ chromium:
 mutation: $(STAMP) softhsm
 	$(PY) -m mutation.run $(MUTATION_ARGS)
 
-## lint: ruff (rules and formatting) and mypy (strict for hallmark/ and agent/, pyproject.toml).
+## lint: ruff (rules and formatting) and mypy (strict for hallmark/, agent/ and registrar/, pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy hallmark agent attestors config tenants trustdomains issuance federation console
+	$(VENV)/bin/mypy hallmark agent attestors config tenants trustdomains issuance federation console registrar
 
 ## protos: regenerate the committed gRPC code; check-protos fails when it drifted.
 protos: $(STAMP)
