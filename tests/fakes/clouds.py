@@ -122,9 +122,13 @@ class FakeGce:
         self.instance_id = str(secrets.randbelow(10**19))
         self.instance_name = f"web-{secrets.token_hex(2)}"
         self.metadata = _Server(self._route)
+        self._last_issued = 0
 
     def token(self, audience: str, *, issued_at: int | None = None, ttl: int = 3600) -> str:
-        now = issued_at or int(time.time())
+        # Each token the metadata server mints is a new one: two asked for within one second
+        # (RS256 is deterministic) would otherwise be the same bytes, a replay.
+        now = issued_at or max(int(time.time()), self._last_issued + 1)
+        self._last_issued = max(self._last_issued, now)
         return self.google.sign(
             {
                 "aud": audience,
