@@ -29,10 +29,15 @@ import requests
 BIN = Path(sys.executable).parent
 
 
+# Listening ports for the planes come from below the kernel's ephemeral range (32768 and up
+# on Linux): a port the kernel handed out and took back (bind to port 0) may go to the next
+# outgoing connection of any process before `hallmark up` binds it, which with several test
+# workers starting planes at once it did.
+LISTEN_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)
 
 
 def _database_for_e2e(url: str) -> str:
@@ -135,7 +140,7 @@ def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
 def free_ports(count: int) -> int:
     """The first of `count` consecutive free ports (for `hallmark up --metrics`)."""
     for _ in range(200):
-        first = secrets.randbelow(20000) + 30000
+        first = LISTEN_PORTS.start + secrets.randbelow(len(LISTEN_PORTS) - count)
         try:
             for port in range(first, first + count):
                 with socket.socket() as s:
