@@ -86,7 +86,8 @@ def usage_by_day(
     ):
         table[str(tenant_id)][date][metric] += value
     batches = counters.claimed_batches()
-    unstored = [b for b in batches if b not in rollup.stored_batches(batches)]
+    stored_already = rollup.stored_batches(batches)
+    unstored = [b for b in batches if b not in stored_already]
     for (tenant_id, date, metric), value in counters.pending(ids, batches=unstored).items():
         if first <= date <= last:
             table[tenant_id][date][metric] += value
