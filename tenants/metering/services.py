@@ -153,16 +153,24 @@ def all_usage(first: dt.date, last: dt.date) -> dict[str, Any]:
     }
 
 
-def month_svids(tenant: Tenant, year: int, month: int) -> dict[str, int]:
-    """X.509 and JWT SVIDs issued to the tenant in a month (stored figures; roll up first)."""
+def _month_range(year: int, month: int) -> tuple[dt.date, dt.date]:
     first = dt.date(year, month, 1)
-    last = (first + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+    return first, (first + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+
+
+def _month_counters(tenant: Tenant, first: dt.date, last: dt.date) -> dict[str, int]:
     rows = (
         DailyUsage.objects.filter(tenant=tenant, date__gte=first, date__lte=last)
         .values("metric")
         .annotate(total=Sum("value"))
     )
-    found = {r["metric"]: int(r["total"]) for r in rows}
+    return {r["metric"]: int(r["total"]) for r in rows}
+
+
+def month_svids(tenant: Tenant, year: int, month: int) -> dict[str, int]:
+    """X.509 and JWT SVIDs issued to the tenant in a month (stored figures; roll up first)."""
+    first, last = _month_range(year, month)
+    found = _month_counters(tenant, first, last)
     samples = GaugeSample.objects.filter(
         tenant=tenant,
         hour__gte=dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC),
@@ -181,8 +189,9 @@ def svids_this_month(tenant: Tenant) -> int:
     """SVIDs issued to the tenant this UTC month: Redis's month counter, or the stored figures
     when they are higher (Redis restarted without its data) or Redis does not answer."""
     today = counters.today()
-    stored = month_svids(tenant, today.year, today.month)
-    from_db = stored["x509_svids_issued"] + stored["jwt_svids_issued"]
+    # only the two SVID counters: this runs at each new agent's attestation, under the lock
+    found = _month_counters(tenant, *_month_range(today.year, today.month))
+    from_db = found.get(counters.X509_SVIDS, 0) + found.get(counters.JWT_SVIDS, 0)
     try:
         return max(counters.svids_this_month(tenant.pk, day=today), from_db)
     except redis.RedisError:
