@@ -49,6 +49,23 @@ def timestamp(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
+# The fields each link hashes besides its chain (`link_hash`'s keyword arguments but
+# `tenant_id`), in the order every listing, export and insert uses.
+LINKED_FIELDS = (
+    "tenant_slug",
+    "sequence",
+    "at",
+    "actor",
+    "action",
+    "target",
+    "outcome",
+    "source",
+    "request_id",
+    "detail",
+    "prev_hash",
+)
+
+
 def link_hash(
     *,
     tenant_id: uuid.UUID | str | None,

@@ -19,42 +19,16 @@ from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
 from tenants.api.errors import ApiError
+from tenants.audit.chain import LINKED_FIELDS
 from tenants.audit.models import AuditEvent
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 STREAM_CHUNK_ROWS = 2000
 STREAM_CHUNK_BYTES = 64 * 1024
-FIELDS = (
-    "id",
-    "tenant_slug",
-    "sequence",
-    "at",
-    "actor",
-    "action",
-    "target",
-    "outcome",
-    "source",
-    "request_id",
-    "detail",
-    "prev_hash",
-    "hash",
-)
-CSV_COLUMNS = (
-    "id",
-    "tenant",
-    "sequence",
-    "at",
-    "actor",
-    "action",
-    "target",
-    "outcome",
-    "source",
-    "request_id",
-    "detail",
-    "prev_hash",
-    "hash",
-)
+FIELDS = ("id", *LINKED_FIELDS, "hash")
+# as FIELDS, with the tenant's slug under the name `tenant`
+CSV_COLUMNS = ("id", "tenant", *LINKED_FIELDS[1:], "hash")
 _TEXT_FILTERS = {"action": 100, "actor": 300, "outcome": 32}
 _DIGITS = re.compile(r"^[0-9]{1,7}$")
 
@@ -85,7 +59,6 @@ def decode_cursor(text: str) -> int:
 
 
 def _instant(name: str, text: str) -> dt.datetime:
-    value = None
     try:
         value = parse_datetime(text)
     except ValueError:
@@ -205,7 +178,7 @@ def stream(
 
 
 def _csv_row(item: dict[str, Any]) -> list[Any]:
-    values = [item.get(c if c != "tenant" else "tenant") for c in CSV_COLUMNS]
+    values = [item.get(c) for c in CSV_COLUMNS]
     values[CSV_COLUMNS.index("detail")] = json.dumps(item["detail"], separators=(",", ":"))
     return [_defused(v) for v in values]
 

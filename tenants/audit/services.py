@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tenants.audit.chain import GENESIS_HASH, chain_key, link_hash, normalise_detail
+from tenants.audit.chain import (
+    GENESIS_HASH,
+    LINKED_FIELDS,
+    chain_key,
+    link_hash,
+    normalise_detail,
+)
 from tenants.audit.context import current_request_id, current_source_address
 from tenants.audit.models import AuditChain, AuditEvent
 
@@ -168,21 +174,7 @@ def _link(
     return events
 
 
-_COLUMNS = (
-    "tenant_id",
-    "tenant_slug",
-    "sequence",
-    "at",
-    "actor",
-    "action",
-    "target",
-    "outcome",
-    "source",
-    "request_id",
-    "detail",
-    "prev_hash",
-    "hash",
-)
+_COLUMNS = ("tenant_id", *LINKED_FIELDS, "hash")
 
 
 def _insert_and_advance(event: AuditEvent) -> None:

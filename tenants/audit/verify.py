@@ -16,25 +16,11 @@ from typing import Any
 
 from django.db import transaction
 
-from tenants.audit.chain import GENESIS_HASH, chain_key, link_hash
+from tenants.audit.chain import GENESIS_HASH, LINKED_FIELDS, chain_key, link_hash
 from tenants.audit.models import AuditChain, AuditCheckpoint, AuditEvent
 
 CHUNK = 2000
-LINK_FIELDS = (
-    "id",
-    "tenant_slug",
-    "sequence",
-    "at",
-    "actor",
-    "action",
-    "target",
-    "outcome",
-    "source",
-    "request_id",
-    "detail",
-    "prev_hash",
-    "hash",
-)
+LINK_FIELDS = ("id", *LINKED_FIELDS, "hash")
 
 
 @dataclass
@@ -144,8 +130,9 @@ def _walk(
     pruned = {m.head_sequence: m for m in marks if m.kind == AuditCheckpoint.Kind.PRUNE}
     expected, prev_hash, last_id = 1, GENESIS_HASH, None
     for row in _rows(tenant_id):
-        (event_id, slug, sequence, at, actor, action, target, outcome, source) = row[:9]
-        request_id, detail, stored_prev, stored_hash = row[9:]
+        values = dict(zip(LINK_FIELDS, row, strict=True))
+        event_id, sequence = values["id"], values["sequence"]
+        stored_prev, stored_hash = values["prev_hash"], values["hash"]
         if answer.events == 0 and sequence != 1:
             base = pruned.get(sequence - 1)
             if base is None:
@@ -164,20 +151,7 @@ def _walk(
                 event_id=event_id,
                 sequence=expected,
             )
-        recomputed = link_hash(
-            tenant_id=tenant_id,
-            tenant_slug=slug,
-            sequence=sequence,
-            at=at,
-            actor=actor,
-            action=action,
-            target=target,
-            outcome=outcome,
-            source=source,
-            request_id=request_id,
-            detail=detail,
-            prev_hash=stored_prev,
-        )
+        recomputed = link_hash(tenant_id=tenant_id, **{f: values[f] for f in LINKED_FIELDS})
         if recomputed != stored_hash:
             raise _Invalid(
                 "hash_mismatch",
