@@ -8,13 +8,11 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tenants.api.errors import ApiError
-from tenants.api.operator import OperatorTokenAuthentication
+from tenants.api.operator import OperatorAPIView
 from tenants.audit import listing
 from tenants.audit.models import AuditEvent
 from tenants.audit.verify import verify_chain
@@ -29,19 +27,6 @@ class _JsonOnly(DefaultContentNegotiation):
         self, request: Request, renderers: list[Any], format_suffix: str | None = None
     ) -> tuple[Any, str]:
         return renderers[0], renderers[0].media_type
-
-
-class IsPlatformOperator(BasePermission):
-    """Only a platform operator's principal (a tenant token is refused: 403)."""
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        if not getattr(request.user, "is_platform_operator", False):
-            raise ApiError(
-                "permission_denied",
-                "only a platform operator may read the platform-wide audit trail",
-                status=403,
-            )
-        return True
 
 
 _FILTERS = [
@@ -90,12 +75,9 @@ class AuditVerify(APIView):
         return Response(verify_chain(request.tenant.pk).as_dict())  # type: ignore[attr-defined]
 
 
-class OperatorAuditEventList(APIView):
+class OperatorAuditEventList(OperatorAPIView):
     """Every tenant's events and the platform's own (`?tenant=` narrows to one tenant)."""
 
-    permission_resource = "audit"
-    authentication_classes = [OperatorTokenAuthentication]
-    permission_classes = [IsAuthenticated, IsPlatformOperator]
     content_negotiation_class = _JsonOnly
 
     @extend_schema(
