@@ -27,7 +27,7 @@ from tenants import roles
 from tenants.models import Membership, Operator, Tenant
 from tenants.ratelimit import client_address
 from tenants.scoping import tenant_schema
-from tenants.services import record_audit
+from tenants.services import record_denied_write
 
 OPERATOR_SESSION_KEY = "hallmark_operator_id"
 
@@ -132,14 +132,14 @@ def tenant_page(resource: str) -> Callable[[View], View]:
             access = roles.access_of(request.method or "GET")
             if not console.allows(resource, access):
                 if access == roles.WRITE:
-                    record_audit(
+                    record_denied_write(
                         tenant=tenant,
                         actor=console.actor,
-                        action=f"{resource}.write",
-                        target=request.path[:2100],
-                        outcome="denied",
+                        resource=resource,
+                        path=request.path,
+                        role=console.role,
                         source=console.source,
-                        detail={"code": "permission_denied", "role": console.role, "via": "web"},
+                        via="web",
                     )
                 return error_page(
                     request,

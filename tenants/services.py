@@ -22,6 +22,9 @@ from tenants.api.errors import ApiError
 from tenants.audit.services import AuditRecord as AuditRecord  # noqa: PLC0414
 from tenants.audit.services import record_audit as record_audit  # noqa: PLC0414
 from tenants.audit.services import record_audits as record_audits  # noqa: PLC0414
+from tenants.audit.services import (
+    record_denied_write as record_denied_write,  # noqa: PLC0414
+)
 from tenants.migrating import code_fingerprint
 from tenants.models import ApiToken, Domain, Membership, Tenant
 from tenants.reserved import check_not_reserved

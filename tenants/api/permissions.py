@@ -48,14 +48,14 @@ def _audit_denial(request: Request, principal: Any, resource: str | None, access
     """A refused write lands in the tenant's trail (refused reads change nothing)."""
     if access != roles.WRITE:
         return
-    from tenants.services import record_audit
+    from tenants.services import record_denied_write
 
-    record_audit(
+    record_denied_write(
         tenant=principal.tenant,
         actor=str(principal),
-        action=f"{resource or 'unknown'}.write",
-        target=request.path[:2100],
-        outcome="denied",
+        resource=resource or "unknown",
+        path=request.path,
+        role=principal.role,
         source=str(request.META.get("REMOTE_ADDR", "")),
-        detail={"code": "permission_denied", "method": request.method, "role": principal.role},
+        method=request.method,
     )

@@ -66,6 +66,28 @@ def record_audit(
     return event
 
 
+def record_denied_write(
+    *,
+    tenant: Tenant,
+    actor: str,
+    resource: str,
+    path: str,
+    role: str,
+    source: str = "",
+    **detail: Any,
+) -> AuditEvent:
+    """The trail's row for a write a role was refused (API and console alike)."""
+    return record_audit(
+        tenant=tenant,
+        actor=actor,
+        action=f"{resource}.write",
+        target=path[:2100],
+        outcome="denied",
+        source=source,
+        detail={"code": "permission_denied", "role": role, **detail},
+    )
+
+
 def record_audits(
     *,
     tenant: Tenant,
