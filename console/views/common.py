@@ -8,21 +8,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from console.access import Console
+from issuance.services.entries import ENTRY_FIELDS
 
 # Where a service's message names a field, the error is shown beside that field.
-ENTRY_FIELDS = (
-    "spiffe_id",
-    "parent_id",
-    "selectors",
-    "x509_svid_ttl",
-    "jwt_svid_ttl",
-    "dns_names",
-    "hint",
-    "federates_with",
-    "admin",
-    "downstream",
-    "expires_at",
-)
 CODE_FIELDS = {
     "invalid_selector": "selectors",
     "invalid_dns_name": "dns_names",
