@@ -41,6 +41,8 @@ from attestors.node.base import (
     require_keys,
     string_list,
 )
+from hallmark.bundle import load_pem_certificates
+from hallmark.errors import InvalidBundle
 
 ATTESTATION_TYPE = "aws_iid"
 DEFAULT_AGENT_PATH_TEMPLATE = "{{ .PluginName }}/{{ .AccountID }}/{{ .Region }}/{{ .InstanceID }}"
@@ -57,8 +59,8 @@ def _certificates(pem: Any) -> list[x509.Certificate]:
     if not isinstance(pem, str):
         return []
     try:
-        certificates = x509.load_pem_x509_certificates(pem.encode())
-    except ValueError:
+        certificates = load_pem_certificates(pem.encode())
+    except InvalidBundle:
         return []
     return [c for c in certificates if isinstance(c.public_key(), rsa.RSAPublicKey)]
 

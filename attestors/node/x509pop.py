@@ -39,6 +39,8 @@ from attestors.node.base import (
     ServerAttestor,
     require_keys,
 )
+from hallmark.bundle import load_pem_certificates
+from hallmark.errors import InvalidBundle
 
 ATTESTATION_TYPE = "x509pop"
 DEFAULT_AGENT_PATH_TEMPLATE = "{{ .PluginName }}/{{ .Fingerprint }}"
@@ -105,8 +107,8 @@ def parse_payload(payload: bytes) -> list[x509.Certificate]:
 
 def load_pem_bundle(pem: str) -> list[x509.Certificate]:
     try:
-        return x509.load_pem_x509_certificates(pem.encode())
-    except ValueError:
+        return load_pem_certificates(pem.encode())
+    except InvalidBundle:
         return []
 
 

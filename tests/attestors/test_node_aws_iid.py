@@ -7,11 +7,13 @@ import json
 import urllib.error
 
 import pytest
+from cryptography import x509
 
 from attestors.node import catalog
 from attestors.node.aws_iid import AwsIidAgent, AwsIidServer
 from attestors.node.base import InvalidAttestorConfig, NodeAttestationFailed
 from tests.fakes.aws import AwsSigner, FakeImds, instance_document
+from tests.fakes.pki import bad_version_pem
 
 ACCOUNT = "123456789012"
 
@@ -113,6 +115,15 @@ def test_config_is_validated_with_stable_codes(config, code):
     with pytest.raises(InvalidAttestorConfig) as refused:
         catalog.validate_config("aws_iid", config)
     assert refused.value.code == code
+
+
+def test_a_certificate_cryptography_cannot_load_is_refused_not_a_crash(signer):
+    bad = bad_version_pem(x509.load_pem_x509_certificate(signer.pem.encode()))
+    with pytest.raises(InvalidAttestorConfig) as refused:
+        catalog.validate_config(
+            "aws_iid", {"aws_certificates_pem": bad, "account_allow_list": [ACCOUNT]}
+        )
+    assert refused.value.code == "invalid_aws_certificates"
 
 
 def test_account_allow_list_must_be_account_ids(signer):

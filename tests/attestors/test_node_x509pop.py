@@ -10,7 +10,7 @@ import pytest
 from attestors.node import catalog
 from attestors.node.base import InvalidAttestorConfig, NodeAttestationFailed
 from attestors.node.x509pop import X509PopAgent, X509PopServer, fingerprint
-from tests.fakes.pki import TestCA, pem
+from tests.fakes.pki import TestCA, bad_version_pem, pem
 
 TD = "fleet.example"
 
@@ -162,6 +162,12 @@ def test_config_is_validated_with_stable_codes(config, code):
     with pytest.raises(InvalidAttestorConfig) as refused:
         catalog.validate_config("x509pop", config)
     assert refused.value.code == code
+
+
+def test_a_certificate_cryptography_cannot_load_is_an_invalid_bundle_not_a_crash(root):
+    with pytest.raises(InvalidAttestorConfig) as refused:
+        catalog.validate_config("x509pop", {"ca_bundle_pem": bad_version_pem(root.cert)})
+    assert refused.value.code == "invalid_ca_bundle"
 
 
 def test_template_with_unknown_field_is_refused(root):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
@@ -24,6 +25,17 @@ def _name(cn: str) -> x509.Name:
 
 def pem(*certificates: x509.Certificate) -> str:
     return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certificates)
+
+
+def bad_version_pem(certificate: x509.Certificate) -> str:
+    """The certificate with its X.509 version field set to 6: cryptography refuses to load it
+    with InvalidVersion, which is not a ValueError."""
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    v3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2
+    at = der.index(v3)
+    bad = der[:at] + bytes.fromhex("a003020105") + der[at + len(v3) :]
+    body = base64.encodebytes(bad).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
