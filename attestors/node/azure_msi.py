@@ -13,7 +13,6 @@ selectors beyond `azure_msi:tenant-id:` and `azure_msi:principal-id:`. A token a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import urllib.parse
@@ -21,24 +20,20 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-import jwt
-
 from attestors.node.base import (
     AgentAttestor,
     AttestedNode,
-    InvalidAttestationPayload,
     InvalidAttestorConfig,
     NodeAttestationFailed,
     NodeLookup,
     ServerAttestor,
     require_keys,
 )
-from attestors.node.jwtproof import expiry, verify_jwt
+from attestors.node.jwtproof import expiry, proof_id, token_payload, unverified_claims, verify_jwt
 
 ATTESTATION_TYPE = "azure_msi"
 DEFAULT_RESOURCE = "https://management.azure.com/"
 DEFAULT_IMDS = "http://169.254.169.254"
-MAX_TOKEN = 16 * 1024
 _GUID = re.compile(r"^[0-9a-fA-F-]{36}$")
 
 
@@ -91,11 +86,8 @@ class AzureMsiServer(ServerAttestor):
         response: bytes | None,
         lookup: NodeLookup,
     ) -> AttestedNode:
-        token = _parse(payload)
-        try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise NodeAttestationFailed("the token is not a JWT", code="invalid_token") from None
+        token = token_payload(payload, ATTESTATION_TYPE)
+        unverified = unverified_claims(token)
         tenant_id = str(unverified.get("tid", "")).lower()
         settings = self.config["tenants"].get(tenant_id)
         if settings is None:
@@ -121,21 +113,10 @@ class AzureMsiServer(ServerAttestor):
                 f"azure_msi:tenant-id:{tenant_id}",
             ),
             can_reattest=True,
-            proof_id="azure_msi:" + hashlib.sha256(token.encode()).hexdigest(),
+            proof_id=proof_id(ATTESTATION_TYPE, token),
             proof_expires_at=expiry(claims),
             detail={"tenant_id": tenant_id, "principal_id": principal},
         )
-
-
-def _parse(payload: bytes) -> str:
-    try:
-        message = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidAttestationPayload("azure_msi attestation data is not JSON") from None
-    token = message.get("token") if isinstance(message, dict) else None
-    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
-        raise InvalidAttestationPayload('azure_msi attestation data must be {"token": "<JWT>"}')
-    return token
 
 
 class AzureMsiAgent(AgentAttestor):

@@ -13,7 +13,6 @@ token attests at most once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import urllib.parse
@@ -24,7 +23,6 @@ from typing import Any
 from attestors.node.base import (
     AgentAttestor,
     AttestedNode,
-    InvalidAttestationPayload,
     InvalidAttestorConfig,
     NodeAttestationFailed,
     NodeLookup,
@@ -32,7 +30,7 @@ from attestors.node.base import (
     require_keys,
     string_list,
 )
-from attestors.node.jwtproof import expiry, verify_jwt
+from attestors.node.jwtproof import expiry, proof_id, token_payload, verify_jwt
 
 ATTESTATION_TYPE = "gcp_iit"
 DEFAULT_AUDIENCE = "spire-gcp-node-attestor"
@@ -40,7 +38,6 @@ GOOGLE_ISSUER = "https://accounts.google.com"
 GOOGLE_JWKS_URL = "https://www.googleapis.com/oauth2/v3/certs"
 DEFAULT_AGENT_PATH_TEMPLATE = "{{ .PluginName }}/{{ .ProjectID }}/{{ .InstanceID }}"
 DEFAULT_TOKEN_HOST = "metadata.google.internal"  # noqa: S105 - a host name
-MAX_TOKEN = 16 * 1024
 _TEMPLATE_FIELD = re.compile(r"\{\{\s*\.([A-Za-z]+)\s*\}\}")
 _TEMPLATE_FIELDS = {"PluginName", "ProjectID", "InstanceID", "InstanceName", "Zone"}
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -112,7 +109,7 @@ class GcpIitServer(ServerAttestor):
         response: bytes | None,
         lookup: NodeLookup,
     ) -> AttestedNode:
-        token = _parse(payload)
+        token = token_payload(payload, ATTESTATION_TYPE)
         claims = verify_jwt(
             token,
             lookup=lookup,
@@ -161,21 +158,10 @@ class GcpIitServer(ServerAttestor):
             agent_path=path,
             selectors=tuple(sorted(selectors)),
             can_reattest=False,
-            proof_id="gcp_iit:" + hashlib.sha256(token.encode()).hexdigest(),
+            proof_id=proof_id(ATTESTATION_TYPE, token),
             proof_expires_at=expiry(claims),
             detail={"project": project, "instance_id": engine["instance_id"]},
         )
-
-
-def _parse(payload: bytes) -> str:
-    try:
-        message = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidAttestationPayload("gcp_iit attestation data is not JSON") from None
-    token = message.get("token") if isinstance(message, dict) else None
-    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
-        raise InvalidAttestationPayload('gcp_iit attestation data must be {"token": "<JWT>"}')
-    return token
 
 
 class GcpIitAgent(AgentAttestor):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import threading
 import time
@@ -11,8 +12,14 @@ from typing import Any
 
 import jwt
 
-from attestors.node.base import DEFAULT_CLOCK_SKEW, NodeAttestationFailed, NodeLookup
+from attestors.node.base import (
+    DEFAULT_CLOCK_SKEW,
+    InvalidAttestationPayload,
+    NodeAttestationFailed,
+    NodeLookup,
+)
 
+MAX_TOKEN = 16 * 1024  # bytes of a token in an attestation payload
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "PS384", "PS512"]
 JWKS_CACHE_SECONDS = 300.0
 JWKS_REFRESH_FLOOR = 10.0
@@ -140,3 +147,32 @@ def expiry(claims: Mapping[str, Any]) -> dt.datetime:
     if not isinstance(exp, int | float):
         raise NodeAttestationFailed("the token has no expiry", code="invalid_token")
     return dt.datetime.fromtimestamp(exp, dt.UTC)
+
+
+def token_payload(payload: bytes, attestation_type: str) -> str:
+    """The JWT of a `{"token": "<JWT>"}` attestation payload (gcp_iit, azure_msi)."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidAttestationPayload(
+            f"{attestation_type} attestation data is not JSON"
+        ) from None
+    token = message.get("token") if isinstance(message, dict) else None
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
+        raise InvalidAttestationPayload(
+            f'{attestation_type} attestation data must be {{"token": "<JWT>"}}'
+        )
+    return token
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims before any check, to pick the keys or endpoint that will verify them."""
+    try:
+        return dict(jwt.decode(token, options={"verify_signature": False}))
+    except jwt.PyJWTError:
+        raise NodeAttestationFailed("the token is not a JWT", code="invalid_token") from None
+
+
+def proof_id(attestation_type: str, token: str) -> str:
+    """What makes a token usable once: its type and the SHA-256 of its bytes."""
+    return f"{attestation_type}:" + hashlib.sha256(token.encode()).hexdigest()

@@ -12,7 +12,6 @@ The agent ID is SPIRE's `k8s_psat/<cluster>/<node UID>`; selectors as SPIRE's
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,12 +31,18 @@ from attestors.node.base import (
     require_keys,
     string_list,
 )
-from attestors.node.jwtproof import expiry, fetch_json, verify_jwt
+from attestors.node.jwtproof import (
+    MAX_TOKEN,
+    expiry,
+    fetch_json,
+    proof_id,
+    unverified_claims,
+    verify_jwt,
+)
 
 ATTESTATION_TYPE = "k8s_psat"
 DEFAULT_AUDIENCE = ["spire-server"]
 DEFAULT_TOKEN_PATH = "/var/run/secrets/tokens/spire-agent"  # noqa: S105 - a path
-MAX_TOKEN = 16 * 1024
 _CLUSTER_KEYS = {
     "service_account_allow_list",
     "audience",
@@ -171,7 +176,7 @@ class K8sPsatServer(ServerAttestor):
             agent_path=f"k8s_psat/{cluster_name}/{node_uid}",
             selectors=tuple(sorted(selectors)),
             can_reattest=True,
-            proof_id="k8s_psat:" + hashlib.sha256(token.encode()).hexdigest(),
+            proof_id=proof_id(ATTESTATION_TYPE, token),
             proof_expires_at=identity["expires_at"],
             detail={"cluster": cluster_name, "pod_uid": identity.get("pod_uid", "")},
         )
@@ -195,10 +200,7 @@ class K8sPsatServer(ServerAttestor):
     def _token_review(
         self, cluster: Mapping[str, Any], token: str, lookup: NodeLookup
     ) -> dict[str, Any]:
-        try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise NodeAttestationFailed("the token is not a JWT", code="invalid_token") from None
+        unverified = unverified_claims(token)
         expires = expiry(unverified)
         if expires + DEFAULT_CLOCK_SKEW < self.now():
             raise NodeAttestationFailed("the token has expired", code="token_expired")
