@@ -44,8 +44,6 @@ class FederationRelationshipViewSet(
 ):
     """`/api/v1/federation-relationships[/<trust domain>]`: create, list, read, patch, delete."""
 
-    permission_resource = "federation"
-
     model = FederationRelationship
     serializer_class = RelationshipSerializer
     permission_resource = "federation"

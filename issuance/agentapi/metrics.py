@@ -65,7 +65,7 @@ def attestor_type(raw: Any) -> str:
 
 
 def _count_minted(method: str, response: Any) -> None:
-    if method in ("AttestAgent", "RenewAgent"):
+    if method == "RenewAgent":  # AttestAgent is a conversation: counted by _bidi
         metrics.SVIDS_MINTED.labels("x509_agent").inc()
     elif method == "NewJWTSVID":
         metrics.SVIDS_MINTED.labels("jwt_workload").inc()
@@ -118,9 +118,6 @@ class AgentApiMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = _code_of(context, error)
                 metrics.RPC_CALLS.labels(method, _code_label(code)).inc()
                 metrics.RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
-                if method == "AttestAgent":
-                    outcome = "ok" if code == grpc.StatusCode.OK else code.name.lower()
-                    metrics.ATTESTATIONS.labels(attestor_type(request), outcome).inc()
             if code == grpc.StatusCode.OK:
                 _count_minted(method, response)
             return response
