@@ -141,11 +141,11 @@ def _socket_flags(parser: argparse.ArgumentParser) -> None:
 
 
 async def _run_agent(config: AgentConfig) -> int:
+    from agent.config import workload_attestors_of
     from agent.manager import AgentError, AgentManager
     from agent.state import AgentState
     from agent.store import ensure_data_dir
     from agent.workload.server import WorkloadApiServer
-    from attestors.workload.catalog import WorkloadAttestors
 
     ensure_data_dir(config.data_dir)
     state = AgentState()
@@ -157,7 +157,7 @@ async def _run_agent(config: AgentConfig) -> int:
         max_exe_hash_bytes=config.max_exe_hash_bytes,
         svid_wait=config.svid_wait,
         jwt_svids=manager.jwt_cache,
-        compose_attestor=WorkloadAttestors(config.workload_attestor).bind,
+        compose_attestor=workload_attestors_of(config).bind,
     )
     await server.start()
     task = asyncio.ensure_future(manager.run())

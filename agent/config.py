@@ -96,6 +96,9 @@ class AgentConfig:
     join_token_file: str | None = None
     # The [workload_attestor.<type>] tables (attestors.workload.catalog); empty: unix alone.
     workload_attestor: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The attestors built from those tables when the config was read (their files read once);
+    # None for a config built by hand: `workload_attestors_of` builds them then.
+    workload_attestors: WorkloadAttestors | None = field(default=None, compare=False, repr=False)
     # `[node_attestor.<type>]` of the TOML file: one table, SPIRE's agent plugin settings.
     node_attestor: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -187,18 +190,27 @@ class AgentConfig:
             svid_wait=_positive(values, "svid_wait", DEFAULT_SVID_WAIT),
             taint_jitter=_non_negative(values, "taint_jitter", DEFAULT_TAINT_JITTER),
             log_level=(_text(values, "log_level") or "INFO").upper(),
-            workload_attestor=_workload_attestor(values.get("workload_attestor")),
+            # built (and so checked) before the tables are copied, as one step of the checks
+            workload_attestors=_workload_attestors(tables := values.get("workload_attestor")),
+            workload_attestor=dict(tables or {}),
             node_attestor=_node_attestor(values),
         )
 
 
-def _workload_attestor(tables: Any) -> dict[str, dict[str, Any]]:
-    """The workload attestor tables, checked now so that a bad one stops the agent at start."""
+def _workload_attestors(tables: Any) -> WorkloadAttestors:
+    """The workload attestors of the tables, built now so that a bad one stops the agent at
+    start."""
     try:
-        WorkloadAttestors(tables)
+        return WorkloadAttestors(tables)
     except AttestorConfigError as exc:
         raise ConfigError(exc.detail, code=exc.code) from None
-    return dict(tables or {})
+
+
+def workload_attestors_of(config: AgentConfig) -> WorkloadAttestors:
+    """The config's workload attestors (built once, when the config was read)."""
+    if config.workload_attestors is not None:
+        return config.workload_attestors
+    return _workload_attestors(config.workload_attestor)
 
 
 def default_socket(data_dir: str = DEFAULT_DATA_DIR, euid: int | None = None) -> str:
@@ -271,6 +283,9 @@ def _join_token(values: Mapping[str, Any]) -> str | None:
     return text
 
 
+_PLUGIN_TABLES = ("workload_attestor", "node_attestor")
+
+
 def read_toml(path: str) -> dict[str, Any]:
     """The `[agent]` table of a TOML file, or its top level when there is no such table."""
     try:
@@ -284,11 +299,10 @@ def read_toml(path: str) -> dict[str, Any]:
     table = document.get("agent", document)
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path}: [agent] must be a table")
-    if table is not document and "workload_attestor" in document:
-        table = {**table, "workload_attestor": document["workload_attestor"]}
-    if table is not document and "node_attestor" in document:
-        # [node_attestor.<type>] tables sit beside [agent], as SPIRE's plugins beside agent {}
-        table = {**table, "node_attestor": document["node_attestor"]}
+    if table is not document:
+        # [node_attestor.<type>] and [workload_attestor.<type>] tables sit beside [agent], as
+        # SPIRE's plugins beside agent {}
+        table = {**table, **{k: document[k] for k in _PLUGIN_TABLES if k in document}}
     return table
 
 
