@@ -126,10 +126,17 @@ def test_without_tables_unix_alone_runs_on_the_servers_own_path() -> None:
     assert catalog.bind(unix_attestor) is unix_attestor
 
 
-def test_unix_can_be_left_out(tables: dict[str, dict[str, object]]) -> None:
+def test_unix_can_be_left_out(tmp_path: Path, tables: dict[str, dict[str, object]]) -> None:
+    # given a pod's container and the unix table left out
+    trees.write_cgroup(tmp_path / "proc", os.getpid(), trees.K8S_DOCKER_V2)
     del tables["unix"]
+    catalog = WorkloadAttestors(tables)
 
-    assert WorkloadAttestors(tables).names == ["docker", "k8s"]
+    # then the calls get docker and k8s selectors and no unix ones
+    found = asyncio.run(catalog.bind(unix_attestor)(this_process()))
+
+    assert catalog.names == ["docker", "k8s"]
+    assert kinds(found) == {"docker", "k8s"}
 
 
 @pytest.mark.parametrize(
