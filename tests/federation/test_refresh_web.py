@@ -7,6 +7,7 @@ import socket
 import threading
 
 import pytest
+from django.utils.dateparse import parse_datetime
 
 from federation import fetcher
 from federation.tasks import refresh_relationship as refresh_task
@@ -325,6 +326,14 @@ def test_the_sweep_finds_due_relationships_of_every_tenant(peer, tenant_a, tenan
         assert due_relationships() == [PEER]
     with tenant_b.schema():
         assert due_relationships() == []  # nothing to fetch: no URL
+
+    # once fetched, a relationship is not due again before its next_refresh_at
+    peer.answer_json("/bundle", bundle_document(PEER, 2))
+    assert _refresh(tenant_a).status_code == 200
+    later = parse_datetime(_held(tenant_a)["next_refresh_at"])
+    with tenant_a.schema():
+        assert due_relationships() == []
+        assert due_relationships(now=later) == [PEER]
 
 
 def test_every_fetch_is_counted_in_metrics_by_profile_and_outcome(peer, tenant_a) -> None:
