@@ -18,6 +18,7 @@ from typing import Any
 from cryptography import x509
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from config import metrics
@@ -231,11 +232,9 @@ def refresh_relationship(
 def due_relationships(now: dt.datetime | None = None) -> list[str]:
     """Trust domains of this tenant's relationships whose refresh is due."""
     now = now or timezone.now()
-    rows = FederationRelationship.objects.filter(
-        bundle_endpoint_profile__in=FETCHED_PROFILES
-    ).exclude(bundle_endpoint_url="")
-    return [
-        r.trust_domain
-        for r in rows.only("trust_domain", "next_refresh_at")
-        if r.next_refresh_at is None or r.next_refresh_at <= now
-    ]
+    rows = (
+        FederationRelationship.objects.filter(bundle_endpoint_profile__in=FETCHED_PROFILES)
+        .exclude(bundle_endpoint_url="")
+        .filter(Q(next_refresh_at__isnull=True) | Q(next_refresh_at__lte=now))
+    )
+    return list(rows.values_list("trust_domain", flat=True))

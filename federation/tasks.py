@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from tenants.scoping import all_tenant_ids, tenant_for_task, tenant_schema
+from tenants.scoping import all_tenants, tenant_for_task, tenant_schema
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +31,12 @@ def refresh_due() -> int:
     from federation.refresh import due_relationships
 
     queued = 0
-    for tenant_id in all_tenant_ids():
-        tenant = tenant_for_task(str(tenant_id), "refresh_due")
-        if tenant is None:
-            continue
+    for tenant in all_tenants():
         with tenant_schema(tenant):
             due = due_relationships()
         for trust_domain in due:
             refresh_relationship.apply_async(
-                args=(str(tenant_id), trust_domain), expires=sweep_interval() * 6
+                args=(str(tenant.pk), trust_domain), expires=sweep_interval() * 6
             )
             queued += 1
     return queued

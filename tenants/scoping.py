@@ -71,6 +71,12 @@ def all_tenant_ids() -> list[object]:
         )
 
 
+def all_tenants() -> list[Tenant]:
+    """Every tenant (not the public schema), read in one query, for sweeps that visit each."""
+    with public_schema():
+        return list(Tenant.objects.exclude(schema_name=get_public_schema_name()))
+
+
 def tenant_for_task(tenant_id: object, task: str) -> Tenant | None:
     """The tenant a Celery task must run for; None if it was deleted since it was queued.
 
