@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from attestors.node import agentpath
 from attestors.node.base import (
     DEFAULT_CLOCK_SKEW,
     AgentAttestor,
@@ -49,9 +50,7 @@ DEFAULT_AGENT_PATH_TEMPLATE = "{{ .PluginName }}/{{ .AccountID }}/{{ .Region }}/
 DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254"
 TOKEN_TTL_SECONDS = 60
 MAX_DOCUMENT = 16 * 1024
-_TEMPLATE_FIELD = re.compile(r"\{\{\s*\.([A-Za-z]+)\s*\}\}")
 _TEMPLATE_FIELDS = {"PluginName", "AccountID", "Region", "InstanceID", "AvailabilityZone"}
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 _ACCOUNT = re.compile(r"^[0-9]{12}$")
 
 
@@ -89,14 +88,9 @@ class AwsIidServer(ServerAttestor):
                 "account_allow_list must list 12-digit AWS account IDs",
                 code="invalid_account_allow_list",
             )
-        template = config.get("agent_path_template", DEFAULT_AGENT_PATH_TEMPLATE)
-        if not isinstance(template, str) or not all(
-            name in _TEMPLATE_FIELDS for name in _TEMPLATE_FIELD.findall(template)
-        ):
-            raise InvalidAttestorConfig(
-                f"agent_path_template may use {', '.join(sorted(_TEMPLATE_FIELDS))}",
-                code="invalid_agent_path_template",
-            )
+        template = agentpath.check_fields(
+            config.get("agent_path_template", DEFAULT_AGENT_PATH_TEMPLATE), _TEMPLATE_FIELDS
+        )
         return {
             "aws_certificates_pem": config["aws_certificates_pem"],
             "account_allow_list": accounts,
@@ -148,14 +142,7 @@ class AwsIidServer(ServerAttestor):
             "InstanceID": document["instanceId"],
             "AvailabilityZone": str(document.get("availabilityZone", "")),
         }
-        path = _TEMPLATE_FIELD.sub(
-            lambda m: values.get(m.group(1), ""), self.config["agent_path_template"]
-        ).strip("/")
-        if not path or not all(_PATH_SEGMENT.match(s) for s in path.split("/")):
-            raise NodeAttestationFailed(
-                f"agent_path_template gives {path!r}, not a valid SPIFFE ID path",
-                code="invalid_agent_path",
-            )
+        path = agentpath.render(self.config["agent_path_template"], values)
         selectors = {
             f"aws_iid:instance:id:{document['instanceId']}",
             f"aws_iid:region:{document['region']}",

@@ -14,12 +14,12 @@ token attests at most once.
 from __future__ import annotations
 
 import json
-import re
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from attestors.node import agentpath
 from attestors.node.base import (
     AgentAttestor,
     AttestedNode,
@@ -38,9 +38,7 @@ GOOGLE_ISSUER = "https://accounts.google.com"
 GOOGLE_JWKS_URL = "https://www.googleapis.com/oauth2/v3/certs"
 DEFAULT_AGENT_PATH_TEMPLATE = "{{ .PluginName }}/{{ .ProjectID }}/{{ .InstanceID }}"
 DEFAULT_TOKEN_HOST = "metadata.google.internal"  # noqa: S105 - a host name
-_TEMPLATE_FIELD = re.compile(r"\{\{\s*\.([A-Za-z]+)\s*\}\}")
 _TEMPLATE_FIELDS = {"PluginName", "ProjectID", "InstanceID", "InstanceName", "Zone"}
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 class GcpIitServer(ServerAttestor):
@@ -76,14 +74,7 @@ class GcpIitServer(ServerAttestor):
         }
         if not isinstance(settings["audience"], str) or not settings["audience"]:
             raise InvalidAttestorConfig("audience must be a string", code="invalid_setting")
-        template = settings["agent_path_template"]
-        if not isinstance(template, str) or not all(
-            n in _TEMPLATE_FIELDS for n in _TEMPLATE_FIELD.findall(template)
-        ):
-            raise InvalidAttestorConfig(
-                f"agent_path_template may use {', '.join(sorted(_TEMPLATE_FIELDS))}",
-                code="invalid_agent_path_template",
-            )
+        agentpath.check_fields(settings["agent_path_template"], _TEMPLATE_FIELDS)
         if "jwks" in config:
             if not isinstance(config["jwks"], Mapping) or not isinstance(
                 config["jwks"].get("keys"), list
@@ -141,14 +132,7 @@ class GcpIitServer(ServerAttestor):
             "InstanceName": str(engine.get("instance_name", "")),
             "Zone": str(engine.get("zone", "")),
         }
-        path = _TEMPLATE_FIELD.sub(
-            lambda m: values.get(m.group(1), ""), self.config["agent_path_template"]
-        ).strip("/")
-        if not path or not all(_PATH_SEGMENT.match(s) for s in path.split("/")):
-            raise NodeAttestationFailed(
-                f"agent_path_template gives {path!r}, not a valid SPIFFE ID path",
-                code="invalid_agent_path",
-            )
+        path = agentpath.render(self.config["agent_path_template"], values)
         selectors = {f"gcp_iit:project-id:{project}"}
         if values["Zone"]:
             selectors.add(f"gcp_iit:zone:{values['Zone']}")

@@ -16,7 +16,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from attestors.node import agentpath
 from attestors.node.base import (
     DEFAULT_CLOCK_SKEW,
     AgentAttestor,
@@ -47,7 +47,7 @@ DEFAULT_AGENT_PATH_TEMPLATE = "{{ .PluginName }}/{{ .Fingerprint }}"
 NONCE_BYTES = 32
 MAX_CHAIN = 8
 MAX_BUNDLE_PEM = 256 * 1024
-_TEMPLATE_FIELD = re.compile(r"\{\{\s*\.([A-Za-z.]+)\s*\}\}")
+_TEMPLATE_FIELD = agentpath.DOTTED_FIELD
 _TEMPLATE_FIELDS = {
     "PluginName",
     "TrustDomain",
@@ -56,7 +56,6 @@ _TEMPLATE_FIELDS = {
     "Subject.CommonName",
     "Subject.SerialNumber",
 }
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def fingerprint(certificate: x509.Certificate) -> str:
@@ -127,14 +126,7 @@ def _check_template(template: str) -> None:
 
 
 def _render(template: str, values: Mapping[str, str]) -> str:
-    path = _TEMPLATE_FIELD.sub(lambda m: values.get(m.group(1), ""), template).strip("/")
-    segments = path.split("/")
-    if not path or not all(_PATH_SEGMENT.match(s) for s in segments):
-        raise NodeAttestationFailed(
-            f"agent_path_template gives {path!r}, not a valid SPIFFE ID path",
-            code="invalid_agent_path",
-        )
-    return path
+    return agentpath.render(template, values, field=_TEMPLATE_FIELD)
 
 
 def _verify_signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
