@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -40,10 +40,15 @@ def live_tenant_token(secret: str) -> ApiToken | None:
     web replica.
     """
     now = timezone.now()
+    # The role of the member the token acts for (None once they left), in the same query.
+    member_role = Membership.objects.filter(
+        user_id=OuterRef("created_by_id"), tenant_id=OuterRef("tenant_id"), active=True
+    ).values("role")[:1]
     return (
         ApiToken.objects.select_related("tenant", "created_by")
         .filter(token_hash=hash_token(secret), revoked_at__isnull=True)
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .annotate(member_role=Subquery(member_role))
         .first()
     )
 
@@ -65,13 +70,7 @@ class TenantTokenAuthentication(authentication.BaseAuthentication):
         if token.created_by_id is not None:
             # The member the token acts for: its current role caps the token's, and a token
             # of someone who left the tenant opens nothing.
-            member_role = (
-                Membership.objects.filter(
-                    user_id=token.created_by_id, tenant_id=token.tenant_id, active=True
-                )
-                .values_list("role", flat=True)
-                .first()
-            )
+            member_role = token.member_role  # type: ignore[attr-defined]
             if member_role is None:
                 raise InvalidToken()
             held = held & roles.grants(member_role)
