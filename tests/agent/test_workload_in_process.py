@@ -166,6 +166,32 @@ def test_the_servers_executable_hash_limit_is_the_one_attestation_uses(tmp_path:
     assert (code, text) == (grpc.StatusCode.PERMISSION_DENIED, "no identity issued")
 
 
+def test_a_server_without_a_jwt_minter_tells_callers_to_retry(tmp_path: Path) -> None:
+    # given a ready agent with an entry for this process but nothing to mint JWT-SVIDs with
+    entry = Entry(
+        id="by-uid",
+        spiffe_id=SpiffeId.parse("spiffe://example.org/by-uid"),
+        parent_id="spiffe://example.org/spire/agent/test",
+        selectors=parse_selectors([f"unix:uid:{os.geteuid()}"]),
+    )
+    server = InProcessServer(tmp_path, svid_wait=0.3)
+
+    async def start() -> None:
+        await server.state.publish(bundle=_bundle(), entries={entry.id: entry}, ready=True)
+        await server.server.start()
+
+    server.run(start())
+    try:
+        code, text = _first_answer(
+            server.endpoint, "FetchJWTSVID", workloadapi_pb2.JWTSVIDRequest(audience=["a"])
+        )
+    finally:
+        server.close()
+
+    # then the call says retry rather than failing on a missing minter
+    assert (code, text) == (grpc.StatusCode.UNAVAILABLE, "jwt_svids_unavailable: retry")
+
+
 def test_a_federated_bundle_named_like_the_agents_own_trust_domain_never_replaces_it(
     tmp_path: Path,
 ) -> None:
