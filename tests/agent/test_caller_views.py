@@ -97,3 +97,40 @@ def test_a_kept_validation_answer_ends_at_the_tokens_exp_plus_leeway() -> None:
     assert cache.get("key", at_end) is None
     assert cache.get("key", now) is None  # dropped once past its end
     assert cache.get("no-exp", now) is None
+
+
+def test_views_are_built_once_each_and_the_least_recently_used_goes_first() -> None:
+    snapshot = _snapshot(utcnow(), {"w": dt.timedelta(hours=1)})
+    views = CallerViews(max_views=2)
+    a, b, c = (parse_selectors([f"unix:uid:{uid}"]) for uid in (1000, 1001, 1002))
+
+    views.entries(snapshot, a)
+    views.entries(snapshot, b)
+    views.entries(snapshot, a)  # a is used again: b is now the least recently used
+    assert views.built == 2  # the second ask for a was served from its view
+    views.entries(snapshot, c)  # over the bound: b goes
+
+    views.entries(snapshot, a)
+    views.entries(snapshot, c)
+    assert views.built == 3  # a and c were kept
+    views.entries(snapshot, b)
+    assert views.built == 4  # b had to be built again
+
+
+def test_kept_validation_answers_are_bounded_least_recently_used_first() -> None:
+    cache = _ValidatedTokens(max_size=2)
+    now = utcnow()
+    exp = now.timestamp() + 60
+    answers = {
+        k: workloadapi_pb2.ValidateJWTSVIDResponse(spiffe_id=f"spiffe://example.org/{k}")
+        for k in "abc"
+    }
+
+    cache.put("a", {"exp": exp}, answers["a"])
+    cache.put("b", {"exp": exp}, answers["b"])
+    assert cache.get("a", now) is answers["a"]  # a used again: b is the least recently used
+    cache.put("c", {"exp": exp}, answers["c"])  # over the bound: b goes
+
+    assert cache.get("a", now) is answers["a"]
+    assert cache.get("c", now) is answers["c"]
+    assert cache.get("b", now) is None
