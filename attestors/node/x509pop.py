@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import json
 import secrets
@@ -145,6 +146,57 @@ def _is_ca(certificate: x509.Certificate) -> bool:
     return bool(constraints.value.ca)
 
 
+def verified_chain(
+    chain: list[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    *,
+    now: dt.datetime,
+    bundle: str,
+) -> list[x509.Certificate]:
+    """The path from the leaf (`chain[0]`, the rest its intermediates) to one of `roots`, the
+    root last; NodeAttestationFailed for an expired, CA or unusable leaf, or no such path.
+    `bundle` names the tenant's setting in the refusal."""
+    skew = DEFAULT_CLOCK_SKEW
+    for certificate in chain:
+        if certificate.not_valid_before_utc - skew > now:
+            raise NodeAttestationFailed(
+                f"certificate {certificate.subject.rfc4514_string()} is not valid yet",
+                code="certificate_not_yet_valid",
+            )
+        if certificate.not_valid_after_utc + skew < now:
+            raise NodeAttestationFailed(
+                f"certificate {certificate.subject.rfc4514_string()} has expired",
+                code="certificate_expired",
+            )
+    leaf = chain[0]
+    if _is_ca(leaf):
+        raise NodeAttestationFailed("the leaf certificate is a CA", code="leaf_is_ca")
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not usage.digital_signature:
+            raise NodeAttestationFailed(
+                "the leaf certificate lacks the digitalSignature key usage",
+                code="invalid_key_usage",
+            )
+    except x509.ExtensionNotFound:
+        pass
+    path, current, pool = [leaf], leaf, list(chain[1:])
+    for _ in range(MAX_CHAIN):
+        root = next((r for r in roots if _verify_signed_by(current, r)), None)
+        if root is not None:
+            return [*path, root]
+        issuer = next((c for c in pool if _is_ca(c) and _verify_signed_by(current, c)), None)
+        if issuer is None:
+            break
+        pool.remove(issuer)
+        path.append(issuer)
+        current = issuer
+    raise NodeAttestationFailed(
+        f"the certificate does not chain to the tenant's {bundle}",
+        code="untrusted_certificate",
+    )
+
+
 class X509PopServer(ServerAttestor):
     """Checks the chain against `ca_bundle_pem`, then the signature over a fresh nonce."""
 
@@ -186,47 +238,7 @@ class X509PopServer(ServerAttestor):
         return json.dumps({"nonce": _b64(secrets.token_bytes(NONCE_BYTES))}).encode()
 
     def _verified_chain(self, chain: list[x509.Certificate]) -> list[x509.Certificate]:
-        """The path from the leaf to a trusted root (the root last); refuses anything else."""
-        now, skew = self.now(), DEFAULT_CLOCK_SKEW
-        for certificate in chain:
-            if certificate.not_valid_before_utc - skew > now:
-                raise NodeAttestationFailed(
-                    f"certificate {certificate.subject.rfc4514_string()} is not valid yet",
-                    code="certificate_not_yet_valid",
-                )
-            if certificate.not_valid_after_utc + skew < now:
-                raise NodeAttestationFailed(
-                    f"certificate {certificate.subject.rfc4514_string()} has expired",
-                    code="certificate_expired",
-                )
-        leaf = chain[0]
-        if _is_ca(leaf):
-            raise NodeAttestationFailed("the leaf certificate is a CA", code="leaf_is_ca")
-        try:
-            usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-            if not usage.digital_signature:
-                raise NodeAttestationFailed(
-                    "the leaf certificate lacks the digitalSignature key usage",
-                    code="invalid_key_usage",
-                )
-        except x509.ExtensionNotFound:
-            pass
-        path, current, pool = [leaf], leaf, list(chain[1:])
-        roots = self.roots
-        for _ in range(MAX_CHAIN):
-            root = next((r for r in roots if _verify_signed_by(current, r)), None)
-            if root is not None:
-                return [*path, root]
-            issuer = next((c for c in pool if _is_ca(c) and _verify_signed_by(current, c)), None)
-            if issuer is None:
-                break
-            pool.remove(issuer)
-            path.append(issuer)
-            current = issuer
-        raise NodeAttestationFailed(
-            "the certificate does not chain to the tenant's x509pop CA bundle",
-            code="untrusted_certificate",
-        )
+        return verified_chain(chain, self.roots, now=self.now(), bundle="x509pop CA bundle")
 
     def attest(
         self,
