@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from attestors.node import aws_iid, azure_msi, gcp_iit, join_token, k8s_psat, sshpop, x509pop
+from attestors.node import (
+    aws_iid,
+    azure_msi,
+    gcp_iit,
+    join_token,
+    k8s_psat,
+    sshpop,
+    tpm_devid,
+    x509pop,
+)
 from attestors.node.base import AgentAttestor, InvalidAttestorConfig, ServerAttestor
 
 SERVER_ATTESTORS: dict[str, type[ServerAttestor]] = {
@@ -16,6 +25,7 @@ SERVER_ATTESTORS: dict[str, type[ServerAttestor]] = {
     gcp_iit.ATTESTATION_TYPE: gcp_iit.GcpIitServer,
     azure_msi.ATTESTATION_TYPE: azure_msi.AzureMsiServer,
     sshpop.ATTESTATION_TYPE: sshpop.SshPopServer,
+    tpm_devid.ATTESTATION_TYPE: tpm_devid.TpmDevidServer,
 }
 
 AGENT_ATTESTORS: dict[str, Callable[[Mapping[str, Any]], AgentAttestor]] = {
@@ -25,6 +35,7 @@ AGENT_ATTESTORS: dict[str, Callable[[Mapping[str, Any]], AgentAttestor]] = {
     gcp_iit.ATTESTATION_TYPE: gcp_iit.GcpIitAgent.from_settings,
     azure_msi.ATTESTATION_TYPE: azure_msi.AzureMsiAgent.from_settings,
     sshpop.ATTESTATION_TYPE: sshpop.SshPopAgent.from_settings,
+    tpm_devid.ATTESTATION_TYPE: tpm_devid.TpmDevidAgent.from_settings,
 }
 
 # The types DESIGN.md names for tenant configuration (join_token is always on, unconfigured).

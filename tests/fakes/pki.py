@@ -7,6 +7,7 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -129,6 +130,10 @@ class TestCA:
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         key = ec.generate_private_key(ec.SECP256R1())
         return self._issue(cn, key.public_key(), ca=False, signer=self, **options), key  # type: ignore[arg-type]
+
+    def issue(self, cn: str, public_key: Any, **options: Any) -> x509.Certificate:
+        """A leaf for a key held elsewhere (a TPM's EK or DevID key)."""
+        return self._issue(cn, public_key, ca=False, signer=self, **options)
 
     def server(
         self, host: str = "127.0.0.1"

@@ -512,3 +512,54 @@ def test_sshpop_host_certificate_attests_only_where_its_ssh_ca_is_trusted(
     assert "/spire/agent/sshpop/" in response.spiffe_id
     with tenant_b.schema():
         assert not Agent.objects.exists()
+
+
+def test_tpm_devid_attests_only_where_its_devid_ca_is_trusted(
+    agent_api, tenant_a, tenant_b, tmp_path
+):
+    # given a real TPM (swtpm) whose EK a maker certified and whose DevID fleet A's CA
+    # certified; tenant A trusts fleet A's DevID CA, tenant B its own, both the maker
+    from attestors.node.tpm_devid import TpmDevidAgent
+    from tests.fakes.swtpm import Swtpm
+
+    maker, fleet_a, fleet_b = TestCA("tpm maker"), TestCA("fleet A"), TestCA("fleet B")
+    tpm = Swtpm(tmp_path / "swtpm").start()
+    try:
+        tpm.provision_ek_certificate(maker, tmp_path / "maker")
+        # (the agent given its EK certificate as a file and its DevID's persistent parent)
+        settings = tpm.provision_devid(
+            fleet_a, "tpm-node-1", tmp_path / "devid", persistent_parent="0x81000001"
+        )
+        settings["ek_certificate_path"] = str(tmp_path / "maker" / "ek.der")
+        attestor = TpmDevidAgent.from_settings(settings)
+        configure(
+            tenant_a,
+            "tpm_devid",
+            {"devid_ca_pem": pem(fleet_a.cert), "endorsement_ca_pem": pem(maker.cert)},
+        )
+        configure(
+            tenant_b,
+            "tpm_devid",
+            {"devid_ca_pem": pem(fleet_b.cert), "endorsement_ca_pem": pem(maker.cert)},
+        )
+
+        # when the node attests to B it is refused; to A it is attested through the TPM
+        assert refusal(agent_api, tenant_b, attestor) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "untrusted_certificate",
+        )
+        client = client_for(agent_api, tenant_a)
+        response = client.attest_with(tenant_a.trust_domain, attestor, AgentIdentity.fresh())
+        client.close()
+    finally:
+        tpm.stop()
+
+    # then A has the agent with SPIRE's ID and selectors; B has none and audited why
+    assert "/spire/agent/tpm_devid/" in response.spiffe_id
+    with tenant_a.schema():
+        agent = Agent.objects.get(spiffe_id=response.spiffe_id)
+        assert "tpm_devid:subject:cn:tpm-node-1" in agent.selectors
+        assert agent.attestation_type == "tpm_devid"
+    with tenant_b.schema():
+        assert not Agent.objects.exists()
+    assert failure_codes(tenant_b, agent_api) == ["untrusted_certificate"]

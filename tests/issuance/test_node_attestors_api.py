@@ -71,7 +71,7 @@ def test_create_list_get_patch_delete_are_audited(tenant_a, ca_pem):
         ({"type": "x509pop", "config": "text"}, 400, "invalid_config"),
         ({"type": "join_token", "config": {}}, 400, "attestor_always_on"),
         ({"type": "telepathy", "config": {}}, 400, "invalid_type"),
-        ({"type": "tpm_devid", "config": {}}, 400, "unsupported_attestation_type"),
+        ({"type": "tpm_devid", "config": {}}, 400, "missing_setting"),
         ({"type": "k8s_psat", "config": {"clusters": {}}}, 400, "invalid_setting"),
     ],
 )
