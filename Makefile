@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint up protos check-protos softhsm chromium clean mutation
+.PHONY: demo test test-fast lint up protos check-protos softhsm chromium tpm clean mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,12 +26,12 @@ up: $(STAMP)
 # 2 on 2 cores (9m38s of tests on a quiet machine). 3 was 30-40 s faster but made SoftHSM2
 # and port races show up (seen once each in four runs): try TEST_WORKERS=3 locally.
 TEST_WORKERS ?= 2
-test: $(STAMP) softhsm chromium
+test: $(STAMP) softhsm chromium tpm
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 ## test-fast: the inner loop: everything but the end-to-end planes and the embedded-server
 ## restarts, in parallel, stopping at the first failure.
-test-fast: $(STAMP) softhsm
+test-fast: $(STAMP) softhsm tpm
 	$(PY) -m pytest -q -x -n $(TEST_WORKERS) --dist loadgroup -m "not e2e and not slow"
 
 ## softhsm: Debian's SoftHSM2 for the PKCS#11 key manager (installed when root and missing).
@@ -43,6 +43,18 @@ softhsm:
 	      (apt-get update -qq >/dev/null && apt-get install -y -qq softhsm2 >/dev/null)) || \
 	      echo "warning: could not install softhsm2; PKCS#11 tests will fail"; \
 	  else echo "note: softhsm2 is missing and you are not root; install Debian's softhsm2"; fi; \
+	fi
+
+## tpm: Debian's swtpm (a TPM 2.0 simulator) and tpm2-tools for the tpm_devid attestor's
+## tests, which start their own swtpm (installed when root and missing).
+tpm:
+	@if ! command -v swtpm >/dev/null 2>&1 || ! command -v tpm2_createek >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "==> installing swtpm and tpm2-tools (apt-get)"; \
+	    (apt-get install -y -qq swtpm tpm2-tools >/dev/null 2>&1 || \
+	      (apt-get update -qq >/dev/null && apt-get install -y -qq swtpm tpm2-tools >/dev/null)) || \
+	      echo "warning: could not install swtpm and tpm2-tools; tpm_devid tests will fail"; \
+	  else echo "note: swtpm or tpm2-tools is missing and you are not root; install Debian's swtpm and tpm2-tools"; fi; \
 	fi
 
 ## chromium: Debian's Chromium for the console's browser tests (tests/console/, Playwright),
