@@ -247,18 +247,21 @@ class AgentClient:
         shorthand for the join_token attestor)."""
         if isinstance(attestor, str):
             attestor = join_token.JoinTokenAgent(attestor)
+        # The agent halves block (tpm2-tools for a second or two, metadata services): they
+        # run off the event loop so the Workload API keeps answering meanwhile.
+        payload = await asyncio.to_thread(attestor.payload)
         call = self._stub.AttestAgent(metadata=self._metadata, timeout=CALL_TIMEOUT)
         await call.write(
             agent_pb2.AttestAgentRequest(
                 trust_domain=self.trust_domain.name,
                 attestation_type=attestor.type,
-                attestation_data=attestor.payload(),
+                attestation_data=payload,
                 csr=csr,
             )
         )
         response = await call.read()
         if response is not grpc.aio.EOF and response.challenge:
-            answer = attestor.respond(bytes(response.challenge))
+            answer = await asyncio.to_thread(attestor.respond, bytes(response.challenge))
             await call.write(agent_pb2.AttestAgentRequest(challenge_response=answer))
             response = await call.read()
         await call.done_writing()
