@@ -103,11 +103,12 @@ class Swtpm:
         *,
         password: str = "",
         persistent_parent: str | None = None,
+        algorithm: str = "ecc",
     ) -> dict[str, Any]:
         """The fleet's part: a DevID key in the TPM, its certificate from `devid_ca` (and
         the CA's parents); the agent's `[node_attestor.tpm_devid]` settings. The parent is
         the ECC primary key tpm2_createprimary makes, made persistent at `persistent_parent`
-        when given."""
+        when given; the DevID key is `algorithm` (`ecc`: P-256, or `rsa`: RSA 2048)."""
         work.mkdir(parents=True, exist_ok=True)
         self.run("tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc", "-c", "parent.ctx", cwd=work)
         parent = "parent.ctx"
@@ -117,7 +118,7 @@ class Swtpm:
             )
             parent = persistent_parent
         self.run(
-            "tpm2_create", "-Q", "-C", parent, "-G", "ecc", "-g", "sha256",
+            "tpm2_create", "-Q", "-C", parent, "-G", algorithm, "-g", "sha256",
             "-u", "devid.pub", "-r", "devid.priv", "-a", DEVID_ATTRIBUTES,
             *(["-p", password] if password else []), cwd=work,
         )  # fmt: skip
