@@ -82,6 +82,7 @@ from hallmark.errors import HallmarkError
 ATTESTATION_TYPE = "tpm_devid"
 NONCE_BYTES = 32
 MAX_BLOB = 4096
+MIN_RSA_BITS, MAX_RSA_BITS = 2048, 4096  # what TPMs make; bounds the server's work
 # The commitment to the credential's value names this protocol, so it hashes nothing else.
 _COMMITMENT_PREFIX = b"hallmark tpm_devid credential activation\x00"
 
@@ -186,6 +187,10 @@ def parse_public(blob: bytes, what: str) -> TpmPublic:
         r.u16()  # keyBits: the modulus says it
         exponent = r.u32() or 65537
         modulus = int.from_bytes(r.tpm2b())
+        if not MIN_RSA_BITS <= modulus.bit_length() <= MAX_RSA_BITS:
+            raise InvalidAttestationPayload(
+                f"tpm_devid {what} must be an RSA key of {MIN_RSA_BITS} to {MAX_RSA_BITS} bits"
+            )
         try:
             key = rsa.RSAPublicNumbers(exponent, modulus).public_key()
         except ValueError:

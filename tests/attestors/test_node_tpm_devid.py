@@ -290,6 +290,16 @@ def test_truncated_tpm_structures_are_invalid_data(fleet):
         fleet.server.challenge(edited(fleet.payload, ak_public=b64(blob[:-5])))
 
 
+def test_an_oversized_rsa_key_is_invalid_data(fleet):
+    # an EK public area whose modulus is 8192 bits: refused before any RSA work
+    blob = unb64(fleet.payload, "ek_public")
+    huge = (1 << 8191 | 1).to_bytes(1024)
+    area = blob[2:-258] + len(huge).to_bytes(2) + huge
+    with pytest.raises(InvalidAttestationPayload) as refused:
+        fleet.server.challenge(edited(fleet.payload, ek_public=b64(len(area).to_bytes(2) + area)))
+    assert "2048 to 4096 bits" in refused.value.detail
+
+
 def test_agent_settings_are_checked(tmp_path):
     with pytest.raises(InvalidAttestorConfig) as missing:
         TpmDevidAgent.from_settings({"devid_cert_path": "x"})
