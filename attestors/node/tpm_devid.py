@@ -634,6 +634,15 @@ class TpmDevidAgent(AgentAttestor):
                 tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
                 raise TpmError(f"{command[0]} failed: {' '.join(tail)[:300]}")
 
+    def _password_file(self) -> str:
+        """The DevID password as tpm2-tools reads it from a file in the private work
+        directory (never on a command line other local users can read)."""
+        path = self._file("devid.auth")
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(self.devid_password, encoding="utf-8")
+        return f"file:{path.name}"
+
     def _file(self, name: str) -> Path:
         assert self._work is not None
         return Path(self._work.name) / name
@@ -658,7 +667,7 @@ class TpmDevidAgent(AgentAttestor):
         self._tpm(
             "tpm2_certify", "-Q", "-c", "devid.ctx", "-C", "ak.ctx", "-g", "sha256",
             "-o", "certify.out", "-s", "certify.sig", "-f", "plain",
-            *(["-P", self.devid_password] if self.devid_password else []),
+            *(["-P", self._password_file()] if self.devid_password else []),
         )  # fmt: skip
         if self.ek_certificate is not None:
             ek_der = self.ek_certificate.read_bytes()
@@ -694,7 +703,7 @@ class TpmDevidAgent(AgentAttestor):
             self._tpm(
                 "tpm2_sign", "-Q", "-c", "devid.ctx", "-g", "sha256", "-s", scheme,
                 "-f", "plain", "-o", "devid.sig",
-                *(["-p", self.devid_password] if self.devid_password else []), "nonce.bin",
+                *(["-p", self._password_file()] if self.devid_password else []), "nonce.bin",
             )  # fmt: skip
             credential = _unb64(asked.get("credential"), "credential")
             seed = _unb64(asked.get("secret"), "secret")
