@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from attestors.node.base import (
+    DEFAULT_CLOCK_SKEW,
     AgentAttestor,
     AttestedNode,
     InvalidAttestationPayload,
@@ -419,7 +420,10 @@ class TpmDevidServer(ServerAttestor):
     def _endorsement_key(self, evidence: Evidence, now: Any) -> None:
         certificate, ek = evidence.ek_certificate, evidence.ek
         roots = load_pem_bundle(self.config["endorsement_ca_pem"])
-        valid = certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc
+        skew = DEFAULT_CLOCK_SKEW
+        valid = (
+            certificate.not_valid_before_utc - skew <= now <= certificate.not_valid_after_utc + skew
+        )
         if not valid or not any(_verify_signed_by(certificate, r) for r in roots):
             raise NodeAttestationFailed(
                 "the EK certificate is not valid under the tenant's endorsement CA bundle",

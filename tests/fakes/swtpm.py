@@ -52,20 +52,22 @@ class Swtpm:
         assert missing is None, missing
         state = self.directory / "state"
         state.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(  # noqa: S603
-            [
-                "swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
-                "--server", f"type=unixio,path={self.socket}",
-                "--ctrl", f"type=unixio,path={self.socket}.ctrl",
-                "--flags", "not-need-init,startup-clear",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )  # fmt: skip
+        with (self.directory / "swtpm.log").open("wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603
+                [
+                    "swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
+                    "--server", f"type=unixio,path={self.socket}",
+                    "--ctrl", f"type=unixio,path={self.socket}.ctrl",
+                    "--flags", "not-need-init,startup-clear",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )  # fmt: skip
         deadline = time.monotonic() + 10
         while not (self.socket.exists() and Path(f"{self.socket}.ctrl").exists()):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"swtpm did not start: {self.process.stderr!r}")
+                log = (self.directory / "swtpm.log").read_text(errors="replace")
+                raise RuntimeError(f"swtpm did not start: {log[-500:]}")
             time.sleep(0.02)
         return self
 
