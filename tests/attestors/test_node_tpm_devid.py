@@ -53,16 +53,20 @@ class Fleet:
         self.root = TestCA("fleet A devid root")
         self.issuing = self.root.intermediate("fleet A devid issuing")
         self.tpm = Swtpm(tmp / "swtpm").start()
-        self.tpm.provision_ek_certificate(self.manufacturer, tmp / "maker")
-        self.settings = self.tpm.provision_devid(
-            self.issuing, "node-7.fleet.example", tmp / "devid", password="devid-secret"
-        )
-        self.agent = catalog.agent_attestor("tpm_devid", self.settings)
-        self.server = self.server_for(self.root)
-        # one full conversation with the TPM, recorded for the tests that replay or tamper
-        self.payload = self.agent.payload()
-        self.challenge = self.server.challenge(self.payload)
-        self.response = self.agent.respond(self.challenge)
+        try:
+            self.tpm.provision_ek_certificate(self.manufacturer, tmp / "maker")
+            self.settings = self.tpm.provision_devid(
+                self.issuing, "node-7.fleet.example", tmp / "devid", password="devid-secret"
+            )
+            self.agent = catalog.agent_attestor("tpm_devid", self.settings)
+            self.server = self.server_for(self.root)
+            # one full conversation with the TPM, recorded for the tests that replay or tamper
+            self.payload = self.agent.payload()
+            self.challenge = self.server.challenge(self.payload)
+            self.response = self.agent.respond(self.challenge)
+        except BaseException:
+            self.tpm.stop()
+            raise
 
     def server_for(self, devid_root: TestCA, maker: TestCA | None = None) -> TpmDevidServer:
         config = {
