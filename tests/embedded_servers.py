@@ -22,6 +22,8 @@ COLLECT_ONLY_PLACEHOLDERS = {
     "HALLMARK_DATABASE_URL": "postgresql://collect-only.invalid/hallmark",
     "HALLMARK_REDIS_URL": "redis://collect-only.invalid:6379/0",
     "HALLMARK_VAULT_ADDR": "http://collect-only.invalid:8200",
+    # Outside the embedded default the settings require a key of their own.
+    "HALLMARK_SECRET_KEY": "collect-only-placeholder",
 }
 _SERVERS = pytest.StashKey[Any]()
 
