@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import ssl
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes.pki import TestCA, key_pem, pem
+from tests.fakes.pki import TestCA, pem, server_tls_context
 from tests.registrar.fake_kube_api import pod as pod_object
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -57,7 +54,6 @@ class FakeKubernetes:
         self.objects: dict[str, dict[str, Any]] = {}  # API path -> Pod or Node object
         self._version = 4000
         self._server: ThreadingHTTPServer | None = None
-        self._dir = tempfile.TemporaryDirectory(prefix="hallmark-fake-k8s-")
 
     # -- tokens ----------------------------------------------------------------------------
     def token(
@@ -199,13 +195,7 @@ class FakeKubernetes:
                 self._answer(201, fake.review(body))
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        cert, key = self.tls_ca.server()
-        cert_file = Path(self._dir.name) / "server.pem"
-        key_file = Path(self._dir.name) / "server.key"
-        cert_file.write_text(pem(cert))
-        key_file.write_bytes(key_pem(key))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_file, key_file)
+        context = server_tls_context(self.tls_ca)
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -214,7 +204,6 @@ class FakeKubernetes:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-        self._dir.cleanup()
 
     def review(self, body: dict[str, Any]) -> dict[str, Any]:
         """A TokenReview answer, as kube-apiserver gives it."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
+import ssl
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +146,18 @@ class TestCA:
             server=True,
         )
         return cert, key
+
+
+def server_tls_context(ca: TestCA, host: str = "127.0.0.1") -> ssl.SSLContext:
+    """A TLS server context with a fresh certificate for `host` issued by `ca`."""
+    cert, key = ca.server(host)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory(prefix="hallmark-fake-tls-") as directory:
+        cert_file, key_file = Path(directory) / "server.pem", Path(directory) / "server.key"
+        cert_file.write_text(pem(cert))
+        key_file.write_bytes(key_pem(key))
+        context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 def write_node_files(
