@@ -5,7 +5,8 @@ The server half checks the token against the tenant's settings for that cluster,
 the cluster's published keys (`jwks` inline or `jwks_url`, the API server's
 `/openid/v1/jwks`) or by a TokenReview (`token_review_url`, with `token_review_token`):
 audience, issuer, expiry (with clock skew), and the `namespace:service-account` allow list.
-The agent ID is SPIRE's `k8s_psat/<cluster>/<node UID>`; selectors as SPIRE's
+The agent ID is SPIRE's `k8s_psat/<cluster>/<node UID>` (`k8s_psat/<cluster>/pod/<pod UID>`
+with `use_pod_uid_for_agent_id`); selectors as SPIRE's
 (`k8s_psat:cluster:`, `:agent_ns:`, `:agent_sa:`, `:agent_pod_name:`, `:agent_pod_uid:`,
 `:agent_node_name:`, `:agent_node_uid:`). A token attests once (replay protection).
 
@@ -65,6 +66,7 @@ _CLUSTER_KEYS = {
     "api_server_token",
     "allowed_node_label_keys",
     "allowed_pod_label_keys",
+    "use_pod_uid_for_agent_id",
 }
 _VERIFIERS = ("jwks", "jwks_url", "token_review_url")
 
@@ -112,6 +114,8 @@ def _cluster_config(name: str, value: Any) -> dict[str, Any]:
             f"clusters.{name}.token_review_url needs token_review_token", code="missing_setting"
         )
     _api_server_config(name, value, config)
+    if _flag(name, value, "use_pod_uid_for_agent_id"):
+        config["use_pod_uid_for_agent_id"] = True
     if "jwks" in value:
         try:
             jwt.PyJWKSet.from_dict(value["jwks"])
@@ -121,6 +125,15 @@ def _cluster_config(name: str, value: Any) -> dict[str, Any]:
             ) from None
         config["jwks"] = value["jwks"]
     return config
+
+
+def _flag(name: str, value: Mapping[str, Any], key: str) -> bool:
+    flag = value.get(key, False)
+    if not isinstance(flag, bool):
+        raise InvalidAttestorConfig(
+            f"clusters.{name}.{key} must be true or false", code="invalid_setting"
+        )
+    return flag
 
 
 def _base_url(url: str) -> bool:
@@ -239,8 +252,15 @@ class K8sPsatServer(ServerAttestor):
             if identity.get(key):
                 selectors.add(f"k8s_psat:agent_{key}:{identity[key]}")
         selectors.update(identity.get("label_selectors", ()))
+        suffix = node_uid
+        if cluster.get("use_pod_uid_for_agent_id"):  # SPIRE's, for several agents on a node
+            if not identity.get("pod_uid"):
+                raise NodeAttestationFailed(
+                    "the token names no pod UID (use a projected token)", code="token_not_bound"
+                )
+            suffix = f"pod/{identity['pod_uid']}"
         return AttestedNode(
-            agent_path=f"k8s_psat/{cluster_name}/{node_uid}",
+            agent_path=f"k8s_psat/{cluster_name}/{suffix}",
             selectors=tuple(sorted(selectors)),
             can_reattest=True,
             proof_id=proof_id(ATTESTATION_TYPE, token),

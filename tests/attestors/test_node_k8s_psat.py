@@ -350,3 +350,18 @@ def test_api_server_access_may_use_the_token_review_credential():
     )
     assert config["clusters"]["prod"]["api_server_url"] == "https://k8s.example"
     assert config["clusters"]["prod"]["allowed_pod_label_keys"] == ["app"]
+
+
+@pytest.mark.parametrize("verifier", ["jwks_url", "token_review"])
+def test_use_pod_uid_for_agent_id_gives_each_agent_pod_its_own_id(kube, verifier):
+    # SPIRE's setting for Deployment agents: several on one node, each its own agent ID
+    config = jwks_config(kube) if verifier == "jwks_url" else review_config(kube)
+    config["clusters"]["prod"]["use_pod_uid_for_agent_id"] = True
+    first, second = Pod(), Pod()
+    second.node_uid = first.node_uid
+    paths = {attest(config, payload(kube.token(p))).agent_path for p in (first, second)}
+    assert paths == {f"k8s_psat/prod/pod/{first.uid}", f"k8s_psat/prod/pod/{second.uid}"}
+    with pytest.raises(InvalidAttestorConfig) as refused:
+        config["clusters"]["prod"]["use_pod_uid_for_agent_id"] = "yes"
+        catalog.validate_config("k8s_psat", config)
+    assert refused.value.code == "invalid_setting"
