@@ -53,17 +53,20 @@ from attestors.node.jwtproof import (
 ATTESTATION_TYPE = "k8s_psat"
 DEFAULT_AUDIENCE = ["spire-server"]
 DEFAULT_TOKEN_PATH = "/var/run/secrets/tokens/spire-agent"  # noqa: S105 - a path
-_CLUSTER_KEYS = {
-    "service_account_allow_list",
-    "audience",
+_STRING_SETTINGS = (
     "issuer",
-    "jwks",
     "jwks_url",
     "token_review_url",
     "token_review_token",
     "ca_bundle_pem",
     "api_server_url",
     "api_server_token",
+)
+_CLUSTER_KEYS = {
+    "service_account_allow_list",
+    "audience",
+    "jwks",
+    *_STRING_SETTINGS,
     "allowed_node_label_keys",
     "allowed_pod_label_keys",
     "use_pod_uid_for_agent_id",
@@ -89,15 +92,7 @@ def _cluster_config(name: str, value: Any) -> dict[str, Any]:
             code="invalid_verifier",
         )
     config: dict[str, Any] = {"service_account_allow_list": allow, "audience": audience}
-    for key in (
-        "issuer",
-        "jwks_url",
-        "token_review_url",
-        "token_review_token",
-        "ca_bundle_pem",
-        "api_server_url",
-        "api_server_token",
-    ):
+    for key in _STRING_SETTINGS:
         if key in value:
             if not isinstance(value[key], str) or not value[key]:
                 raise InvalidAttestorConfig(

@@ -59,6 +59,19 @@ def payload(token: str, cluster: str = "prod") -> bytes:
     return json.dumps({"cluster": cluster, "token": token}).encode()
 
 
+def token_selectors(pod: Pod) -> set[str]:
+    """SPIRE's selectors of what the token (or TokenReview) says of the agent pod."""
+    return {
+        "k8s_psat:cluster:prod",
+        f"k8s_psat:agent_ns:{pod.namespace}",
+        f"k8s_psat:agent_sa:{pod.service_account}",
+        f"k8s_psat:agent_pod_name:{pod.name}",
+        f"k8s_psat:agent_pod_uid:{pod.uid}",
+        f"k8s_psat:agent_node_name:{pod.node_name}",
+        f"k8s_psat:agent_node_uid:{pod.node_uid}",
+    }
+
+
 def attest(config: dict[str, Any], data: bytes) -> Any:
     server = K8sPsatServer(config, trust_domain=TD)
     return server.attest(data, challenge=None, response=None, lookup=TenantLookup())
@@ -70,15 +83,7 @@ def test_projected_token_gives_spires_agent_id_and_selectors(kube, verifier):
     config = jwks_config(kube) if verifier == "jwks_url" else review_config(kube)
     node = attest(config, payload(kube.token(pod)))
     assert node.agent_path == f"k8s_psat/prod/{pod.node_uid}"
-    assert set(node.selectors) == {
-        "k8s_psat:cluster:prod",
-        "k8s_psat:agent_ns:spire",
-        "k8s_psat:agent_sa:spire-agent",
-        f"k8s_psat:agent_pod_name:{pod.name}",
-        f"k8s_psat:agent_pod_uid:{pod.uid}",
-        "k8s_psat:agent_node_name:worker-1",
-        f"k8s_psat:agent_node_uid:{pod.node_uid}",
-    }
+    assert set(node.selectors) == token_selectors(pod)
     assert node.proof_id and node.proof_expires_at is not None
 
 
@@ -222,14 +227,7 @@ def test_api_server_adds_spires_node_ip_and_allowed_label_selectors(kube, verifi
     )
     node = attest(config, payload(kube.token(pod)))
     assert node.agent_path == f"k8s_psat/prod/{pod.node_uid}"
-    assert set(node.selectors) == {
-        "k8s_psat:cluster:prod",
-        "k8s_psat:agent_ns:spire",
-        "k8s_psat:agent_sa:spire-agent",
-        f"k8s_psat:agent_pod_name:{pod.name}",
-        f"k8s_psat:agent_pod_uid:{pod.uid}",
-        "k8s_psat:agent_node_name:worker-eu-3",
-        f"k8s_psat:agent_node_uid:{pod.node_uid}",
+    assert set(node.selectors) == token_selectors(pod) | {
         "k8s_psat:agent_node_ip:10.0.31.9",
         "k8s_psat:agent_pod_label:app:spire-agent",
         "k8s_psat:agent_node_label:pool:gpu",

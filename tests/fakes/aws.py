@@ -16,7 +16,6 @@ import hmac
 import json
 import secrets
 import string
-import threading
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.fakes.pki import TestCA, pem, server_tls_context
+from tests.fakes.pki import TestCA, pem, serve, stop_serving
 
 
 class AwsSigner:
@@ -143,14 +142,11 @@ class FakeImds:
                 else:
                     self._answer(404, "")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_serving(self._server)
 
 
 # -- EC2 and IAM APIs (Query protocol, SigV4) --------------------------------------------------
@@ -258,16 +254,11 @@ class FakeAwsApi:
                 else:
                     fake.instance_profile(self, params)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = server_tls_context(self.tls_ca)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(Handler, self.tls_ca)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_serving(self._server)
 
     # -- SigV4, as the service checks it ------------------------------------------------------
     def check_signature(

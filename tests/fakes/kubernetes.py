@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +22,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes.pki import TestCA, pem, server_tls_context
+from tests.fakes.pki import TestCA, pem, serve, stop_serving
 from tests.registrar.fake_kube_api import pod as pod_object
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -194,16 +193,11 @@ class FakeKubernetes:
                     return
                 self._answer(201, fake.review(body))
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = server_tls_context(self.tls_ca)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(Handler, self.tls_ca)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_serving(self._server)
 
     def review(self, body: dict[str, Any]) -> dict[str, Any]:
         """A TokenReview answer, as kube-apiserver gives it."""
