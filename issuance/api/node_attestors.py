@@ -16,7 +16,7 @@ from tenants.api.base import TenantResourceViewSet
 
 REDACTED = "<redacted>"
 # Settings that are credentials: never answered, kept when a PATCH sends REDACTED back.
-SECRET_SETTINGS = frozenset({"token_review_token"})
+SECRET_SETTINGS = frozenset({"token_review_token", "api_server_token", "secret_access_key"})
 
 
 def _redact(value: Any) -> Any:

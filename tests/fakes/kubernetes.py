@@ -1,9 +1,11 @@
-"""A fake Kubernetes API server over HTTPS: OIDC discovery, JWKS and TokenReview.
+"""A fake Kubernetes API server over HTTPS: OIDC discovery, JWKS, TokenReview, Pods and Nodes.
 
 It speaks what a cluster's API server speaks: `GET /.well-known/openid-configuration`,
-`GET /openid/v1/jwks`, and `POST /apis/authentication.k8s.io/v1/tokenreviews` (bearer
+`GET /openid/v1/jwks`, `POST /apis/authentication.k8s.io/v1/tokenreviews` (bearer
 authenticated) answering TokenReview JSON with `status.user.extra` as the API server fills it
-for a bound (projected) service-account token. Tokens are minted as the API server mints
+for a bound (projected) service-account token, and (bearer authenticated too)
+`GET /api/v1/namespaces/{ns}/pods/{name}` and `GET /api/v1/nodes/{name}` answering the Pod and
+Node objects of the pods `schedule`d on it (a `Status` 404 for others). Tokens are minted as the API server mints
 projected tokens: RS256, a `kid`, the `kubernetes.io` claim with namespace, pod, node and
 service account.
 """
@@ -12,19 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import ssl
-import tempfile
-import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes.pki import TestCA, key_pem, pem
+from tests.fakes.pki import TestCA, pem, serve, stop_serving
+from tests.registrar.fake_kube_api import pod as pod_object
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -51,8 +50,9 @@ class FakeKubernetes:
         self.reviewer_token = reviewer_token
         self.tls_ca = TestCA("fake kube-apiserver CA")
         self.requests: list[tuple[str, str]] = []
+        self.objects: dict[str, dict[str, Any]] = {}  # API path -> Pod or Node object
+        self._version = 4000
         self._server: ThreadingHTTPServer | None = None
-        self._dir = tempfile.TemporaryDirectory(prefix="hallmark-fake-k8s-")
 
     # -- tokens ----------------------------------------------------------------------------
     def token(
@@ -85,6 +85,38 @@ class FakeKubernetes:
         return jwt.encode(
             claims, key or self.signing_key, algorithm="RS256", headers={"kid": self.kid}
         )
+
+    # -- objects the API server answers -------------------------------------------------
+    def schedule(
+        self,
+        pod: Pod,
+        *,
+        pod_labels: dict[str, str] | None = None,
+        node_labels: dict[str, str] | None = None,
+        host_ip: str = "10.0.12.7",
+    ) -> dict[str, Any]:
+        """Make `pod` (and its node) exist; returns the Pod object as the API answers it."""
+        obj = pod_object(
+            pod.name,
+            namespace=pod.namespace,
+            service_account=pod.service_account,
+            node=pod.node_name,
+            labels=pod_labels if pod_labels is not None else {"app": "spire-agent"},
+            uid=pod.uid,
+        )
+        obj["status"]["hostIP"] = host_ip
+        obj["status"]["hostIPs"] = [{"ip": host_ip}]
+        path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
+        self.objects[path] = self._stamp("Pod", obj)
+        self.objects[f"/api/v1/nodes/{pod.node_name}"] = self._stamp(
+            "Node", node_object(pod.node_name, pod.node_uid, host_ip, node_labels)
+        )
+        return self.objects[path]
+
+    def _stamp(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        self._version += 1
+        obj["metadata"]["resourceVersion"] = str(self._version)
+        return {"kind": kind, "apiVersion": "v1", **obj}
 
     def jwks(self) -> dict[str, Any]:
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.signing_key.public_key()))
@@ -131,6 +163,16 @@ class FakeKubernetes:
                     )
                 elif self.path == "/openid/v1/jwks":
                     self._answer(200, fake.jwks())
+                elif self.path.startswith(("/api/v1/namespaces/", "/api/v1/nodes/")):
+                    if self.headers.get("Authorization") != f"Bearer {fake.reviewer_token}":
+                        self._answer(401, _status_failure(401, "Unauthorized", "Unauthorized"))
+                    elif self.path in fake.objects:
+                        self._answer(200, fake.objects[self.path])
+                    else:
+                        kind, name = self.path.split("/")[-2:]
+                        self._answer(
+                            404, _status_failure(404, "NotFound", f'{kind} "{name}" not found')
+                        )
                 else:
                     self._answer(
                         404,
@@ -151,23 +193,11 @@ class FakeKubernetes:
                     return
                 self._answer(201, fake.review(body))
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        cert, key = self.tls_ca.server()
-        cert_file = Path(self._dir.name) / "server.pem"
-        key_file = Path(self._dir.name) / "server.key"
-        cert_file.write_text(pem(cert))
-        key_file.write_bytes(key_pem(key))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_file, key_file)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(Handler, self.tls_ca)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        self._dir.cleanup()
+        stop_serving(self._server)
 
     def review(self, body: dict[str, Any]) -> dict[str, Any]:
         """A TokenReview answer, as kube-apiserver gives it."""
@@ -216,6 +246,63 @@ class FakeKubernetes:
             "audiences": [a for a in audiences if a in wanted],
         }
         return answer
+
+
+def node_object(
+    name: str, uid: str, internal_ip: str, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A worker Node as the API server answers it (trimmed of fields nothing reads)."""
+    return {
+        "metadata": {
+            "name": name,
+            "uid": uid,
+            "creationTimestamp": "2026-11-02T08:14:51Z",
+            "labels": {
+                "beta.kubernetes.io/arch": "amd64",
+                "beta.kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "node.kubernetes.io/instance-type": "m5.large",
+                "topology.kubernetes.io/region": "eu-west-1",
+                "topology.kubernetes.io/zone": "eu-west-1b",
+                **(labels or {}),
+            },
+            "annotations": {
+                "node.alpha.kubernetes.io/ttl": "0",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+            },
+        },
+        "spec": {"podCIDR": "10.244.3.0/24", "podCIDRs": ["10.244.3.0/24"]},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": internal_ip},
+                {"type": "Hostname", "address": name},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": "2026-11-30T08:00:00Z",
+                    "lastTransitionTime": "2026-11-02T08:15:30Z",
+                }
+            ],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": str(uuid.uuid5(uuid.NAMESPACE_URL, uid)),
+                "containerRuntimeVersion": "containerd://1.7.22",
+                "kernelVersion": "6.1.0-27-cloud-amd64",
+                "kubeProxyVersion": "v1.31.2",
+                "kubeletVersion": "v1.31.2",
+                "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, name).hex,
+                "operatingSystem": "linux",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_OID, name)),
+            },
+        },
+    }
 
 
 def _status_failure(code: int, reason: str, message: str) -> dict[str, Any]:

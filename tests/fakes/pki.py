@@ -5,7 +5,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
+import ssl
+import tempfile
+import threading
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +153,36 @@ class TestCA:
             server=True,
         )
         return cert, key
+
+
+def server_tls_context(ca: TestCA, host: str = "127.0.0.1") -> ssl.SSLContext:
+    """A TLS server context with a fresh certificate for `host` issued by `ca`."""
+    cert, key = ca.server(host)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory(prefix="hallmark-fake-tls-") as directory:
+        cert_file, key_file = Path(directory) / "server.pem", Path(directory) / "server.key"
+        cert_file.write_text(pem(cert))
+        key_file.write_bytes(key_pem(key))
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def serve(
+    handler: type[BaseHTTPRequestHandler], tls_ca: TestCA | None = None
+) -> ThreadingHTTPServer:
+    """`handler` served on 127.0.0.1 (an ephemeral port) in a daemon thread, over TLS with a
+    certificate of `tls_ca` when given; end it with `stop_serving`."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls_ca is not None:
+        server.socket = server_tls_context(tls_ca).wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop_serving(server: ThreadingHTTPServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 def write_node_files(

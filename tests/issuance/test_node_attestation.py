@@ -21,6 +21,7 @@ from attestors.node.x509pop import X509PopAgent, fingerprint
 from hallmark.protos import agent_pb2
 from hallmark.x509svid import make_csr
 from issuance.models import Agent
+from issuance.services.node_attestors import ALLOWED_NETWORKS_ENV
 from tenants.models import AuditEvent
 from tests.fakes.aws import AwsSigner, FakeImds, instance_document
 from tests.fakes.clouds import FakeAzureVm, FakeGce
@@ -276,26 +277,48 @@ def test_k8s_psat_token_attests_once_and_expired_tokens_are_refused(
     assert {"proof_replayed", "token_expired"} <= set(failure_codes(tenant_a, agent_api))
 
 
-def test_cluster_of_tenant_a_never_attests_into_tenant_b(agent_api, tenant_a, tenant_b, tmp_path):
-    # given two clusters, each trusted by one tenant, both named "prod"
-    cluster_a, cluster_b = FakeKubernetes(), FakeKubernetes()
-    configure(tenant_a, "k8s_psat", psat_config(cluster_a))
-    configure(tenant_b, "k8s_psat", psat_config(cluster_b))
-    token_file = tmp_path / "token"
-    token_file.write_text(cluster_a.token(Pod()))
-
-    # when A's agent presents its token to B, it is refused there
-    code, reason = refusal(agent_api, tenant_b, K8sPsatAgent("prod", str(token_file)))
-    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "unknown_signing_key")
-    with tenant_b.schema():
-        assert not Agent.objects.exists()
-    # and the same token still attests into A (the refusal in B did not spend it)
-    client = client_for(agent_api, tenant_a)
-    response = client.attest_with(
-        tenant_a.trust_domain, K8sPsatAgent("prod", str(token_file)), AgentIdentity.fresh()
+def test_cluster_of_tenant_a_never_attests_into_tenant_b(
+    agent_api, tenant_a, tenant_b, tmp_path, monkeypatch
+):
+    # given two clusters, each trusted by one tenant, both named "prod"; A also reads its
+    # cluster's API server (SPIRE's kubeconfig lookups: the agent's Pod and Node)
+    cluster_a, cluster_b = FakeKubernetes().start(), FakeKubernetes()
+    monkeypatch.setenv(ALLOWED_NETWORKS_ENV, "127.0.0.0/8")
+    config_a = psat_config(cluster_a)
+    config_a["clusters"]["prod"].update(
+        api_server_url=cluster_a.url,
+        api_server_token=cluster_a.reviewer_token,
+        ca_bundle_pem=cluster_a.ca_pem,
+        allowed_pod_label_keys=["app"],
     )
-    client.close()
-    assert "/spire/agent/k8s_psat/prod/" in response.spiffe_id
+    configure(tenant_a, "k8s_psat", config_a)
+    configure(tenant_b, "k8s_psat", psat_config(cluster_b))
+    pod = Pod()
+    cluster_a.schedule(pod, pod_labels={"app": "spire-agent"}, host_ip="10.0.40.2")
+    token_file = tmp_path / "token"
+    token_file.write_text(cluster_a.token(pod))
+
+    try:
+        # when A's agent presents its token to B, it is refused there
+        code, reason = refusal(agent_api, tenant_b, K8sPsatAgent("prod", str(token_file)))
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "unknown_signing_key")
+        with tenant_b.schema():
+            assert not Agent.objects.exists()
+        # and the same token still attests into A (the refusal in B did not spend it), with
+        # the selectors A's API access gives
+        client = client_for(agent_api, tenant_a)
+        response = client.attest_with(
+            tenant_a.trust_domain, K8sPsatAgent("prod", str(token_file)), AgentIdentity.fresh()
+        )
+        client.close()
+    finally:
+        cluster_a.stop()
+    assert response.spiffe_id.endswith(f"/spire/agent/k8s_psat/prod/{pod.node_uid}")
+    with tenant_a.schema():
+        selectors = Agent.objects.get(spiffe_id=response.spiffe_id).selectors
+    assert {"k8s_psat:agent_pod_label:app:spire-agent", "k8s_psat:agent_node_ip:10.0.40.2"} <= set(
+        selectors
+    )
 
 
 def test_node_entry_created_after_attestation_aliases_the_agent_at_its_next_sync(

@@ -6,11 +6,13 @@ import pytest
 
 from issuance.models import NodeAttestor
 from tenants.models import AuditEvent
+from tests.fakes.aws import AwsSigner
 from tests.fakes.pki import TestCA, pem
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/node-attestors"
+AWS_SIGNER = AwsSigner()
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +20,28 @@ def ca_pem() -> str:
     return pem(TestCA("fleet").cert)
 
 
-def psat(token: str = "reviewer") -> dict:  # type: ignore[type-arg]
+def psat(token: str = "reviewer", **cluster: object) -> dict:  # type: ignore[type-arg]
     return {
         "clusters": {
             "prod": {
                 "service_account_allow_list": ["spire:spire-agent"],
                 "token_review_url": "https://kube.example:6443/apis/authentication.k8s.io/v1/tokenreviews",
                 "token_review_token": token,
+                **cluster,
             }
         }
     }
+
+
+def aws(**settings: object) -> dict:  # type: ignore[type-arg]
+    config = {
+        "aws_certificates_pem": AWS_SIGNER.pem,
+        "account_allow_list": ["123456789012"],
+        "access_key_id": "AKIAIOSFODNN7EXAMPLE",
+        "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        **settings,
+    }
+    return {k: v for k, v in config.items() if v is not None}
 
 
 def test_create_list_get_patch_delete_are_audited(tenant_a, ca_pem):
@@ -73,6 +87,12 @@ def test_create_list_get_patch_delete_are_audited(tenant_a, ca_pem):
         ({"type": "telepathy", "config": {}}, 400, "invalid_type"),
         ({"type": "tpm_devid", "config": {}}, 400, "missing_setting"),
         ({"type": "k8s_psat", "config": {"clusters": {}}}, 400, "invalid_setting"),
+        (
+            {"type": "k8s_psat", "config": psat(api_server_url="http://kube:6443")},
+            400,
+            "invalid_url",
+        ),
+        ({"type": "aws_iid", "config": aws(secret_access_key=None)}, 400, "missing_setting"),
     ],
 )
 def test_bad_configuration_is_refused_with_a_stable_code_and_nothing_stored(
@@ -146,3 +166,32 @@ def test_another_tenants_attestor_is_not_found(tenant_a, tenant_b, ca_pem):
         ).status_code
         == 201
     )
+
+
+def test_api_and_aws_credentials_are_never_answered_and_survive_a_patch(tenant_a):
+    psat_made = tenant_a.client.post(
+        URL,
+        {
+            "type": "k8s_psat",
+            "config": psat(
+                api_server_url="https://kube.example:6443", api_server_token="kube-reader"
+            ),
+        },
+        format="json",
+    )
+    aws_made = tenant_a.client.post(URL, {"type": "aws_iid", "config": aws()}, format="json")
+    assert psat_made.status_code == 201 and aws_made.status_code == 201, aws_made.content
+    assert psat_made.json()["config"]["clusters"]["prod"]["api_server_token"] == "<redacted>"  # noqa: S105
+    assert aws_made.json()["config"]["secret_access_key"] == "<redacted>"  # noqa: S105
+    listed = tenant_a.client.get(URL).content.decode()
+    assert "kube-reader" not in listed and "EXAMPLEKEY" not in listed
+    config = aws_made.json()["config"]
+    config["skip_block_device"] = True
+    patched = tenant_a.client.patch(
+        f"{URL}/{aws_made.json()['id']}", {"config": config}, format="json"
+    )
+    assert patched.status_code == 200, patched.content
+    with tenant_a.schema():
+        stored = NodeAttestor.objects.get(type="aws_iid").config
+    assert stored["secret_access_key"] == "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # noqa: S105
+    assert stored["skip_block_device"] is True
