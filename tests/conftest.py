@@ -45,6 +45,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(item.get_closest_marker("xdist_group").args[0], len(rank)))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The controlling process says it plainly before any worker starts (a worker's own
+    refusal below reaches the terminal only as an internal error)."""
+    if config.getoption("dist", "no") == "loadgroup" and pytest.version_tuple >= (9,):
+        import xdist
+
+        if tuple(int(part) for part in xdist.__version__.split(".")[:2]) <= (3, 8):
+            raise pytest.UsageError(
+                f"pytest {pytest.__version__} with pytest-xdist {xdist.__version__} ignores "
+                "--dist loadgroup (xdist names groups through Item._nodeid, which pytest 9 "
+                "no longer reads): install the pytest pyproject pins (make test does)"
+            )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse to run when xdist's groups did not take: pytest-xdist names a grouped test
+    `<nodeid>@<group>` to schedule it, and a pytest it does not know can drop that silently
+    (pytest 9 did: every worker then started its own shared plane and module fixtures)."""
+    if getattr(session.config.option, "loadgroup", False) and session.items:
+        if not any("@" in item.nodeid for item in session.items):
+            raise pytest.UsageError(
+                "pytest-xdist's --dist loadgroup did not group the tests (no node id carries "
+                "'@<group>'): check that the installed pytest is one pytest-xdist supports "
+                "(pyproject pins pytest<9 for pytest-xdist 3.8)"
+            )
+
+
 @dataclass
 class TenantHandle:
     """A signed-up tenant as tests see it."""
