@@ -133,6 +133,22 @@ FEDERATION_FETCHES = Counter(
 )
 
 
+# -- key managers (trustdomains.keymanagers.observed), in every process that signs or makes keys
+KEY_MANAGER_LATENCY = Histogram(
+    "hallmark_key_manager_call_duration_seconds",
+    "Time a key-manager call took, failed ones included, by backend kind (vault, pkcs11) and "
+    "operation (sign, public_key, create_key, delete_key, delete_keys).",
+    ["kind", "operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+KEY_MANAGER_ERRORS = Counter(
+    "hallmark_key_manager_errors",
+    "Key-manager calls that failed, by backend kind, operation and error code "
+    "(key_manager_unavailable, key_access_denied, or error for anything unforeseen).",
+    ["kind", "operation", "code"],
+)
+
+
 def multiprocess_directory() -> str | None:
     return os.environ.get(MULTIPROCESS_VARIABLE) or None
 

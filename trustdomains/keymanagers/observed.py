@@ -1,0 +1,42 @@
+"""Every key-manager call timed and its failures counted, by backend kind and operation.
+
+The backends' public methods wear `@observed("operation")`; the labels come from closed sets
+(the backend's `name`, the operation, the error's stable code), never from a key or tenant.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from config import metrics
+from hallmark.errors import HallmarkError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def observed(operation: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Time the decorated key-manager method and count its failures under `operation`."""
+
+    def decorate(method: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(method)
+        def timed(*args: P.args, **kwargs: P.kwargs) -> T:
+            manager: Any = args[0]
+            kind = str(getattr(manager, "name", "unknown"))
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                code = exc.code if isinstance(exc, HallmarkError) else "error"
+                metrics.KEY_MANAGER_ERRORS.labels(kind, operation, code).inc()
+                raise
+            finally:
+                elapsed = time.perf_counter() - started
+                metrics.KEY_MANAGER_LATENCY.labels(kind, operation).observe(elapsed)
+
+        return timed
+
+    return decorate
