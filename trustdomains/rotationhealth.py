@@ -24,7 +24,7 @@ DUE_KEY = "hallmark:rotation:activation-due:{kind}"
 BUNDLE_KEY = "hallmark:rotation:bundle-changed"
 
 
-def _keys() -> list[str]:
+def report_keys() -> list[str]:
     return [DUE_KEY.format(kind=kind) for kind in KINDS] + [BUNDLE_KEY]
 
 
@@ -50,7 +50,7 @@ def keep_only(client: redis.Redis, tenant_ids: Iterable[str]) -> int:
     """Forget tenants not in `tenant_ids` (deleted since); returns how many were forgotten."""
     wanted = set(tenant_ids)
     forgotten = 0
-    for key in _keys():
+    for key in report_keys():
         members: list[bytes] = list(client.zrange(key, 0, -1))  # type: ignore[arg-type]
         gone = [m for m in members if m.decode() not in wanted]
         if gone:
@@ -70,7 +70,7 @@ class Figures:
 def figures(client: redis.Redis, now: dt.datetime) -> Figures:
     """The platform-wide figures: each set's lowest score against `now`."""
     pipe = client.pipeline(transaction=False)
-    for key in _keys():
+    for key in report_keys():
         pipe.zrange(key, 0, 0, withscores=True)
     pipe.zcard(BUNDLE_KEY)
     *lowest, tenants = pipe.execute()

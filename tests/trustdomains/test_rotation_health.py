@@ -25,9 +25,9 @@ MINUTE = dt.timedelta(minutes=1)
 def no_reports():
     """The suite's Redis holds earlier tests' tenants' reports: start from none."""
     client = shared_redis()
-    client.delete(*rotationhealth._keys())
+    client.delete(*rotationhealth.report_keys())
     yield client
-    client.delete(*rotationhealth._keys())
+    client.delete(*rotationhealth.report_keys())
 
 
 def samples(collector: PlatformCollector) -> tuple[str, dict[tuple[str, tuple], float]]:
