@@ -148,8 +148,11 @@ def attested_agent(url: str, grpc_address: str, entries: int) -> Agent:
     while True:  # the plane builds a new tenant's TLS credentials in the background
         channel = agent.channel()
         try:
-            answer = agent_pb2_grpc.AgentAPIStub(channel).AttestAgent(
-                request, metadata=agent.metadata, timeout=30
+            # AttestAgent is a conversation; a join token needs no challenge: one answer.
+            answer = next(
+                agent_pb2_grpc.AgentAPIStub(channel).AttestAgent(
+                    iter([request]), metadata=agent.metadata, timeout=30
+                )
             )
             break
         except grpc.RpcError:

@@ -1,13 +1,16 @@
-"""WatchUpdates at scale: N agents' streams on one agent-API process, its memory and fan-out.
+"""WatchUpdates at scale: N agents' streams over the agent-API processes, memory and fan-out.
 
-Starts `hallmark up` with one agent-API process, attests one agent, then opens `--streams`
+Starts `hallmark up` with `--agent-api-processes` agent-API processes sharing the gRPC port
+(SO_REUSEPORT: the kernel spreads connections), attests one agent, then opens `--streams`
 WatchUpdates streams, each on a TLS connection of its own (as N agents hold them), from
-`--client-processes` grpc.aio client processes. It prints the agent-API process's resident
-memory before and with the streams open (per stream), then for `--rounds` registrations
+`--client-processes` grpc.aio client processes (spawned, so no client holds more than its
+share of descriptors). It prints each agent-API process's resident memory and descriptors
+before and with the streams open, the memory per stream, then for `--rounds` registrations
 (one `POST /api/v1/entries` each) the time from the call to each stream's notice: p50, p99,
-max, and how many streams got it. The server's file descriptors bound N: each stream holds
-three (the TLS socket and both ends of its relay to the gRPC server), so a process limited
-to 20,000 descriptors holds at most about 6,500 streams.
+max, and how many streams got it. A server process's file descriptors bound its share: each
+stream holds three (the TLS socket and both ends of its relay to the gRPC server), so a
+process limited to 20,000 descriptors holds at most about 6,500 streams; 10,000 streams
+need two processes.
 """
 
 from __future__ import annotations
@@ -63,8 +66,11 @@ def _attested(url: str, grpc_address: str) -> tuple[Agent, dict[str, str], str]:
     while True:
         channel = agent.channel()
         try:
-            answer = agent_pb2_grpc.AgentAPIStub(channel).AttestAgent(
-                request, metadata=agent.metadata, timeout=30
+            # AttestAgent is a conversation; a join token needs no challenge: one answer.
+            answer = next(
+                agent_pb2_grpc.AgentAPIStub(channel).AttestAgent(
+                    iter([request]), metadata=agent.metadata, timeout=30
+                )
             )
             break
         except grpc.RpcError:
@@ -118,12 +124,16 @@ async def _watch(job: dict[str, Any], count: int, rounds: int, ready: Any, resul
     ]
     metadata = (("x-hallmark-trust-domain", job["trust_domain"]),)
     gate = asyncio.Semaphore(OPEN_AT_ONCE)
+    # The channels are kept: a grpc.aio channel nobody holds is collected, and closing it
+    # cancels its stream (CANCELLED on the client's side, nothing on the server's).
+    channels: list[Any] = []
     streams: list[Any] = []
     revisions: list[int] = []
 
     async def open_one() -> None:
         async with gate:
             channel = grpc.aio.secure_channel(job["grpc_address"], credentials, options=options)
+            channels.append(channel)
             stream = agent_pb2_grpc.AgentAPIStub(channel).WatchUpdates(
                 agent_pb2.WatchUpdatesRequest(), metadata=metadata
             )
@@ -146,12 +156,18 @@ async def _watch(job: dict[str, Any], count: int, rounds: int, ready: Any, resul
         results.put(list(arrivals))
 
 
-def _agent_api_pid(plane_pid: int) -> int:
+def _agent_api_pids(plane_pid: int) -> list[int]:
     children = Path(f"/proc/{plane_pid}/task/{plane_pid}/children").read_text().split()
-    for pid in children:
-        if b"agent-api" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return int(pid)
-    raise SystemExit("no agent-api process under hallmark up")
+    pids = [
+        int(pid) for pid in children if b"agent-api" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    if not pids:
+        raise SystemExit("no agent-api process under hallmark up")
+    return sorted(pids)
+
+
+def _descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _rss_mib(pid: int) -> float:
@@ -166,17 +182,37 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
+def _report_memory(
+    servers: list[int], before: dict[int, tuple[float, int]], opened: int, opening: float
+) -> None:
+    with_streams = {pid: (_rss_mib(pid), _descriptors(pid)) for pid in servers}
+    print(
+        f"\n{opened} WatchUpdates streams open on {len(servers)} agent-API processes "
+        f"in {opening:.1f} s"
+    )
+    for pid in servers:
+        (rss_before, fds_before), (rss, fds) = before[pid], with_streams[pid]
+        held = (fds - fds_before) // 3  # three descriptors a stream
+        print(
+            f"  pid {pid}: ~{held} streams ({fds} descriptors), RSS {rss_before:.1f} -> "
+            f"{rss:.1f} MiB: {(rss - rss_before) * 1024 / max(held, 1):.1f} KiB a stream"
+        )
+    grown = sum(with_streams[p][0] - before[p][0] for p in servers)
+    print(f"agent-API RSS grew {grown:.1f} MiB: {grown * 1024 / max(opened, 1):.1f} KiB a stream")
+
+
 def main() -> None:
     from benchmarks.workload_api import start_control_plane
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=5000)
-    parser.add_argument("--client-processes", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=10000)
+    parser.add_argument("--agent-api-processes", type=int, default=2)
+    parser.add_argument("--client-processes", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)
     print(f"file descriptor limit (soft, hard): {limit}", flush=True)
-    os.environ["HALLMARK_AGENT_API_PROCESSES"] = "1"
+    os.environ["HALLMARK_AGENT_API_PROCESSES"] = str(args.agent_api_processes)
     os.environ["HALLMARK_AGENT_API_MAX_CONNECTIONS_PER_SOURCE"] = str(args.streams + 100)
     work = Path(tempfile.mkdtemp(prefix="hallmark-watch-"))
     print(f"working in {work}", flush=True)
@@ -184,8 +220,8 @@ def main() -> None:
     clients: list[multiprocessing.Process] = []
     try:
         agent, headers, alias = _attested(url, grpc_address)
-        server = _agent_api_pid(plane.pid)
-        before = _rss_mib(server)
+        servers = _agent_api_pids(plane.pid)
+        before = {pid: (_rss_mib(pid), _descriptors(pid)) for pid in servers}
         context = multiprocessing.get_context("spawn")
         ready, results = context.Queue(), context.Queue()
         share = [args.streams // args.client_processes] * args.client_processes
@@ -200,12 +236,7 @@ def main() -> None:
         opened = sum(ready.get(timeout=1800) for _ in clients)
         opening = time.monotonic() - started
         time.sleep(2)
-        with_streams = _rss_mib(server)
-        print(f"\n{opened} WatchUpdates streams open on one agent-API process in {opening:.1f} s")
-        print(
-            f"agent-API RSS: {before:.1f} MiB before, {with_streams:.1f} MiB with them open: "
-            f"{(with_streams - before) * 1024 / max(opened, 1):.1f} KiB a stream"
-        )
+        _report_memory(servers, before, opened, opening)
         print("\nfan-out: registration call started -> notice read, per stream (ms)")
         print("round  streams   p50      p99      max")
         for number in range(args.rounds):
@@ -227,7 +258,8 @@ def main() -> None:
                 f"{_percentile(latencies, 0.99):7.1f}  {max(latencies):7.1f}",
                 flush=True,
             )
-        print(f"agent-API RSS after the rounds: {_rss_mib(server):.1f} MiB")
+        after = ", ".join(f"{_rss_mib(pid):.1f}" for pid in servers)
+        print(f"agent-API RSS after the rounds (MiB, per process): {after}")
     finally:
         for process in clients:
             process.terminate()

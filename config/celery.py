@@ -40,3 +40,4 @@ def _install_beat_schedule(sender: Celery, **_: object) -> None:
 
 # Task counts, failures and durations, and the worker's and beat's metrics listener.
 import config.celerymetrics  # noqa: E402, F401
+import config.celerytracing  # noqa: E402, F401 - tasks carry their trace (when tracing is on)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from celery import signals
+from celery import current_app, signals
 
 from config import logcontext, metrics
 
@@ -27,8 +27,13 @@ def _worker_listener(**_: Any) -> None:
 
 
 @signals.beat_init.connect
-def _beat_listener(**_: Any) -> None:
-    metrics.serve_from_environment()
+def _beat_listener(sender: Any = None, **_: Any) -> None:
+    from config.beatmetrics import PlatformCollector
+
+    # Beat runs once per deployment: the platform-wide gauges are read here, counted once.
+    metrics.serve_from_environment(
+        collectors=[PlatformCollector(getattr(sender, "app", None) or current_app)]
+    )
 
 
 @signals.worker_process_shutdown.connect

@@ -180,12 +180,13 @@ def _up_or_demo(args: argparse.Namespace) -> int:
 
 def _agent_api(args: argparse.Namespace) -> int:
     _django()
-    from config import metrics
+    from config import metrics, tracing
     from config.health import start_heartbeat
     from issuance.agentapi.server import serve
 
     # Processes sharing the gRPC port share the metrics port too; any of them answers the sum.
     metrics.serve_from_environment(reuse_port=args.reuse_port)
+    tracing.configure("agent-api")
     serve(
         args.listen[0],
         args.listen[1],

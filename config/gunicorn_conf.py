@@ -6,7 +6,7 @@ import contextlib
 import signal
 from typing import Any
 
-from config import logcontext, metrics
+from config import logcontext, metrics, tracing
 
 
 def when_ready(server: Any) -> None:
@@ -28,6 +28,7 @@ def post_worker_init(worker: Any) -> None:
     connections that nobody serves. Closing the worker's copies too makes a new connection
     refused (or, on a shared port, sent to a replica still listening) during the drain.
     """
+    tracing.configure("web")  # each worker its own exporter thread (when tracing is on)
     graceful_exit = worker.handle_exit
 
     def handle_exit(signum: int, frame: Any) -> None:

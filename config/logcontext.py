@@ -2,7 +2,8 @@
 
 `HALLMARK_LOG_FORMAT=json` makes every process write one JSON object per line with `time`,
 `level`, `logger`, `message`, `role` (web, agent-api, worker, beat, ...), `pid`, and `tenant`
-and `request_id` while code runs inside `bound(...)`; `text` (the default) keeps the readable
+and `request_id` while code runs inside `bound(...)`, and `trace_id` inside a traced span
+(config.tracing); `text` (the default) keeps the readable
 lines. The values live in context variables, so asyncio tasks and `contextvars.copy_context`
 carry them; a plain thread pool does not, and its lines go without.
 """
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
+
+from config import tracing
 
 FORMAT_VARIABLE = "HALLMARK_LOG_FORMAT"
 ROLE_VARIABLE = "HALLMARK_PROCESS_ROLE"
@@ -74,6 +77,9 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
             **current(),
         }
+        trace_id = tracing.current_trace_id()  # inside a traced span (config.tracing)
+        if trace_id is not None:
+            document["trace_id"] = trace_id
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(document, default=str, ensure_ascii=False)

@@ -18,13 +18,14 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Sequence
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import MetricsHandler
-from prometheus_client.registry import REGISTRY
+from prometheus_client.registry import REGISTRY, Collector
 
 log = logging.getLogger(__name__)
 LISTEN_VARIABLE = "HALLMARK_METRICS_LISTEN"
@@ -133,17 +134,37 @@ FEDERATION_FETCHES = Counter(
 )
 
 
+# -- key managers (trustdomains.keymanagers.observed), in every process that signs or makes keys
+KEY_MANAGER_LATENCY = Histogram(
+    "hallmark_key_manager_call_duration_seconds",
+    "Time a key-manager call took, failed ones included, by backend kind (vault, pkcs11) and "
+    "operation (sign, public_key, create_key, delete_key, delete_keys).",
+    ["kind", "operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+KEY_MANAGER_ERRORS = Counter(
+    "hallmark_key_manager_errors",
+    "Key-manager calls that failed, by backend kind, operation and error code "
+    "(key_manager_unavailable, key_access_denied, or error for anything unforeseen).",
+    ["kind", "operation", "code"],
+)
+
+
 def multiprocess_directory() -> str | None:
     return os.environ.get(MULTIPROCESS_VARIABLE) or None
 
 
-def registry() -> CollectorRegistry:
-    """What a scrape of this process answers: the sum of its kind's processes, or its own."""
+def registry(collectors: Sequence[Collector] = ()) -> CollectorRegistry:
+    """What a scrape of this process answers: the sum of its kind's processes, or its own,
+    and `collectors` that read their figures at scrape time (config.beatmetrics)."""
     directory = multiprocess_directory()
     if directory is None:
-        return REGISTRY
-    collected = CollectorRegistry()
-    multiprocess.MultiProcessCollector(collected, path=directory)
+        collected = REGISTRY
+    else:
+        collected = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collected, path=directory)
+    for collector in collectors:
+        collected.register(collector)
     return collected
 
 
@@ -184,10 +205,12 @@ def _parse(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
 
 
-def serve(address: str, *, reuse_port: bool = False) -> ThreadingHTTPServer:
+def serve(
+    address: str, *, reuse_port: bool = False, collectors: Sequence[Collector] = ()
+) -> ThreadingHTTPServer:
     """Serve `GET /metrics` on `address` (HOST:PORT) from a daemon thread."""
     host, port = _parse(address)
-    handler: Any = MetricsHandler.factory(registry())
+    handler: Any = MetricsHandler.factory(registry(collectors))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener_class: Any = type(
         "MetricsListener", (_Listener,), {"reuse_port": reuse_port, "address_family": family}
@@ -198,9 +221,11 @@ def serve(address: str, *, reuse_port: bool = False) -> ThreadingHTTPServer:
     return listener
 
 
-def serve_from_environment(*, reuse_port: bool = False) -> ThreadingHTTPServer | None:
+def serve_from_environment(
+    *, reuse_port: bool = False, collectors: Sequence[Collector] = ()
+) -> ThreadingHTTPServer | None:
     """Serve metrics where HALLMARK_METRICS_LISTEN says, if it says anything."""
     address = os.environ.get(LISTEN_VARIABLE, "").strip()
     if not address:
         return None
-    return serve(address, reuse_port=reuse_port)
+    return serve(address, reuse_port=reuse_port, collectors=collectors)

@@ -1,4 +1,5 @@
-"""Django middleware counting and timing every HTTP request by route template and status."""
+"""Django middleware counting and timing every HTTP request by route template and status,
+and tracing it (a server span) when tracing is on (config.tracing)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from config import metrics
+from config import metrics, tracing
 
 # Methods outside this set share one label value, so a client cannot grow the label set.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -28,6 +29,11 @@ class RequestMetricsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if tracing.enabled():
+            return self._traced(request)
+        return self._counted(request)
+
+    def _counted(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         metrics.HTTP_IN_PROGRESS.inc()
         status = "500"
@@ -41,3 +47,25 @@ class RequestMetricsMiddleware:
             route = route_of(request)
             metrics.HTTP_REQUESTS.labels(method, route, status).inc()
             metrics.HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+
+    def _traced(self, request: HttpRequest) -> HttpResponse:
+        """A server span for the request, continuing the caller's `traceparent` if any."""
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        with tracing.tracer().start_as_current_span(
+            f"HTTP {method}",
+            context=tracing.extract(request.headers),
+            kind=tracing.SpanKind.SERVER,
+            attributes={"http.request.method": method},
+        ) as span:
+            try:
+                response = self._counted(request)
+            except Exception as exc:
+                tracing.mark_failed(span, exc)
+                raise
+            route = route_of(request)
+            span.update_name(f"HTTP {method} {route}")
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:  # noqa: PLR2004 - server errors fail the span
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR))
+            return response

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
+from django.utils import timezone
 
 from hallmark.bundle import der_chain
 from hallmark.errors import HallmarkError
@@ -187,7 +188,8 @@ def publish_changes(
     Call inside the transaction holding the trust domain's row lock.
     """
     trust_domain.bundle_sequence += 1
-    trust_domain.save(update_fields=["bundle_sequence"])
+    trust_domain.bundle_sequence_changed_at = timezone.now()
+    trust_domain.save(update_fields=["bundle_sequence", "bundle_sequence_changed_at"])
     for change in changes:
         record_audit(
             tenant=tenant,

@@ -115,23 +115,51 @@ def next_step(
     return step
 
 
+@dataclass(frozen=True)
+class RotationState:
+    """What a rotation left behind, for the operators' gauges (trustdomains.rotationhealth).
+
+    `activation_points`: per kind, when the active authority's successor is due to take over
+    (None: nothing active); `bundle_changed_at`: when the bundle last got a new sequence.
+    """
+
+    changes: list[JournalChange]
+    activation_points: dict[str, dt.datetime | None]
+    bundle_changed_at: dt.datetime | None
+
+
 def rotate(*, now: dt.datetime | None = None) -> list[JournalChange]:
     """Bring the tenant's X.509 and JWT journals up to date at `now` (idempotent).
 
     Safe to run from any number of workers at once: each change is decided again under the
     trust domain's row lock, so racing runs make one authority, not two.
     """
+    return rotate_with_state(now=now).changes
+
+
+def rotate_with_state(*, now: dt.datetime | None = None) -> RotationState:
+    """`rotate`, also saying where the journals stand afterwards (read without extra queries)."""
     tenant = current_tenant()
     now = now or timezone.now()
     trust_domain = TrustDomain.objects.first()
     if trust_domain is None:
-        return []  # signup has not provisioned it yet; the next run will see it
+        # signup has not provisioned it yet; the next run will see it
+        return RotationState([], {}, None)
     grace = prune_grace()
     changes: list[JournalChange] = []
+    points: dict[str, dt.datetime | None] = {}
     for keys in (False, True):
         for kind in (X509, JWT):
-            changes += _apply(kind, trust_domain.pk, tenant=tenant, now=now, grace=grace, keys=keys)
-    return changes
+            made, journal = _apply(
+                kind, trust_domain.pk, tenant=tenant, now=now, grace=grace, keys=keys
+            )
+            changes += made
+            active = journal.with_status("active")
+            points[kind.name] = activate_at(active) if active is not None else None
+    if changes:  # publish_changes stamped the row
+        trust_domain.refresh_from_db(fields=["bundle_sequence_changed_at"])
+    changed_at = trust_domain.bundle_sequence_changed_at or trust_domain.created_at
+    return RotationState(changes, points, changed_at)
 
 
 def _apply(
@@ -142,11 +170,12 @@ def _apply(
     now: dt.datetime,
     grace: dt.timedelta,
     keys: bool,
-) -> list[JournalChange]:
+) -> tuple[list[JournalChange], Journal]:
+    """The changes made, and the journal as it stands after them."""
     # Most runs find nothing to do: look first without the lock.
     snapshot = Journal(kind.live(trust_domain_pk))
     if next_step(snapshot, now=now, grace=grace, keys=keys) is None:
-        return []
+        return [], snapshot
     with transaction.atomic():
         trust_domain = TrustDomain.objects.select_for_update().get(pk=trust_domain_pk)
         journal = Journal(kind.live(trust_domain_pk))
@@ -158,7 +187,7 @@ def _apply(
             changes.append(_execute(kind, trust_domain, journal, step, tenant=tenant, now=now))
         if changes:
             publish_changes(trust_domain, tenant=tenant, changes=changes, actor=SYSTEM_ACTOR)
-    return changes
+    return changes, journal
 
 
 def _execute(

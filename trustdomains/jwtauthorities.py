@@ -122,7 +122,8 @@ def add(
     key = create_key(get_key_manager(trust_domain.key_manager), tenant.id)
     authority = store(trust_domain, trust_domain.key_manager, key, status)
     trust_domain.bundle_sequence += 1
-    trust_domain.save(update_fields=["bundle_sequence"])
+    trust_domain.bundle_sequence_changed_at = timezone.now()
+    trust_domain.save(update_fields=["bundle_sequence", "bundle_sequence_changed_at"])
     record_audit(
         tenant=tenant,
         actor=actor,

@@ -24,6 +24,9 @@ class TrustDomain(models.Model):
     key_manager = models.CharField(max_length=32)
     # Bumped whenever the published bundle changes (SPIFFE bundle `spiffe_sequence`).
     bundle_sequence = models.PositiveBigIntegerField(default=1)
+    # When it last was (NULL: not since the trust domain was created): the bundle sequence age
+    # an operator watches (hallmark_bundle_sequence_age_seconds).
+    bundle_sequence_changed_at = models.DateTimeField(null=True, blank=True)
     # The upstream authority (trustdomains.upstream) that signs the CAs made from now on;
     # empty: self-signed CAs.
     upstream_authority = models.CharField(max_length=64, blank=True, default="")

@@ -6,13 +6,14 @@ import datetime as dt
 import logging
 from typing import Any
 
+import redis
 from celery import shared_task
 from django.conf import settings
 
 from config import metrics
 from tenants.events import shared_redis
 from tenants.scoping import all_tenant_ids, tenant_for_task, tenant_schema
-from trustdomains import journal
+from trustdomains import journal, rotationhealth
 
 log = logging.getLogger(__name__)
 DEFAULT_ROTATION_INTERVAL_SECONDS = 10.0
@@ -49,6 +50,7 @@ def rotate_all(at: float | None = None) -> int:
     longer than its interval shows in the logs (add workers) rather than piling up.
     """
     tenant_ids = [str(tenant_id) for tenant_id in all_tenant_ids()]
+    rotationhealth.keep_only(shared_redis(), tenant_ids)  # deleted tenants leave the gauges
     batches = [
         tenant_ids[start : start + ROTATION_BATCH]
         for start in range(0, len(tenant_ids), ROTATION_BATCH)
@@ -107,12 +109,27 @@ def rotate_trust_domain(tenant_id: str | None, at: float | None = None) -> list[
     now = dt.datetime.fromtimestamp(at, tz=dt.UTC) if at is not None else None
     with tenant_schema(tenant):
         try:
-            changes = journal.rotate(now=now)
+            state = journal.rotate_with_state(now=now)
         except Exception:
             metrics.ROTATIONS.labels("failed").inc()  # its bundle publish rolled back with it
             raise
-    _count_rotation(changes)
-    return [f"{c.kind}:{c.operation}:{c.authority_id}" for c in changes]
+    _count_rotation(state.changes)
+    _report_health(str(tenant.id), state)
+    return [f"{c.kind}:{c.operation}:{c.authority_id}" for c in state.changes]
+
+
+def _report_health(tenant_id: str, state: journal.RotationState) -> None:
+    """Where the tenant's journals stand, for the rotation lag and bundle age gauges."""
+    try:
+        rotationhealth.record(
+            shared_redis(),
+            tenant_id,
+            activation_points=state.activation_points,
+            bundle_changed_at=state.bundle_changed_at,
+        )
+    except redis.RedisError:
+        # The gauges go stale, and the rotation itself stands.
+        log.warning("could not record tenant %s's rotation state in Redis", tenant_id)
 
 
 def _count_rotation(changes: list[Any]) -> None:

@@ -140,6 +140,34 @@ locals {
       annotations = { summary = "Rotation sweeps take longer than their interval: add workers (runbook: Rotation)." }
     },
     {
+      alert       = "HallmarkRotationLagging"
+      expr        = "max by (kind) (hallmark_rotation_lag_seconds{${local.scope}}) > 600"
+      for         = "10m"
+      labels      = { severity = "critical" }
+      annotations = { summary = "A tenant's active {{ $labels.kind }} authority is 10 minutes past its hand-over and none took over (runbook: Rotation)." }
+    },
+    {
+      alert       = "HallmarkKeyManagerErrors"
+      expr        = "sum by (kind, operation) (rate(hallmark_key_manager_errors_total{${local.scope},code!=\"key_access_denied\"}[5m])) > 0"
+      for         = "10m"
+      labels      = { severity = "critical" }
+      annotations = { summary = "Key manager {{ $labels.kind }} fails {{ $labels.operation }} calls (runbook: Key manager)." }
+    },
+    {
+      alert       = "HallmarkKeyManagerSlow"
+      expr        = "histogram_quantile(0.99, sum by (le, kind) (rate(hallmark_key_manager_call_duration_seconds_bucket{${local.scope},operation=\"sign\"}[5m]))) > 0.5"
+      for         = "15m"
+      labels      = { severity = "warning" }
+      annotations = { summary = "Key manager {{ $labels.kind }} signs with p99 above 0.5 s (runbook: Key manager)." }
+    },
+    {
+      alert       = "HallmarkCeleryBacklog"
+      expr        = "max by (queue) (hallmark_celery_queue_depth{${local.scope}}) > 1000"
+      for         = "15m"
+      labels      = { severity = "warning" }
+      annotations = { summary = "More than 1,000 Celery messages wait in queue {{ $labels.queue }} (runbook: Rotation)." }
+    },
+    {
       alert       = "HallmarkCeleryTaskFailures"
       expr        = "sum by (task) (increase(hallmark_celery_tasks_total{${local.scope},state=\"failed\"}[15m])) > 0"
       for         = "15m"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import close_old_connections, connection, connections
 
+from config import tracing
 from issuance.errors import AgentNotAuthenticated
 from tenants.scoping import get_tenant, tenant_schema
 
@@ -51,6 +52,14 @@ def _close_thread_connections(barrier: threading.Barrier) -> None:
     connections.close_all()
 
 
+def _in_trace_context(work: Callable[[Tenant], T], context: Any) -> Callable[[Tenant], T]:
+    def traced(tenant: Tenant) -> T:
+        with tracing.attached(context):
+            return work(tenant)
+
+    return traced
+
+
 class OrmThreads:
     """A fixed pool of threads for ORM calls; each keeps its own database connection.
 
@@ -66,6 +75,8 @@ class OrmThreads:
 
     async def in_tenant_schema(self, tenant_id: uuid.UUID, work: Callable[[Tenant], T]) -> T:
         loop = asyncio.get_running_loop()
+        if tracing.enabled():  # the call's span goes with the work, and nothing else does
+            work = _in_trace_context(work, tracing.current_context())
         return await loop.run_in_executor(self._executor, run_in_tenant_schema, tenant_id, work)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:

@@ -31,6 +31,7 @@ from issuance.agentapi.metrics import AgentApiMetrics
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.servicer import AgentApiServicer, AgentPeer
 from issuance.agentapi.tls import TenantCredentials, TenantSSLContext, base_context
+from issuance.agentapi.tracing import AgentApiTracing
 from issuance.agentapi.watch import ChangeHub
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ class AgentApiServer:
         """Listen on host:port; `reuse_port` lets peer processes share it (SO_REUSEPORT)."""
         inner = private_socket_path(self.directory)
         asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES
-        self._grpc = grpc.aio.server(interceptors=[AgentApiMetrics(self.registry), self.drain])
+        self._grpc = grpc.aio.server(
+            interceptors=[AgentApiMetrics(self.registry), AgentApiTracing(), self.drain]
+        )
         await self.hub.start()
         self.hub.on_event(self.credentials.bundle_changed)
         # Not add_AgentAPIServicer_to_server: its decoding turns a malformed request into

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from tests.deploy.terraform_module import MODULE, Module, first, process_container
 
@@ -46,3 +47,17 @@ def test_the_operator_resources_scrape_the_metrics_services_and_alert(module: Mo
         assert section, alert["alert"]
         assert f"**{section.group(1)}**" in runbook, alert["alert"]
         assert "tenant" not in alert["expr"]
+
+
+def test_every_alert_names_only_metrics_hallmark_serves(module: Module):
+    # Exported names: config.metrics' families and beat's scrape-time gauges (config.beatmetrics).
+    from prometheus_client.registry import REGISTRY
+
+    from config import beatmetrics, metrics  # noqa: F401 - importing registers the families
+
+    served = {family.name for family in REGISTRY.collect()}
+    served |= set(re.findall(r'"(hallmark_[a-z_]+)"', Path(beatmetrics.__file__).read_text()))
+    for alert in module.locals["alerts"]:
+        for name in re.findall(r"hallmark_[a-z_]+", alert["expr"]):
+            base = re.sub(r"_(total|bucket|count|sum)$", "", name)
+            assert base in served, (alert["alert"], name)

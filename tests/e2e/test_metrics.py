@@ -175,7 +175,15 @@ def test_the_worker_counts_tasks_and_rotation_and_beat_answers(control_plane) ->
     assert total(worker, "hallmark_rotation_sweeps_total", outcome="queued") >= 1
     assert total(worker, "hallmark_celery_tasks_total", **succeeded) >= 1
     assert total(worker, "hallmark_celery_task_duration_seconds_count", task=succeeded["task"]) >= 1
-    assert requests.get(control_plane.metrics_url("beat"), timeout=10).status_code == 200
+    # Beat reads the platform-wide gauges at scrape time: the sweep's tenants reported their
+    # journals, and the broker its queue (its depth itself moves as workers take messages).
+    _, beat = scrape(control_plane.metrics_url("beat"))
+    assert total(beat, "hallmark_rotation_tenants_reported") >= 1
+    names = {name for name, _, _ in beat}
+    assert {"hallmark_rotation_lag_seconds", "hallmark_bundle_sequence_age_seconds"} <= names
+    assert [labels for name, labels, _ in beat if name == "hallmark_celery_queue_depth"] == [
+        {"queue": "celery"}
+    ]
 
 
 def test_no_metric_names_a_tenant(control_plane, watched) -> None:

@@ -9,10 +9,15 @@ and connections it served, under its pid.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import os
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,3 +264,117 @@ def test_up_restarts_a_killed_agent_api_process_alone_and_the_port_serves_throug
     served_calls, connections = _summaries(log)[after["agent-api-1"]]
     assert 0 < served_calls <= calls
     assert connections > 0
+
+
+def _entry(plane: ControlPlaneProcess, tenant: dict[str, Any], spiffe_id: str, parent: str) -> str:
+    """An entry for this test process's uid under the agent's alias; returns its SPIFFE ID."""
+    answer = plane.call(
+        tenant["token"],
+        "POST",
+        "entries",
+        json={
+            "spiffe_id": spiffe_id,
+            "parent_id": parent,
+            "selectors": [f"unix:uid:{os.getuid()}"],
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    return spiffe_id
+
+
+class WorkloadSampler(threading.Thread):
+    """A workload asking the agent's Workload API for its X.509-SVID every 50 ms."""
+
+    def __init__(self, socket_path: Path) -> None:
+        super().__init__(daemon=True)
+        self.socket_path = socket_path
+        self.answers: list[tuple[float, set[str], dt.datetime]] = []  # when, SPIFFE IDs, expiry
+        self.failures: list[tuple[float, str]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from spiffe import WorkloadApiClient
+
+        with WorkloadApiClient(socket_path=f"unix:{self.socket_path}") as client:
+            while not self.stop.wait(0.05):
+                asked = time.time()
+                try:
+                    context = client.fetch_x509_context()
+                except Exception as exc:  # noqa: BLE001 - every failure is a finding
+                    self.failures.append((asked, repr(exc)))
+                    continue
+                svids = context.x509_svids
+                ids = {str(svid.spiffe_id) for svid in svids}
+                expiry = min(svid.leaf.not_valid_after_utc for svid in svids) if svids else None
+                if expiry is None or expiry <= dt.datetime.now(tz=dt.UTC):
+                    self.failures.append((asked, f"no valid SVID: {ids} until {expiry}"))
+                    continue
+                self.answers.append((asked, ids, expiry))
+
+
+def _established(pid: int, port: int) -> int:
+    """Connections a server process holds on `port` (from agents) now."""
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+    )
+
+
+def test_a_drained_process_hands_its_agent_to_the_other_without_an_svid_gap(
+    plane: ControlPlaneProcess, tenants: list[dict[str, Any]], env: dict[str, str], tmp_path: Path
+) -> None:
+    # given an agent (hallmark-agent) whose workload holds an SVID, with its watch stream on
+    # agent-API process 1, and process 2 then listening on the same port
+    tenant, td = tenants[0], tenants[0]["trust_domain"]
+    alias = f"spiffe://{td}/node/failover"
+    first_entry = _entry(plane, tenant, f"spiffe://{td}/failover/one", alias)
+    port = free_port()
+    first = _agent_api(env, port, tmp_path / "first.log", "--reuse-port")
+    second = None
+    agent = None
+    sampler = None
+    try:
+        wait_for(lambda: _listening_pids(port) == {first.pid}, 60, "process 1 to listen")
+        token = plane.call(
+            tenant["token"], "POST", "join-tokens", json={"ttl": 600, "spiffe_id": alias}
+        ).json()["token"]
+        (tmp_path / "bundle.json").write_bytes(plane.call(tenant["token"], "GET", "bundle").content)
+        to_port = dataclasses.replace(plane, grpc=f"127.0.0.1:{port}", agents=[])
+        agent, socket_path = to_port.start_agent(
+            td, token, tmp_path / "agent", "--trust-bundle", str(tmp_path / "bundle.json")
+        )
+        sampler = WorkloadSampler(socket_path)
+        wait_for(socket_path.exists, 60, "the agent's Workload API socket")
+        sampler.start()
+        wait_for(lambda: sampler.answers, 60, "the workload's first SVID")
+        second = _agent_api(env, port, tmp_path / "second.log", "--reuse-port")
+        wait_for(lambda: _listening_pids(port) == {first.pid, second.pid}, 60, "both to listen")
+        assert _established(first.pid, port) >= 1 and _established(second.pid, port) == 0
+
+        # when process 1 gets SIGTERM (a rolling restart) and drains
+        first.send_signal(signal.SIGTERM)
+
+        # then the agent reconnects to process 2, and process 1 exits 0
+        wait_for(lambda: _established(second.pid, port) >= 1, 60, "the agent on process 2")
+        assert first.wait(timeout=60) == 0
+        # and its watch stream lives there: a new entry reaches the workload by push
+        _entry(plane, tenant, f"spiffe://{td}/failover/two", alias)
+        wanted = {first_entry, f"spiffe://{td}/failover/two"}
+        wait_for(lambda: sampler.answers[-1][1] == wanted, 60, "the new SVID on process 2")
+    finally:
+        if sampler is not None:
+            sampler.stop.set()
+            sampler.join(timeout=10)
+        for process in (agent, first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+
+    # and the workload was answered with a valid SVID throughout, never an error or nothing
+    assert sampler.failures == [], sampler.failures[:5]
+    switch = [when for when, ids, _ in sampler.answers if ids == wanted]
+    assert len(sampler.answers) > len(switch) > 0
+    times = [when for when, _, _ in sampler.answers]
+    longest = max(b - a for a, b in zip(times, times[1:], strict=False))
+    print(f"\nworkload answers: {len(times)}, longest wait between two: {longest * 1000:.0f} ms")

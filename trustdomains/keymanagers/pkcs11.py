@@ -41,6 +41,7 @@ from trustdomains.keymanagers.base import (
     key_name,
     tenant_of_key,
 )
+from trustdomains.keymanagers.observed import observed
 from trustdomains.keymanagers.pkcs11tokens import (
     ModuleFailure,
     PooledSession,
@@ -186,6 +187,7 @@ class Pkcs11KeyManager:
         )
 
     # -- KeyManager ------------------------------------------------------------------------
+    @observed("create_key")
     def create_key(self, *, tenant_id: uuid.UUID, purpose: str) -> str:
         name = key_name(tenant_id, purpose)
         self._as_tenant(tenant_id, "generate a key", lambda s: _generate(s, name), create=True)
@@ -194,6 +196,7 @@ class Pkcs11KeyManager:
     def signer(self, key_ref: str, *, tenant_id: uuid.UUID | None = None) -> ManagedKeySigner:
         return ManagedKeySigner(self, key_ref, tenant_id or tenant_of_key(key_ref))
 
+    @observed("delete_keys")
     def delete_keys(self, *, tenant_id: uuid.UUID) -> None:
         label = token_label(tenant_id)
         try:
@@ -208,6 +211,7 @@ class Pkcs11KeyManager:
         except (ModuleFailure, pkcs11.PKCS11Error) as exc:
             raise _describe(exc, self.module, label, "delete the tenant's keys") from exc
 
+    @observed("delete_key")
     def delete_key(self, key_ref: str) -> None:
         def destroy(pooled: PooledSession) -> None:
             for found in list(pooled.session.get_objects({Attribute.LABEL: key_ref})):
@@ -217,6 +221,7 @@ class Pkcs11KeyManager:
         self._as_tenant(tenant_of_key(key_ref), "delete a key", destroy)
 
     # -- signing -----------------------------------------------------------------------------
+    @observed("public_key")
     def public_key(self, key_ref: str, tenant_id: uuid.UUID) -> ec.EllipticCurvePublicKey:
         def read(pooled: PooledSession) -> ec.EllipticCurvePublicKey:
             public = pooled.session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=key_ref)
@@ -227,6 +232,7 @@ class Pkcs11KeyManager:
 
         return self._with_key(key_ref, tenant_id, "read a public key", read)
 
+    @observed("sign")
     def sign_digests(
         self, key_ref: str, tenant_id: uuid.UUID, digests: Sequence[bytes]
     ) -> list[bytes]:

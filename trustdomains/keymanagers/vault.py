@@ -34,6 +34,7 @@ from trustdomains.keymanagers.base import (
     key_prefix,
     tenant_of_key,
 )
+from trustdomains.keymanagers.observed import observed
 
 T = TypeVar("T")
 BATCH_SIZE = 100  # digests per transit batch_input request
@@ -161,6 +162,7 @@ class VaultTransitKeyManager:
         )
 
     # -- KeyManager ------------------------------------------------------------------------
+    @observed("create_key")
     def create_key(self, *, tenant_id: uuid.UUID, purpose: str) -> str:
         name = key_name(tenant_id, purpose)
         platform = self._platform()
@@ -180,6 +182,7 @@ class VaultTransitKeyManager:
     def signer(self, key_ref: str, *, tenant_id: uuid.UUID | None = None) -> ManagedKeySigner:
         return ManagedKeySigner(self, key_ref, tenant_id or tenant_of_key(key_ref))
 
+    @observed("delete_keys")
     def delete_keys(self, *, tenant_id: uuid.UUID) -> None:
         platform = self._platform()
         prefix = key_prefix(tenant_id)
@@ -211,6 +214,7 @@ class VaultTransitKeyManager:
             lambda: platform.sys.delete_policy(tenant_policy_name(tenant_id)),
         )
 
+    @observed("delete_key")
     def delete_key(self, key_ref: str) -> None:
         tenant_of_key(key_ref)  # only Hallmark's own key names
         transit = self._platform().secrets.transit
@@ -228,6 +232,7 @@ class VaultTransitKeyManager:
         )
 
     # -- signing with the tenant's token -----------------------------------------------------
+    @observed("public_key")
     def public_key(self, key_ref: str, tenant_id: uuid.UUID) -> ec.EllipticCurvePublicKey:
         answer = self._as_tenant(
             tenant_id,
@@ -241,6 +246,7 @@ class VaultTransitKeyManager:
             raise KeyManagerUnavailable(f"transit key {key_ref} is not an EC key")
         return key
 
+    @observed("sign")
     def sign_digests(
         self, key_ref: str, tenant_id: uuid.UUID, digests: Sequence[bytes]
     ) -> list[bytes]:
