@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.e2e.conftest import (
     stop_control_plane,
     wait_for,
 )
+from tests.e2e.mtls import serve_one
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 REDIS_DB = 9  # the second plane's own (config/test_settings.py gives each worker 16)
@@ -148,7 +148,6 @@ def _mutual_tls(server: tuple[Path, str], client: tuple[Path, str]) -> tuple[byt
     ID); each side's trust store is its own bundle plus the federated one. The messages."""
     (server_socket, server_id), (client_socket, client_id) = server, client
     address = f"127.0.0.1:{free_port()}"
-    received: list[bytes] = []
     with (
         X509Source(socket_path=f"unix:{server_socket}", timeout_in_seconds=30) as server_source,
         X509Source(socket_path=f"unix:{client_socket}", timeout_in_seconds=30) as client_source,
@@ -163,15 +162,7 @@ def _mutual_tls(server: tuple[Path, str], client: tuple[Path, str]) -> tuple[byt
             ),
         )
 
-        def serve_one() -> None:
-            connection, _ = listener.accept()
-            received.append(connection.recv(1024))
-            connection.sendall(b"pong from " + server_id.encode())
-            connection.shutdown()
-            connection.close()
-
-        thread = threading.Thread(target=serve_one, daemon=True)
-        thread.start()
+        thread, received = serve_one(listener, server_id)
         try:
             connection = dial(
                 address, client_source, ClientTlsMode.TLS, authorize_id(SpiffeId(server_id))
