@@ -238,10 +238,10 @@ def test_workloads_of_two_planes_talk_mtls_across_trust_domains_through_a_peers_
         f"ping from {client[1]}".encode(),
         f"pong from {server[1]}".encode(),
     )
-    after = plane_1.call(a["token"], "GET", f"federation-relationships/{td_c}").json()
-    assert after["last_error"] == ""
-    assert (
-        after["bundle_sequence"]
-        == plane_2.call(c["token"], "GET", "bundle").json()["spiffe_sequence"]
-    )
+    # and A's next fetch authenticates C's endpoint with the new CA alone (the latest bundle)
+    answer = plane_1.call(a["token"], "POST", f"federation-relationships/{td_c}/refresh")
+    assert answer.status_code == 200, answer.text
+    published = plane_2.call(c["token"], "GET", "bundle").json()
+    assert answer.json()["last_error"] == "" and answer.json()["bundle"] == published
+    assert answer.json()["bundle_sequence"] == published["spiffe_sequence"]
     print(f"two-plane federation test body: {time.monotonic() - started:.1f}s")
