@@ -60,6 +60,7 @@ SHARED_APPS = [
     "django.contrib.sessions",  # the /login page's session cookie (tenants.web)
     "tenants",
     "federation.managed",
+    "federation.schedule",  # the public index of due federation refreshes
     "django.contrib.staticfiles",  # the console's CSS and vendored htmx (served by WhiteNoise)
     "console",
     "tenants.audit",

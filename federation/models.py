@@ -40,3 +40,15 @@ class FederationRelationship(models.Model):
 
     def __str__(self) -> str:
         return self.trust_domain
+
+    @property
+    def is_fetched(self) -> bool:
+        """Whether its bundle is fetched from an endpoint (an https profile and a URL)."""
+        return self.bundle_endpoint_profile in FETCHED_PROFILES and bool(self.bundle_endpoint_url)
+
+
+# The profiles whose bundles are fetched from bundle_endpoint_url (managed ones are read live).
+FETCHED_PROFILES = (
+    FederationRelationship.Profile.HTTPS_WEB,
+    FederationRelationship.Profile.HTTPS_SPIFFE,
+)

@@ -18,12 +18,11 @@ from typing import Any
 from cryptography import x509
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from config import metrics
 from federation import fetcher
-from federation.models import FederationRelationship
+from federation.models import FETCHED_PROFILES, FederationRelationship
 from hallmark.bundle import DEFAULT_REFRESH_HINT, Bundle
 from hallmark.errors import HallmarkError
 from hallmark.spiffeid import SpiffeId, TrustDomain
@@ -37,10 +36,6 @@ MIN_REFRESH_SECONDS = 10  # a peer's hint below this is raised to it (a hint of 
 NO_BUNDLE_RETRY_SECONDS = 60  # SPIRE: with no bundle yet, try every minute
 MAX_BACKOFF_SECONDS = 3600
 JITTER = 0.1
-FETCHED_PROFILES = (
-    FederationRelationship.Profile.HTTPS_WEB,
-    FederationRelationship.Profile.HTTPS_SPIFFE,
-)
 
 
 class BundleRefused(fetcher.BundleEndpointError):
@@ -163,10 +158,7 @@ def refresh_relationship(
     """Fetch the relationship's bundle now; raises BundleEndpointError (the held bundle kept)."""
     tenant = current_tenant()
     relationship = FederationRelationship.objects.get(trust_domain=trust_domain)
-    if (
-        relationship.bundle_endpoint_profile not in FETCHED_PROFILES
-        or not relationship.bundle_endpoint_url
-    ):
+    if not relationship.is_fetched:
         raise NoBundleEndpoint("this relationship has no bundle endpoint to fetch from")
     error: fetcher.BundleEndpointError | None = None
     try:
@@ -227,14 +219,3 @@ def refresh_relationship(
         log.info("federation refresh of %s failed: %s", trust_domain, locked.last_error)
         raise error
     return locked
-
-
-def due_relationships(now: dt.datetime | None = None) -> list[str]:
-    """Trust domains of this tenant's relationships whose refresh is due."""
-    now = now or timezone.now()
-    rows = (
-        FederationRelationship.objects.filter(bundle_endpoint_profile__in=FETCHED_PROFILES)
-        .exclude(bundle_endpoint_url="")
-        .filter(Q(next_refresh_at__isnull=True) | Q(next_refresh_at__lte=now))
-    )
-    return list(rows.values_list("trust_domain", flat=True))

@@ -1,4 +1,4 @@
-"""Federation refresh: beat sweeps every tenant for due relationships; each refresh is a task."""
+"""Federation refresh: beat sweeps the refresh index for what is due; each refresh is a task."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from tenants.scoping import all_tenants, tenant_for_task, tenant_schema
+from tenants.scoping import tenant_for_task, tenant_schema
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +27,24 @@ BEAT_SCHEDULE = {
 
 @shared_task(name="federation.tasks.refresh_due", ignore_result=True)
 def refresh_due() -> int:
-    """Queue a refresh for every relationship whose `next_refresh_at` has come."""
-    from federation.refresh import due_relationships
+    """Queue a refresh for every relationship whose `next_refresh_at` has come.
 
+    The due ones come from the public refresh index (federation.schedule), in batches: a
+    sweep with nothing due is one query however many tenants there are, and only the tenants
+    with something due are visited, by their refresh tasks.
+    """
+    import datetime as dt
+
+    from federation.schedule.index import claim_due
+
+    lifetime = sweep_interval() * 6
     queued = 0
-    for tenant in all_tenants():
-        with tenant_schema(tenant):
-            due = due_relationships()
-        for trust_domain in due:
+    for batch in claim_due(lease=dt.timedelta(seconds=lifetime)):
+        for due in batch:
             refresh_relationship.apply_async(
-                args=(str(tenant.pk), trust_domain), expires=sweep_interval() * 6
+                args=(str(due.tenant_id), due.trust_domain), expires=lifetime
             )
-            queued += 1
+        queued += len(batch)
     return queued
 
 

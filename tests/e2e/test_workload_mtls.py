@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from spiffetls import ListenOptions, ServerTlsMode, listen
 from spiffetls.tlsconfig.authorize import authorize_id
 
 from tests.e2e.conftest import free_port, wait_for
+from tests.e2e.mtls import serve_one
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 NOBODY = 65534
@@ -55,17 +55,7 @@ def test_two_workloads_authenticate_each_other_with_svids_from_the_agent(
                 tls_mode=ServerTlsMode.MTLS, authorize_fn=authorize_id(SpiffeId(client_id))
             ),
         )
-        received: list[bytes] = []
-
-        def serve_one() -> None:
-            connection, _ = listener.accept()
-            received.append(connection.recv(1024))
-            connection.sendall(b"pong from " + server_id.encode())
-            connection.shutdown()
-            connection.close()
-
-        server = threading.Thread(target=serve_one, daemon=True)
-        server.start()
+        server, received = serve_one(listener, server_id)
         client = subprocess.run(
             [
                 sys.executable,

@@ -7,7 +7,6 @@ import socket
 import threading
 
 import pytest
-from django.utils.dateparse import parse_datetime
 
 from federation import fetcher
 from federation.tasks import refresh_relationship as refresh_task
@@ -311,29 +310,6 @@ def test_a_peer_ca_shorter_lived_than_three_refresh_intervals_is_warned_about(
     assert [w["code"] for w in warnings] == ["ca_lifetime_shorter_than_three_refresh_intervals"]
     peer.answer_json("/bundle", bundle_document(PEER, 2))
     assert _refresh(tenant_a).json()["warnings"] == []
-
-
-def test_the_sweep_finds_due_relationships_of_every_tenant(peer, tenant_a, tenant_b) -> None:
-    from federation.refresh import due_relationships
-
-    _relate(tenant_a, peer.url + "/bundle")
-    tenant_b.client.post(
-        "/api/v1/federation-relationships",
-        {"trust_domain": "pasted.test", "trust_domain_bundle": bundle_document("pasted.test")},
-        format="json",
-    )
-    with tenant_a.schema():
-        assert due_relationships() == [PEER]
-    with tenant_b.schema():
-        assert due_relationships() == []  # nothing to fetch: no URL
-
-    # once fetched, a relationship is not due again before its next_refresh_at
-    peer.answer_json("/bundle", bundle_document(PEER, 2))
-    assert _refresh(tenant_a).status_code == 200
-    later = parse_datetime(_held(tenant_a)["next_refresh_at"])
-    with tenant_a.schema():
-        assert due_relationships() == []
-        assert due_relationships(now=later) == [PEER]
 
 
 def test_every_fetch_is_counted_in_metrics_by_profile_and_outcome(peer, tenant_a) -> None:

@@ -1,0 +1,1 @@
+"""The public index of due federation refreshes: which relationship of which tenant, and when."""
