@@ -20,6 +20,7 @@ from console.views import dashboards
 from tenants import operators
 from tenants.api.errors import ApiError
 from tenants.billing import services as billing
+from tenants.metering import services as metering
 from tenants.models import AuditEvent, Operator, Tenant
 from tenants.ratelimit import client_address
 
@@ -112,7 +113,7 @@ def tenants(request: HttpRequest, operator: Operator) -> HttpResponse:
     connection.set_schema_to_public()
     query = request.GET.get("q", "").strip()
     sort = request.GET.get("sort", "-created")
-    if sort not in SORTS and sort != "agents":
+    if sort not in SORTS and sort not in ("agents", "svids"):
         sort = "-created"
     rows = Tenant.objects.exclude(schema_name="public")
     if query:
@@ -121,9 +122,13 @@ def tenants(request: HttpRequest, operator: Operator) -> HttpResponse:
         )
     listed = list(rows.order_by(*SORTS.get(sort, ("-created_at",)))[:500])
     counts = _agent_counts(listed)
-    entries = [{"tenant": t, "agents": counts.get(str(t.pk), 0)} for t in listed]
-    if sort == "agents":
-        entries.sort(key=lambda e: -e["agents"])
+    svids = metering.svids_this_month_of([str(t.pk) for t in listed])
+    entries = [
+        {"tenant": t, "agents": counts.get(str(t.pk), 0), "svids": svids.get(str(t.pk), 0)}
+        for t in listed
+    ]
+    if sort in ("agents", "svids"):
+        entries.sort(key=lambda e: -e[sort])
     context = {
         "operator": operator,
         "rows": entries,

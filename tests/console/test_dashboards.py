@@ -293,3 +293,18 @@ def test_the_health_page_shows_processes_the_last_sweep_and_the_queue(
     assert "agent-api processes" in after and f":{os.getpid()}</td>" in after
     assert "Last sweep queued" in after and "after it was queued (the sweep" in after
     assert "tasks waiting in the" in after
+
+
+def test_the_tenant_list_shows_each_tenants_svids_this_month(
+    tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    today = dt.datetime.now(tz=dt.UTC).date()
+    _count(tenant_a, today, 4321)
+    _count(tenant_b, today, 1234)
+
+    listed = _operator().get("/operator/?sort=svids").content.decode()
+
+    a_row = listed[listed.index(tenant_a.tenant.slug) :].split("</tr>")[0]
+    b_row = listed[listed.index(tenant_b.tenant.slug) :].split("</tr>")[0]
+    assert "<td>4321</td>" in a_row and "<td>1234</td>" in b_row
+    assert listed.index(tenant_a.tenant.slug) < listed.index(tenant_b.tenant.slug)
