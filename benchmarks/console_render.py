@@ -271,10 +271,20 @@ def main() -> None:
             p50, p95, size = _measure(client, path, args.samples)
             label = f"{kind} {path}".replace(big.slug, "<big>").replace(str(big.pk), "<id>")
             print(f"{label:<52} {p50:8.1f} {p95:8.1f} {size / 1024:7.1f}", flush=True)
+        from console.views.operator import _agent_counts
+        from tenants.models import Tenant
+
+        listed = list(Tenant.objects.exclude(schema_name="public").order_by("-created_at")[:500])
+        counted = time.perf_counter()
+        _agent_counts(listed)
+        print(
+            f"\nof /operator/: each listed tenant's agents (one UNION ALL over {len(listed)} "
+            f"schemas), one run: {(time.perf_counter() - counted) * 1000:.0f} ms"
+        )
         verify_started = time.perf_counter()
         owner.get(console + "audit/verify")
         print(
-            f"\naudit verify of the big tenant's chain ({args.audit_events:,}+ events), one run: "
+            f"audit verify of the big tenant's chain ({args.audit_events:,}+ events), one run: "
             f"{(time.perf_counter() - verify_started) * 1000:.0f} ms"
         )
         if servers is not None:

@@ -119,17 +119,3 @@ def daily_chart(
 def _fraction(top: int, step: int) -> str:
     value = top * step / GRIDLINES
     return str(int(value)) if value.is_integer() else ""
-
-
-def summed_days(
-    tenants: Iterable[Mapping[str, object]], metrics: Iterable[str]
-) -> list[dict[str, object]]:
-    """Rows a day with each metric summed over tenants (each with `days` as the usage API's)."""
-    names = tuple(metrics)
-    table: dict[str, dict[str, int]] = {}
-    for tenant in tenants:
-        for day in tenant["days"]:  # type: ignore[attr-defined]
-            row = table.setdefault(day["date"], dict.fromkeys(names, 0))
-            for name in names:
-                row[name] += int(day.get(name, 0) or 0)
-    return [{"date": date, **table[date]} for date in sorted(table)]

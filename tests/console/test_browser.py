@@ -227,6 +227,9 @@ def test_usage_charts_then_the_operator_closes_a_month_and_the_owner_gets_its_in
     _check_axe(owner)
     screenshot(owner, "usage")
 
+    operator.goto(f"/operator/tenants/{world.a.id}/")
+    operator.get_by_label("Plan", exact=True).select_option("team")
+    operator.get_by_role("button", name="Save plan and quotas").click()
     operator.goto("/operator/billing")
     operator.get_by_label("Month (YYYY-MM)").fill(month)
     operator.get_by_role("button", name="Close month").click()
@@ -237,6 +240,7 @@ def test_usage_charts_then_the_operator_closes_a_month_and_the_owner_gets_its_in
 
     owner.goto(_console(world, "invoices/"))
     expect(owner.locator("tbody tr")).to_have_count(1)
+    expect(owner.locator("tbody")).to_contain_text("Plan Team, one month — 49.00 EUR")
     with owner.expect_download() as download:
         owner.get_by_role("link", name=f"PDF of {month}").click()
     _check_axe(owner)

@@ -14,7 +14,7 @@ import os
 import pytest
 from django.test import Client
 
-from console.charts import daily_chart, nice_ceiling, short, summed_days
+from console.charts import daily_chart, nice_ceiling, short
 from tenants import members, operators
 from tenants.billing import services as billing
 from tenants.metering.models import DailyUsage
@@ -75,16 +75,40 @@ def test_a_chart_scales_its_bars_to_a_round_ceiling_above_the_peak() -> None:
     assert (short(950), short(12_000), short(3_500_000)) == ("950", "12k", "3.5M")
 
 
-def test_days_of_several_tenants_are_summed_per_day() -> None:
-    tenants = [
-        {"days": [{"date": "2026-11-01", "api_calls": 2}, {"date": "2026-11-02", "api_calls": 1}]},
-        {"days": [{"date": "2026-11-01", "api_calls": 5}, {"date": "2026-11-02", "api_calls": 0}]},
-    ]
+def test_the_platform_summary_adds_up_to_every_tenants_own_usage(
+    tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    from tenants.metering import counters, services
+    from tenants.metering.models import GaugeSample
 
-    assert summed_days(tenants, ["api_calls"]) == [
-        {"date": "2026-11-01", "api_calls": 7},
-        {"date": "2026-11-02", "api_calls": 1},
-    ]
+    today = dt.datetime.now(tz=dt.UTC).date()
+    first, last = today - dt.timedelta(days=3), today
+    for handle, scale in ((tenant_a, 1), (tenant_b, 10)):
+        _count(handle, today - dt.timedelta(days=1), 3 * scale)
+        counters.count(handle.tenant.pk, "jwt_svids_issued", 2 * scale)  # unstored, in Redis
+        for day, hour, agents, entries in ((1, 3, 2, 5), (1, 9, 4, 6), (0, 1, 1, 7)):
+            GaugeSample.objects.create(
+                tenant=handle.tenant,
+                hour=dt.datetime.combine(
+                    today - dt.timedelta(days=day), dt.time(hour), tzinfo=dt.UTC
+                ),
+                agents_active=agents * scale,
+                entries=entries * scale,
+            )
+
+    summary = services.platform_summary(first, last)
+    each = services.all_usage(first, last)
+
+    by_id = {t["tenant"]["id"]: t for t in each["tenants"]}
+    for row in summary["tenants"]:
+        assert row["totals"] == by_id[row["tenant"]["id"]]["totals"]
+    for n, day in enumerate(summary["days"]):
+        for metric in services.METRICS:
+            if metric in ("entries", "federation_relationships"):
+                continue  # charted per tenant only (a last sample, not a sum)
+            assert day[metric] == sum(t["days"][n][metric] for t in each["tenants"]), metric
+    yesterday = summary["days"][-2]
+    assert (yesterday["x509_svids_issued"], yesterday["agents_active"]) == (33, 44)
 
 
 # -- the tenant console ------------------------------------------------------------------
