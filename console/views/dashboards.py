@@ -93,7 +93,10 @@ def billing(request: HttpRequest, operator: Operator) -> HttpResponse:
     elif request.method != "GET":
         raise Http404
     shown = period if invoicing.PERIOD.match(period) else _latest_period() or _previous_month(today)
-    invoices = invoicing.all_invoices(shown)
+    from tenants.billing.models import Invoice
+
+    listed = Invoice.objects.filter(period=shown).select_related("tenant")
+    invoices = list(listed.order_by("tenant__slug")[:INVOICES_SHOWN])
     context = {
         "operator": operator,
         "section": "billing",
@@ -105,10 +108,8 @@ def billing(request: HttpRequest, operator: Operator) -> HttpResponse:
             {**row, "amount": money(row["total"], row["currency"])}
             for row in invoicing.revenue_by_plan(shown)
         ],
-        "invoices": [
-            {"invoice": i, "total": money(i.total, i.currency)} for i in invoices[:INVOICES_SHOWN]
-        ],
-        "invoice_count": len(invoices),
+        "invoices": [{"invoice": i, "total": money(i.total, i.currency)} for i in invoices],
+        "invoice_count": listed.count() if len(invoices) == INVOICES_SHOWN else len(invoices),
         "periods": _periods(),
     }
     return render(request, "console/operator/billing.html", context, status=status)
