@@ -13,7 +13,7 @@ from django.shortcuts import render
 
 from console.access import operator_page
 from console.charts import daily_chart
-from console.views.audit import EXPORTS, OUTCOMES
+from console.views.audit import EXPORTS, OUTCOMES, filtered_events
 from hallmark.errors import HallmarkError
 from tenants.audit import listing
 from tenants.audit.verify import verify_chain
@@ -152,13 +152,7 @@ def _audit_events(filters: dict[str, str]) -> QuerySet[AuditEvent] | None:
         if tenant is None:
             return None
         events = events.filter(tenant=tenant)
-    if filters["action"]:
-        events = events.filter(action__startswith=filters["action"])
-    if filters["actor"]:
-        events = events.filter(actor__icontains=filters["actor"])
-    if filters["outcome"]:
-        events = events.filter(outcome=filters["outcome"])
-    return events.order_by("-id")
+    return filtered_events(events, filters)
 
 
 @operator_page
