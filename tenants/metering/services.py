@@ -174,10 +174,11 @@ def platform_summary(first: dt.date, last: dt.date) -> dict[str, Any]:
     days = {d: dict.fromkeys(METRICS, 0) for d in _days(first, last)}
     totals = {t: dict.fromkeys(METRICS, 0) for t in ids}
     stored = DailyUsage.objects.filter(date__gte=first, date__lte=last, tenant_id__in=ids)
-    for tenant_id, date, metric, value in stored.values_list(
-        "tenant_id", "date", "metric", "value"
-    ).iterator(chunk_size=5000):
+    for date, metric, value in stored.values_list("date", "metric").annotate(Sum("value")):
         days[date][metric] += value
+    for tenant_id, metric, value in stored.values_list("tenant_id", "metric").annotate(
+        Sum("value")
+    ):
         totals[str(tenant_id)][metric] += value
     batches = counters.claimed_batches()
     stored_already = rollup.stored_batches(batches)
