@@ -260,12 +260,17 @@ def test_operator_closes_a_month_twice_with_the_same_invoices_and_both_trails_re
 ) -> None:
     operator = _operator()
     tenants = Tenant.objects.exclude(schema_name="public").count()
+    forged = Client(enforce_csrf_checks=True)
+    forged.cookies = operator.cookies
 
+    without_token = forged.post("/operator/billing", {"period": LAST_MONTH})
+    made_by_forgery = billing.all_invoices(LAST_MONTH)
     first = operator.post("/operator/billing", {"period": LAST_MONTH})
     again = operator.post("/operator/billing", {"period": LAST_MONTH})
     refused = operator.post("/operator/billing", {"period": "2026-13"})
     page = operator.get(f"/operator/billing?period={LAST_MONTH}").content.decode()
 
+    assert without_token.status_code == 403 and made_by_forgery == []
     shown = first.content.decode()
     assert first.status_code == 200 and f"Closed {LAST_MONTH}: {tenants} invoice" in shown
     assert f", {tenants} new." in shown
