@@ -199,12 +199,25 @@ def _measure(client: Any, path: str, samples: int) -> tuple[float, float, int]:
     return statistics.median(times), _percentile(times, 0.95), len(answer.content)
 
 
+def _profile(client: Any, path: str) -> None:
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(client.get, path)
+    print(f"\nprofile of {path} (own time, top 15):")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--audit-events", type=int, default=20_000)
+    parser.add_argument(
+        "--profile", action="append", default=[], help="a path to profile once (cProfile)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hallmark-console-bench-") as data_dir:
@@ -271,6 +284,8 @@ def main() -> None:
             p50, p95, size = _measure(client, path, args.samples)
             label = f"{kind} {path}".replace(big.slug, "<big>").replace(str(big.pk), "<id>")
             print(f"{label:<52} {p50:8.1f} {p95:8.1f} {size / 1024:7.1f}", flush=True)
+        for path in args.profile:
+            _profile(operator if path.startswith("/operator") else owner, path)
         from console.views.operator import _agent_counts
         from tenants.models import Tenant
 
