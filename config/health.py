@@ -10,6 +10,8 @@ a worker or the agent API is being replaced elsewhere.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 
 import redis
@@ -20,6 +22,7 @@ from django.http import HttpRequest, JsonResponse
 
 log = logging.getLogger("hallmark.health")
 HEARTBEAT_KEY = "hallmark:heartbeat:{component}"
+PROCESS_KEY = "hallmark:heartbeat-process:{component}:{process}"
 HEARTBEAT_MAX_AGE = 30.0
 
 
@@ -28,10 +31,31 @@ def redis_client() -> redis.Redis:
 
 
 def beat(component: str, client: redis.Redis | None = None) -> None:
-    """Record that a component (agent-api, worker, beat) is alive."""
-    (client or redis_client()).set(
-        HEARTBEAT_KEY.format(component=component), str(time.time()), ex=int(HEARTBEAT_MAX_AGE * 2)
+    """Record that a component (agent-api, worker, beat) is alive, and this very process of it
+    (its own key, host:pid, for the operators' page: one line per agent-API process)."""
+    client = client or redis_client()
+    now = str(time.time())
+    client.set(HEARTBEAT_KEY.format(component=component), now, ex=int(HEARTBEAT_MAX_AGE * 2))
+    client.set(
+        PROCESS_KEY.format(component=component, process=f"{socket.gethostname()}:{os.getpid()}"),
+        now,
+        ex=int(HEARTBEAT_MAX_AGE * 2),
     )
+
+
+def process_heartbeats(component: str, client: redis.Redis) -> list[dict[str, object]]:
+    """Each process of a component that beat within the last minute: host:pid and its age."""
+    prefix = PROCESS_KEY.format(component=component, process="")
+    now = time.time()
+    found = []
+    for key in client.scan_iter(match=prefix + "*", count=500):
+        value = client.get(key)
+        if value is None:
+            continue
+        name = key.decode()[len(prefix) :] if isinstance(key, bytes) else str(key)[len(prefix) :]
+        age = now - float(value)
+        found.append({"process": name, "age": round(age, 1), "ok": age < HEARTBEAT_MAX_AGE})
+    return sorted(found, key=lambda p: str(p["process"]))
 
 
 def _check_database() -> str:

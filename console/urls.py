@@ -2,7 +2,17 @@
 
 from django.urls import include, path, re_path
 
-from console.views import agents, audit, entries, federation, operator, overview, people
+from console.views import (
+    agents,
+    audit,
+    billing,
+    dashboards,
+    entries,
+    federation,
+    operator,
+    overview,
+    people,
+)
 
 tenant_pages = [
     path("", overview.overview, name="overview"),
@@ -31,6 +41,15 @@ tenant_pages = [
     path("api-tokens/", people.api_tokens, name="api_tokens"),
     path("api-tokens/<uuid:token_id>/revoke", people.api_token_revoke, name="api-token-revoke"),
     path("audit/", audit.audit, name="audit"),
+    path("audit/verify", audit.verify, name="audit-verify"),
+    path("audit/export.<str:kind>", audit.export, name="audit-export"),
+    path("usage/", billing.usage, name="usage"),
+    path("invoices/", billing.invoices, name="invoices"),
+    path(
+        "invoices/<uuid:invoice_id>.<str:kind>",
+        billing.invoice_download,
+        name="invoice-download",
+    ),
 ]
 
 console_patterns = [
@@ -45,6 +64,9 @@ operator_patterns = [
     path("logout", operator.logout, name="logout"),
     path("tenants/<uuid:tenant_id>/", operator.tenant, name="tenant"),
     path("health", operator.health, name="health"),
+    path("usage", dashboards.usage, name="usage"),
+    path("billing", dashboards.billing, name="billing"),
+    path("audit", dashboards.audit, name="audit"),
 ]
 
 urlpatterns = [

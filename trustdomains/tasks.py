@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 import redis
@@ -29,6 +30,8 @@ def rotation_interval() -> float:
 ROTATION_BATCH = 100
 SWEEP_STALE_INTERVALS = 6
 SWEEP_PENDING_KEY = "hallmark:rotation:sweep-pending"
+# When the last sweep was queued and when its last batch finished (the operators' health page).
+SWEEP_LAST_KEY = "hallmark:rotation:last-sweep"
 
 BEAT_SCHEDULE = {
     "trustdomains-rotate-all": {
@@ -71,6 +74,10 @@ def rotate_all(at: float | None = None) -> int:
         metrics.ROTATION_SWEEPS.labels("skipped").inc()
         return 0
     metrics.ROTATION_SWEEPS.labels("queued").inc()
+    client.hset(
+        SWEEP_LAST_KEY,
+        mapping={"queued_at": time.time(), "tenants": len(tenant_ids), "finished_at": ""},
+    )
     for batch in batches:
         rotate_trust_domains.apply_async(args=(batch,), kwargs={"at": at})
     return len(tenant_ids)
@@ -92,6 +99,7 @@ def rotate_trust_domains(tenant_ids: list[str], at: float | None = None) -> int:
         client = shared_redis()
         if client.decr(SWEEP_PENDING_KEY) <= 0:
             client.delete(SWEEP_PENDING_KEY)
+            client.hset(SWEEP_LAST_KEY, "finished_at", time.time())
     return failed
 
 
@@ -130,6 +138,22 @@ def _report_health(tenant_id: str, state: journal.RotationState) -> None:
     except redis.RedisError:
         # The gauges go stale, and the rotation itself stands.
         log.warning("could not record tenant %s's rotation state in Redis", tenant_id)
+
+
+def last_sweep() -> dict[str, float | int | None]:
+    """The last queued sweep: when (epoch s), how many tenants, when its last batch finished
+    (None while it runs), as the operators' health page shows it."""
+    raw = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in shared_redis().hgetall(SWEEP_LAST_KEY).items()
+    }
+    if not raw.get("queued_at"):
+        return {"queued_at": None, "tenants": 0, "finished_at": None}
+    return {
+        "queued_at": float(raw["queued_at"]),
+        "tenants": int(raw.get("tenants") or 0),
+        "finished_at": float(raw["finished_at"]) if raw.get("finished_at") else None,
+    }
 
 
 def _count_rotation(changes: list[Any]) -> None:

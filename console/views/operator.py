@@ -16,9 +16,11 @@ from rest_framework.exceptions import Throttled
 
 from config.health import platform_checks
 from console.access import OPERATOR_SESSION_KEY, current_operator, operator_page
+from console.views import dashboards
 from tenants import operators
 from tenants.api.errors import ApiError
 from tenants.billing import services as billing
+from tenants.metering import services as metering
 from tenants.models import AuditEvent, Operator, Tenant
 from tenants.ratelimit import client_address
 
@@ -111,7 +113,7 @@ def tenants(request: HttpRequest, operator: Operator) -> HttpResponse:
     connection.set_schema_to_public()
     query = request.GET.get("q", "").strip()
     sort = request.GET.get("sort", "-created")
-    if sort not in SORTS and sort != "agents":
+    if sort not in SORTS and sort not in ("agents", "svids"):
         sort = "-created"
     rows = Tenant.objects.exclude(schema_name="public")
     if query:
@@ -120,9 +122,13 @@ def tenants(request: HttpRequest, operator: Operator) -> HttpResponse:
         )
     listed = list(rows.order_by(*SORTS.get(sort, ("-created_at",)))[:500])
     counts = _agent_counts(listed)
-    entries = [{"tenant": t, "agents": counts.get(str(t.pk), 0)} for t in listed]
-    if sort == "agents":
-        entries.sort(key=lambda e: -e["agents"])
+    svids = metering.svids_this_month_of([str(t.pk) for t in listed])
+    entries = [
+        {"tenant": t, "agents": counts.get(str(t.pk), 0), "svids": svids.get(str(t.pk), 0)}
+        for t in listed
+    ]
+    if sort in ("agents", "svids"):
+        entries.sort(key=lambda e: -e[sort])
     context = {
         "operator": operator,
         "rows": entries,
@@ -191,6 +197,7 @@ def tenant(request: HttpRequest, operator: Operator, tenant_id: str) -> HttpResp
         "plans": billing.list_plans(),
         "errors": errors,
         "events": AuditEvent.objects.filter(tenant=found).order_by("-id")[:25],
+        "charts": dashboards.tenant_charts(found),
         "section": "tenants",
     }
     return render(request, "console/operator/tenant.html", context, status=400 if errors else 200)
@@ -204,5 +211,42 @@ def health(request: HttpRequest, operator: Operator) -> HttpResponse:
         "checks": sorted(checks.items()),
         "healthy": all(value == "ok" for value in checks.values()),
         "section": "health",
+        **platform_state(),
     }
     return render(request, "console/operator/health.html", context)
+
+
+def platform_state() -> dict[str, Any]:
+    """What Redis knows beyond up/down: each agent-API and bundle-endpoint process's last
+    heartbeat, the last rotation sweep and how long it took, and Celery's queue. Redis down:
+    nothing of it (the checks above say so)."""
+    import time
+
+    import redis
+
+    from config.health import process_heartbeats, redis_client
+    from trustdomains.tasks import last_sweep, rotation_interval
+
+    try:
+        client = redis_client()
+        processes = {
+            kind: process_heartbeats(kind, client) for kind in ("agent-api", "bundle-endpoint")
+        }
+        sweep = last_sweep()
+        queue = {"queued": client.llen("celery"), "reserved": client.hlen("unacked")}
+    except (redis.RedisError, ValueError):
+        return {"state_error": "Redis did not answer: no process, sweep or queue figures"}
+    now = time.time()
+    interval = rotation_interval()
+    queued_at, finished_at = sweep["queued_at"], sweep["finished_at"]
+    rotation: dict[str, Any] = {"interval": interval, "tenants": sweep["tenants"], "seen": False}
+    if queued_at is not None:
+        since = now - float(queued_at)
+        rotation.update(
+            seen=True,
+            since=round(since, 1),
+            took=round(float(finished_at) - float(queued_at), 1) if finished_at else None,
+            running=round(since, 1) if finished_at is None else None,
+            late=since > 2 * interval,
+        )
+    return {"processes": processes, "rotation": rotation, "queue": queue}

@@ -5,6 +5,9 @@ CSRF refusal, the CSP, and axe-core on each page (no serious or critical violati
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import json
 import re
 import shlex
@@ -190,8 +193,10 @@ def test_members_invite_and_api_token_shown_once_then_revoked(owner: Any, world:
     assert world.plane.call(secret, "GET", "entries").status_code == 401
 
 
-def test_audit_trail_filters_read_only(owner: Any, world: World) -> None:
+def test_audit_trail_verifies_its_chain_filters_and_exports(owner: Any, world: World) -> None:
     owner.goto(_console(world, "audit/"))
+    owner.get_by_role("button", name="Verify the chain").click()
+    expect(owner.locator("#verification")).to_contain_text("Chain verified")
     owner.get_by_label("Action starts with").fill("auth.")
     owner.get_by_role("button", name="Filter").click()
 
@@ -203,6 +208,48 @@ def test_audit_trail_filters_read_only(owner: Any, world: World) -> None:
     assert owner.locator("main form[method=post]").count() == 0
     _check_axe(owner)
     screenshot(owner, "audit")
+    with owner.expect_download() as download:
+        owner.get_by_role("link", name="Export CSV").click()
+    exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert exported and all(r["action"].startswith("auth.") for r in exported)
+    assert {r["tenant"] for r in exported} == {world.a.slug}
+
+
+def test_usage_charts_then_the_operator_closes_a_month_and_the_owner_gets_its_invoice(
+    owner: Any, operator: Any, world: World
+) -> None:
+    today = dt.datetime.now(tz=dt.UTC).date()
+    month = (today.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    owner.goto(_console(world, "usage/"))
+    expect(owner.get_by_role("heading", name="Usage")).to_be_visible()
+    expect(owner.locator("svg.chart-svg")).to_have_count(6)
+    expect(owner.locator("svg.chart-svg").first.locator("rect.bar")).to_have_count(30)
+    _check_axe(owner)
+    screenshot(owner, "usage")
+
+    operator.goto(f"/operator/tenants/{world.a.id}/")
+    operator.get_by_label("Plan", exact=True).select_option("team")
+    operator.get_by_role("button", name="Save plan and quotas").click()
+    operator.goto("/operator/billing")
+    operator.get_by_label("Month (YYYY-MM)").fill(month)
+    operator.get_by_role("button", name="Close month").click()
+    expect(operator.get_by_role("status")).to_contain_text(f"Closed {month}")
+    expect(operator.get_by_role("region", name="Invoices")).to_contain_text(world.a.slug)
+    _check_axe(operator)
+    screenshot(operator, "operator-billing")
+
+    owner.goto(_console(world, "invoices/"))
+    expect(owner.locator("tbody tr")).to_have_count(1)
+    expect(owner.locator("tbody")).to_contain_text("Plan Team, one month — 49.00 EUR")
+    with owner.expect_download() as download:
+        owner.get_by_role("link", name=f"PDF of {month}").click()
+    _check_axe(owner)
+    screenshot(owner, "invoices")
+    b_invoice = world.api(world.b, "GET", "invoices").json()["results"][0]["id"]
+    other = owner.goto(_console(world, f"invoices/{b_invoice}.pdf"))
+
+    assert Path(download.value.path()).read_bytes().startswith(b"%PDF")
+    assert other is not None and other.status == 404
 
 
 def test_a_viewer_is_offered_no_writes_and_its_forged_post_is_refused(
@@ -214,6 +261,9 @@ def test_a_viewer_is_offered_no_writes_and_its_forged_post_is_refused(
     expect(viewer.get_by_role("link", name="New entry")).to_have_count(0)
     expect(viewer.get_by_role("link", name=re.compile("^(Edit|Delete) "))).to_have_count(0)
     expect(viewer.get_by_role("link", name="Audit")).to_have_count(0)
+    expect(viewer.get_by_role("link", name="Usage")).to_be_visible()
+    expect(viewer.get_by_role("link", name="Invoices")).to_be_visible()
+    assert viewer.request.get(_console(world, "audit/export.csv")).status == 403
     _check_axe(viewer)
     csrf = viewer.locator("input[name=csrfmiddlewaretoken]").first.input_value()
     forged = viewer.request.post(
@@ -293,6 +343,7 @@ def test_the_operator_suspends_a_tenant_its_api_refuses_then_reactivates(
     screenshot(operator, "operator-tenants")
 
     operator.get_by_role("link", name=re.compile("console-a")).click()
+    expect(operator.locator("svg.chart-svg")).to_have_count(3)  # its usage, last 30 days
     operator.get_by_label("max_agents").fill("25")
     operator.get_by_role("button", name="Save plan and quotas").click()
     expect(operator.get_by_label("max_agents")).to_have_value("25")
@@ -308,12 +359,17 @@ def test_the_operator_suspends_a_tenant_its_api_refuses_then_reactivates(
     assert refused.status_code == 403 and refused.json()["code"] == "tenant_suspended"
     assert console_page is not None and console_page.status == 403
     assert world.api(world.a, "GET", "entries").status_code == 200
-    expect(operator.locator("tbody")).to_contain_text("tenant.reactivate")
+    trail = operator.get_by_role("region", name=re.compile("^Audit events of"))
+    expect(trail).to_contain_text("tenant.reactivate")
 
 
 def test_platform_health_and_a_phone_width(operator: Any, owner: Any, world: World) -> None:
     operator.goto("/operator/health")
-    expect(operator.locator("tbody")).to_contain_text("database")
+    expect(operator.locator("tbody").first).to_contain_text("database")
+    agent_apis = operator.get_by_role("region", name="agent-api processes")
+    expect(agent_apis.locator(".badge.ok").first).to_be_visible()
+    expect(operator.locator("#rotation")).to_contain_text("Last sweep queued")
+    expect(operator.locator("#queue .stat").first).to_have_text(re.compile(r"^\d+$"))
     _check_axe(operator)
     screenshot(operator, "operator-health")
 
@@ -323,6 +379,26 @@ def test_platform_health_and_a_phone_width(operator: Any, owner: Any, world: Wor
     _check_axe(owner)
     owner.set_viewport_size({"width": 1280, "height": 860})
     assert width <= PHONE["width"]  # nothing overflows the phone's width; tables scroll inside
+
+
+def test_operator_usage_across_tenants_and_the_platform_audit_trail(
+    operator: Any, world: World
+) -> None:
+    operator.goto("/operator/usage")
+    expect(operator.locator("svg.chart-svg")).to_have_count(4)
+    expect(
+        operator.get_by_role("region", name="Usage per tenant").locator("tbody tr").first
+    ).to_be_visible()
+    _check_axe(operator)
+    screenshot(operator, "operator-usage")
+
+    operator.goto("/operator/audit")
+    operator.get_by_label("Trail", exact=True).fill("platform")
+    operator.get_by_role("button", name="Verify the chain").click()
+    expect(operator.locator("#verification")).to_contain_text("The platform chain is intact")
+    expect(operator.locator("tbody")).to_contain_text("operator.login")
+    _check_axe(operator)
+    screenshot(operator, "operator-audit")
 
 
 def test_without_javascript_the_filter_still_works(browser: Any, world: World) -> None:
