@@ -427,7 +427,7 @@ def _agent_log(path: Path) -> list[tuple[float, str]]:
 
 STAGES = {
     "rest": "REST commit (POST answered)",
-    "to_notice": "event -> agent API -> agent notice",
+    "to_notice": "POST sent -> agent notice",
     "sync": "agent syncs entries",
     "mint": "agent mints (BatchNewX509SVID)",
     "publish": "agent publishes the snapshot",
@@ -442,8 +442,10 @@ def registration_stages(
     """Split each registration at the agent's own log lines (millisecond stamps).
 
     rest: POST sent → answered (the entry committed, its change event published on commit);
-    to_notice: answered → the agent logged the WatchUpdates notice that woke it (Redis → the
-    agent API's listener → the agent's stream); sync: → the agent holds the new entries
+    to_notice: POST sent → the agent logged the WatchUpdates notice that woke it (the commit,
+    then Redis → the agent API's listener → the agent's stream), measured from the POST's
+    start because the notice can reach the agent before the answer reaches the client; the
+    stages from here on add up to the total: sync: → the agent holds the new entries
     (SyncAuthorizedEntries); mint: → the agent logs the new SVID (key, CSR,
     BatchNewX509SVID); publish: → the agent published the new snapshot; wire: → the message
     on a raw gRPC stream (the Workload API server and relay); client: → py-spiffe's callback
@@ -463,7 +465,7 @@ def registration_stages(
         if None in (noticed, synced, minted, published, r.on_wire):
             continue
         assert noticed and synced and minted and published and r.on_wire  # for mypy
-        stages["to_notice"].append(max(noticed - r.committed, 0.0))
+        stages["to_notice"].append(noticed - r.started)
         stages["sync"].append(synced - noticed)
         stages["mint"].append(minted - synced)
         stages["publish"].append(published - minted)
