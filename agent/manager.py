@@ -198,6 +198,14 @@ class AgentManager:
             or notice.entries_revision > self._revision
             or notice.bundle_sequence > held_sequence
         ):
+            _log.info(
+                "notice: server at entries revision %d, bundle sequence %d%s (held %d, %d)",
+                notice.entries_revision,
+                notice.bundle_sequence,
+                ", resync" if notice.resync else "",
+                self._revision,
+                held_sequence,
+            )
             self._wake.set()
 
     async def bootstrap(self) -> None:

@@ -8,8 +8,10 @@ agent's unix:sha256 has a real file to hash):
   FetchX509SVID first message, FetchJWTSVID, FetchJWTBundles first message, ValidateJWTSVID
   (raw grpcio), p50/p99 and the ratio of each to the floor
 and once per run: FetchX509SVID through py-spiffe, and registration (POST /api/v1/entries) →
-the SVID in an open py-spiffe stream, p50/p99 with its stages (REST commit as the POST's
-answer, then the agent's sync and mint, then the stream).
+the SVID in an open py-spiffe stream, p50/p99 with its stages: the REST commit (the POST's
+answer), the change event reaching the agent as a WatchUpdates notice, the agent's entry sync,
+its mint, its publish, the new message on a raw gRPC stream, then the py-spiffe callback.
+`--registrations-only` skips the per-call figures (the registration path alone, more samples).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +228,9 @@ class Stack:
     trust_domain: str
     alias: str
     socket_path: Path
+    # One kept-alive HTTP connection, as an automation client holds: the figures are the
+    # server's, not a TCP handshake's.
+    http: requests.Session = field(default_factory=requests.Session)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -234,7 +239,7 @@ class Stack:
     def register(self, path: str) -> tuple[str, str]:
         """Register an entry for this uid; its SPIFFE ID and entry id."""
         spiffe_id = f"spiffe://{self.trust_domain}{path}"
-        answer = requests.post(
+        answer = self.http.post(
             f"{self.url}/api/v1/entries",
             headers=self.headers,
             timeout=30,
@@ -248,7 +253,7 @@ class Stack:
         return spiffe_id, str(answer.json()["id"])
 
     def delete(self, entry_id: str) -> None:
-        requests.delete(
+        self.http.delete(
             f"{self.url}/api/v1/entries/{entry_id}", headers=self.headers, timeout=30
         ).raise_for_status()
 
@@ -331,14 +336,47 @@ def py_spiffe_fetch(client: WorkloadApiClient, calls: int) -> list[float]:
     return samples
 
 
+class RawStream:
+    """A raw gRPC FetchX509SVID stream beside py-spiffe's: when each SPIFFE ID first arrived on
+    the wire, before any client parsed the message (no parsing here: the IDs are strings)."""
+
+    def __init__(self, socket_path: Path) -> None:
+        from hallmark.protos import workloadapi_pb2, workloadapi_pb2_grpc
+
+        self.seen: dict[str, float] = {}
+        self._channel = grpc.insecure_channel(f"unix:{socket_path}")
+        stub = workloadapi_pb2_grpc.SpiffeWorkloadAPIStub(self._channel)  # type: ignore[no-untyped-call,unused-ignore]
+        self._stream = stub.FetchX509SVID(workloadapi_pb2.X509SVIDRequest(), metadata=HEADER)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for message in self._stream:
+                now = time.time()
+                for svid in message.svids:
+                    self.seen.setdefault(svid.spiffe_id, now)
+
+    def close(self) -> None:
+        self._stream.cancel()
+        self._channel.close()
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registration's wall-clock moments (seconds), to place the agent log's lines between."""
+
+    spiffe_id: str
+    started: float  # POST sent
+    committed: float  # POST answered
+    on_wire: float | None  # the SVID's first message on the raw stream
+    arrived: float  # py-spiffe's callback had it
+
+
 def registration_to_svid(
     stack: Stack, client: WorkloadApiClient, count: int, first: int
-) -> list[tuple[str, float, float, float]]:
-    """POST an entry, then wait for its SVID on an already open py-spiffe stream.
-
-    Each registration as (SPIFFE ID, POST sent, POST answered, SVID in the stream), in wall
-    clock seconds so that the agent log's stages can be placed between them.
-    """
+) -> list[Registration]:
+    """POST an entry, then wait for its SVID on an already open py-spiffe stream."""
     seen: dict[str, float] = {}
     current: set[str] = set()
     lock = threading.Condition()
@@ -353,6 +391,7 @@ def registration_to_svid(
             lock.notify_all()
 
     stream = client.stream_x509_contexts(on_success=on_update, on_error=lambda e: None)
+    raw = RawStream(stack.socket_path)
     done = []
     for i in range(first, first + count):
         started = time.time()
@@ -361,7 +400,8 @@ def registration_to_svid(
         with lock:
             if not lock.wait_for(functools.partial(seen.__contains__, spiffe_id), timeout=30):
                 raise SystemExit(f"{spiffe_id} never reached the workload")
-            done.append((spiffe_id, started, committed, seen[spiffe_id]))
+            arrived = seen[spiffe_id]
+        done.append(Registration(spiffe_id, started, committed, raw.seen.get(spiffe_id), arrived))
         # Back to one identity before the next: a workload's stream carries its own SVIDs,
         # and a message of dozens would time the client's parsing, not the path.
         stack.delete(entry_id)
@@ -369,6 +409,7 @@ def registration_to_svid(
             if not lock.wait_for(lambda: spiffe_id not in current, timeout=30):  # noqa: B023
                 raise SystemExit(f"{spiffe_id} was never withdrawn from the workload")
     stream.cancel()
+    raw.close()
     return done
 
 
@@ -384,35 +425,52 @@ def _agent_log(path: Path) -> list[tuple[float, str]]:
     return lines
 
 
+STAGES = {
+    "rest": "REST commit (POST answered)",
+    "to_notice": "POST sent -> agent notice",
+    "sync": "agent syncs entries",
+    "mint": "agent mints (BatchNewX509SVID)",
+    "publish": "agent publishes the snapshot",
+    "wire": "snapshot -> raw gRPC stream",
+    "client": "raw stream -> py-spiffe callback",
+}
+
+
 def registration_stages(
-    done: list[tuple[str, float, float, float]], log: list[tuple[float, str]]
+    done: list[Registration], log: list[tuple[float, str]]
 ) -> dict[str, list[float]]:
     """Split each registration at the agent's own log lines (millisecond stamps).
 
     rest: POST sent → answered (the entry committed, its change event published on commit);
-    to_agent_sync: answered → the agent holds the new entries (event → agent API → notice →
-    the agent's incremental SyncEntries); mint: → the agent logs the new SVID (key, CSR,
-    BatchNewX509SVID); publish: → the agent published the new snapshot; stream: → the
-    workload's open py-spiffe stream delivered it.
+    to_notice: POST sent → the agent logged the WatchUpdates notice that woke it (the commit,
+    then Redis → the agent API's listener → the agent's stream), measured from the POST's
+    start because the notice can reach the agent before the answer reaches the client; the
+    stages from here on add up to the total: sync: → the agent holds the new entries
+    (SyncAuthorizedEntries); mint: → the agent logs the new SVID (key, CSR,
+    BatchNewX509SVID); publish: → the agent published the new snapshot; wire: → the message
+    on a raw gRPC stream (the Workload API server and relay); client: → py-spiffe's callback
+    (its parsing and thread hop).
     """
-    stages: dict[str, list[float]] = {
-        k: [] for k in ("total", "rest", "to_agent_sync", "mint", "publish", "stream")
-    }
-    for spiffe_id, started, committed, arrived in done:
-        window = [(t, m) for t, m in log if started - 0.002 <= t <= arrived + 0.002]
+    stages: dict[str, list[float]] = {k: [] for k in ("total", *STAGES)}
+    for r in done:
+        window = [(t, m) for t, m in log if r.started - 0.002 <= t <= r.arrived + 0.002]
+        noticed = next((t for t, m in window if m.find("notice: ") >= 0), None)
         synced = next((t for t, m in window if m.find("entries at revision") >= 0), None)
-        minted = next((t for t, m in window if m.find(f"SVID for {spiffe_id} ") >= 0), None)
+        minted = next((t for t, m in window if m.find(f"SVID for {r.spiffe_id} ") >= 0), None)
         published = next(
             (t for t, m in window if m.find("published:") >= 0 and minted and t >= minted), None
         )
-        stages["total"].append(arrived - started)
-        stages["rest"].append(committed - started)
-        if synced is None or minted is None or published is None:
+        stages["total"].append(r.arrived - r.started)
+        stages["rest"].append(r.committed - r.started)
+        if None in (noticed, synced, minted, published, r.on_wire):
             continue
-        stages["to_agent_sync"].append(max(synced - committed, 0.0))
+        assert noticed and synced and minted and published and r.on_wire  # for mypy
+        stages["to_notice"].append(noticed - r.started)
+        stages["sync"].append(synced - noticed)
         stages["mint"].append(minted - synced)
         stages["publish"].append(published - minted)
-        stages["stream"].append(max(arrived - published, 0.0))
+        stages["wire"].append(max(r.on_wire - published, 0.0))
+        stages["client"].append(max(r.arrived - r.on_wire, 0.0))
     return stages
 
 
@@ -437,15 +495,6 @@ LABELS = {
 }
 
 
-STAGES = {
-    "rest": "REST commit (POST answered)",
-    "to_agent_sync": "event -> agent API -> agent sync",
-    "mint": "agent mints (BatchNewX509SVID)",
-    "publish": "agent publishes the snapshot",
-    "stream": "snapshot -> workload stream",
-}
-
-
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--client":
         client_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
@@ -455,16 +504,21 @@ def main() -> None:
     parser.add_argument("--registrations", type=int, default=30, help="registrations per run")
     parser.add_argument("--runs", type=int, default=3, help="runs against the same stack")
     parser.add_argument("--large-mb", type=int, default=60, help="the large executable's size")
+    parser.add_argument(
+        "--registrations-only", action="store_true", help="time the registration path alone"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="hallmark-bench-"))
     print(f"working in {work}", flush=True)
-    executables = build_executables(work, args.large_mb)
+    executables = {} if args.registrations_only else build_executables(work, args.large_mb)
     floor_server, floor_path = start_floor_server(work)
     with running_stack(work) as stack:
         client = first_svid_client(stack, work)
+        pooled: dict[str, list[float]] = {}
         for run in range(1, args.runs + 1):
-            print(f"\n== run {run}", flush=True)
+            load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+            print(f"\n== run {run} (load average {load})", flush=True)
             for size, executable in executables.items():
                 mb = executable.stat().st_size / 1e6
                 results = run_client(executable, stack.socket_path, floor_path, args.calls)
@@ -474,8 +528,9 @@ def main() -> None:
                     if name != "floor":
                         line += f"   {ratio(results[name], results['floor'])}"
                     print(line, flush=True)
-            fetch = py_spiffe_fetch(client, args.calls)
-            print(f"  FetchX509SVID via py-spiffe (cached)  {percentiles(fetch)}")
+            if not args.registrations_only:
+                fetch = py_spiffe_fetch(client, args.calls)
+                print(f"  FetchX509SVID via py-spiffe (cached)  {percentiles(fetch)}")
             done = registration_to_svid(
                 stack, client, args.registrations, (run - 1) * args.registrations
             )
@@ -483,7 +538,15 @@ def main() -> None:
             print(f"  registration -> SVID in stream   {percentiles(stages['total'])}")
             for name, label in STAGES.items():
                 if stages[name]:
-                    print(f"    {label:30s} {percentiles(stages[name])}")
+                    print(f"    {label:34s} {percentiles(stages[name])}")
+            for name, samples in stages.items():
+                pooled.setdefault(name, []).extend(samples)
+        if args.runs > 1:
+            print(f"\n== all {args.runs} runs pooled")
+            print(f"  registration -> SVID in stream   {percentiles(pooled['total'])}")
+            for name, label in STAGES.items():
+                if pooled.get(name):
+                    print(f"    {label:34s} {percentiles(pooled[name])}")
         client.close()
     floor_server.stop(0)
 

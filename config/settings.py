@@ -77,6 +77,10 @@ INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_
 TENANT_MODEL = "tenants.Tenant"
 TENANT_DOMAIN_MODEL = "tenants.Domain"
 PUBLIC_SCHEMA_NAME = "public"
+# `SET search_path` only when the schema changes, not before every statement (it doubled the
+# round trips of every request and agent-API call). django-tenants forgets the path on
+# rollback and savepoint rollback, which undo a SET (tests/tenants/test_scoping.py).
+TENANT_LIMIT_SET_CALLS = True
 
 MIDDLEWARE = [
     "config.metricsmiddleware.RequestMetricsMiddleware",

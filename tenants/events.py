@@ -42,6 +42,9 @@ class ChangeEvent:
     tenant_id: uuid.UUID
     kind: str
     at: float
+    # For "entries": the tenant's entry revision the change committed, when the publisher
+    # knew it. A listener can then tell agents the new head without reading it back.
+    revision: int | None = None
 
 
 def shared_redis() -> redis.Redis:
@@ -55,12 +58,20 @@ def shared_redis() -> redis.Redis:
         return _client
 
 
-def publish_change(*, tenant_id: uuid.UUID | str, kind: str) -> None:
-    """Announce a change once the surrounding transaction commits (at once outside one)."""
+def publish_change(*, tenant_id: uuid.UUID | str, kind: str, revision: int | None = None) -> None:
+    """Announce a change once the surrounding transaction commits (at once outside one).
+
+    `revision`: the entry revision the transaction commits (kind "entries" only), when known.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown change kind {kind!r}; one of {sorted(KINDS)}")
+    if revision is not None and kind != "entries":
+        raise ValueError("only an entries change carries a revision")
     channel = CHANNEL.format(tenant_id=tenant_id)
-    payload = json.dumps({"kind": kind, "at": time.time()})
+    body: dict[str, object] = {"kind": kind, "at": time.time()}
+    if revision is not None:
+        body["revision"] = int(revision)
+    payload = json.dumps(body)
 
     def send() -> None:
         try:
@@ -108,7 +119,14 @@ def _parse(channel: bytes | str, data: bytes | str) -> ChangeEvent | None:
     try:
         tenant_id = uuid.UUID(name.split(":")[2])
         body = json.loads(data)
-        return ChangeEvent(tenant_id=tenant_id, kind=str(body["kind"]), at=float(body["at"]))
-    except (ValueError, KeyError, IndexError, TypeError):
+        revision = body.get("revision")
+        return ChangeEvent(
+            tenant_id=tenant_id,
+            kind=str(body["kind"]),
+            at=float(body["at"]),
+            # Anything but a positive number is left out: the listener reads the head itself.
+            revision=revision if type(revision) is int and revision > 0 else None,
+        )
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         log.warning("ignoring malformed change event on %s", name)
         return None

@@ -177,7 +177,8 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         self, peer: AgentPeer, work: Callable[[Tenant, Agent], T]
     ) -> Callable[[Tenant], T]:
         def run(tenant: Tenant) -> T:
-            agent = services.authenticate_agent(peer.certificate)
+            # `tenant` was read from the database at the start of this call (scoped.py).
+            agent = services.authenticate_agent(peer.certificate, tenant_read_now=tenant)
             return work(tenant, agent)
 
         return run

@@ -4,7 +4,9 @@ Every agent-API replica subscribes once to all tenants' change events (tenants.e
 wakes the streams of the event's tenant only. A stream that is busy while more events come
 sees them as one wake-up (kinds merged), so a burst of writes costs each agent a notice or
 two, not one per write. What a notice carries (head revision, bundle sequence) is the same
-for every agent of a tenant, so it is read once per tenant per burst, not once per stream.
+for every agent of a tenant, so it is read once per tenant per burst, not once per stream; an
+entries event that carries the revision it committed is not read back at all (the notice goes
+out at once with that head, and the agent's own sync reads the entries).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class _TenantState:
     generation: int = 0
     computed: int = -1
     future: asyncio.Future[tuple[int, int]] | None = None
+    # The highest entry revision an event carried: committed, so the head is at least this.
+    pushed: int = 0
     watchers: set[Watcher] = field(default_factory=set)
 
 
@@ -123,7 +127,10 @@ class ChangeHub:
         state = self._tenants.get(event.tenant_id)
         if state is None:
             return
-        state.generation += 1
+        if event.kind == "entries" and event.revision is not None:
+            state.pushed = max(state.pushed, event.revision)  # no read back needed
+        else:
+            state.generation += 1
         for watcher in state.watchers:
             watcher.notify(event.kind, event.at)
 
@@ -157,7 +164,8 @@ class ChangeHub:
         if future is None or failed or state.computed != state.generation:
             state.computed = state.generation
             future = state.future = asyncio.ensure_future(read())
-        return await asyncio.shield(future)
+        head, sequence = await asyncio.shield(future)
+        return max(head, state.pushed), sequence
 
     def watching(self, tenant_id: uuid.UUID) -> int:
         state = self._tenants.get(tenant_id)

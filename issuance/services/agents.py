@@ -352,15 +352,27 @@ def admit_new_agent(tenant: Tenant) -> None:
     billing.check_new_agent(tenant, live_agents=live_agents())
 
 
-def authenticate_agent(certificate: x509.Certificate | None) -> Agent:
-    """The agent behind a TLS client certificate, checked against the tenant's bundle now."""
+def authenticate_agent(
+    certificate: x509.Certificate | None, *, tenant_read_now: Tenant | None = None
+) -> Agent:
+    """The agent behind a TLS client certificate, checked against the tenant's bundle now.
+
+    `tenant_read_now`: the tenant's row as this very call read it from the database (the agent
+    API reads it at the start of every call); its status then stands for the suspension
+    check instead of a second read of the same row.
+    """
     if certificate is None:
         raise AgentNotAuthenticated(
             "this call needs the agent's X.509-SVID as TLS client certificate; attest first",
             code="no_client_certificate",
         )
     # A suspended tenant's agents get no new SVIDs (and no entries) until it is reactivated.
-    refuse_if_suspended(current_tenant().pk, error=AgentDenied)
+    if tenant_read_now is None:
+        refuse_if_suspended(current_tenant().pk, error=AgentDenied)
+    elif tenant_read_now.status == tenant_read_now.Status.SUSPENDED:
+        raise AgentDenied(
+            "this tenant is suspended by the platform operator", code="tenant_suspended"
+        )
     bundle = trustdomain_services.current_bundle()
     try:
         chain = [certificate]

@@ -237,7 +237,7 @@ def batch_create_entries(
                             for e in entries
                         ],
                     )
-                    publish_change(tenant_id=tenant.id, kind="entries")
+                    publish_change(tenant_id=tenant.id, kind="entries", revision=revisions.head)
                     for index, entry in created.items():
                         results[index] = ItemResult(code=OK, entry=entry)
         except IntegrityError:  # cannot happen under the revision lock; refuse, store nothing
@@ -332,7 +332,7 @@ def batch_update_entries(
                     [stored[pk] for pk in order], before=before, revisions=revisions, at=now
                 )
                 record_audits(tenant=tenant, actor=actor, source=source, records=audits)
-                publish_change(tenant_id=tenant.id, kind="entries")
+                publish_change(tenant_id=tenant.id, kind="entries", revision=revisions.head)
     except IntegrityError:
         raise EntryExists(
             "the batch moves spiffe_id, parent_id and selectors between its own entries in "
@@ -472,7 +472,7 @@ def batch_delete_entries(
                     for e, detail in zip(entries, details, strict=True)
                 ],
             )
-            publish_change(tenant_id=tenant.id, kind="entries")
+            publish_change(tenant_id=tenant.id, kind="entries", revision=revisions.head)
     _write_refusal_audits(tenant=tenant, actor=actor, source=source, refusals=refusals)
     return [r for r in results if r is not None]
 

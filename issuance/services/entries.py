@@ -160,7 +160,7 @@ def create_entry(
                 source=source,
                 detail=_audit_detail(entry),
             )
-            publish_change(tenant_id=tenant.id, kind="entries")
+            publish_change(tenant_id=tenant.id, kind="entries", revision=revisions.head)
     except IntegrityError:
         raise _entry_exists() from None
     except billing.QuotaExceeded as exc:
@@ -217,7 +217,7 @@ def update_entry(
                 source=source,
                 detail={**_audit_detail(entry), "changed": sorted(changes)},
             )
-            publish_change(tenant_id=tenant.id, kind="entries")
+            publish_change(tenant_id=tenant.id, kind="entries", revision=revisions.head)
     except IntegrityError:
         raise _entry_exists() from None
     except InvalidEntry as exc:  # the change's transaction is rolled back by now
@@ -249,7 +249,7 @@ def delete_entry(*, tenant: Tenant, actor: str, entry_id: uuid.UUID, source: str
             source=source,
             detail=detail,
         )
-        publish_change(tenant_id=tenant.id, kind="entries")
+        publish_change(tenant_id=tenant.id, kind="entries", revision=revisions.head)
 
 
 def _remove(*, entries: Iterable[Entry], revisions: RevisionLock) -> None:
@@ -299,7 +299,7 @@ def expire_entries(*, tenant: Tenant, limit: int = 10_000) -> int:
             target=str(entries[0].id) if len(entries) == 1 else "",
             detail={"entries": len(entries), "entry_ids": [str(e.id) for e in entries[:50]]},
         )
-        publish_change(tenant_id=tenant.id, kind="entries")
+        publish_change(tenant_id=tenant.id, kind="entries", revision=revisions.head)
     return len(entries)
 
 

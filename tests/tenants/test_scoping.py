@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.test import APIRequestFactory
 
 from tenants.api.base import TenantResourceViewSet
@@ -164,3 +164,53 @@ def test_a_tenant_resource_is_written_listed_and_read_only_by_its_tenant(
     event = AuditEvent.objects.get(action="entry.create", target=entry_id)
     assert event.tenant_id == tenant_a.tenant.pk
     assert event.actor == f"token:{tenant_a.token[:9]}"
+
+
+def _current_schema() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_schema()")
+        return str(cursor.fetchone()[0])
+
+
+def test_the_search_path_is_set_once_per_schema_change_not_before_every_statement(
+    tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries, tenant_schema(tenant_a.tenant):
+        schemas = [_current_schema() for _ in range(3)]
+        with tenant_schema(tenant_b.tenant):
+            schemas.append(_current_schema())
+        schemas.append(_current_schema())
+
+    sets = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SET search_path")]
+    a, b = tenant_a.tenant.schema_name, tenant_b.tenant.schema_name
+    assert schemas == [a, a, a, b, a]
+    assert len(sets) == 3  # into A, into B, back into A: none repeated for the same schema
+
+
+def test_a_rolled_back_transaction_does_not_leave_the_connection_in_the_previous_schema(
+    tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    # given a connection whose search path is A's (set outside any transaction)
+    with tenant_schema(tenant_a.tenant):
+        assert _current_schema() == tenant_a.tenant.schema_name
+        connection.set_tenant(tenant_b.tenant)
+        # when B's path is set inside a transaction that rolls back (PostgreSQL undoes the SET)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            assert _current_schema() == tenant_b.tenant.schema_name
+            raise RuntimeError("boom")
+        # then the next statement still runs in B, not in A's schema the rollback restored
+        assert _current_schema() == tenant_b.tenant.schema_name
+
+
+def test_a_rolled_back_savepoint_does_not_leave_the_connection_in_the_previous_schema(
+    tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    with tenant_schema(tenant_a.tenant), transaction.atomic():
+        assert _current_schema() == tenant_a.tenant.schema_name
+        connection.set_tenant(tenant_b.tenant)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            assert _current_schema() == tenant_b.tenant.schema_name
+            raise RuntimeError("boom")
+        assert _current_schema() == tenant_b.tenant.schema_name

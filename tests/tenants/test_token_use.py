@@ -70,3 +70,36 @@ def test_the_principal_behind_a_token_is_its_tenant_and_reads_as_its_prefix(
 
     assert user.tenant == tenant_a.tenant
     assert str(user) == f"token:{token.prefix}" == request._request.actor
+
+
+@pytest.mark.django_db(transaction=True)
+def test_last_use_is_stamped_once_a_minute_not_in_a_commit_of_every_request(
+    tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    import datetime as dt
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    def stamps(handle: TenantHandle) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert handle.client.get("/api/v1/trust-domain").status_code == 200
+        return sum('UPDATE "tenants_apitoken"' in q["sql"] for q in queries.captured_queries)
+
+    # given A's token used just now
+    first = stamps(tenant_a)
+    stamped = _token(tenant_a.token).last_used_at
+
+    # when it is used again within the minute, then nothing is written
+    assert (first, stamps(tenant_a)) == (1, 0)
+    assert _token(tenant_a.token).last_used_at == stamped
+
+    # when its last use is over a minute old, then the next use stamps it again
+    ApiToken.objects.filter(token_hash=hash_token(tenant_a.token)).update(
+        last_used_at=timezone.now() - dt.timedelta(seconds=61)
+    )
+    assert stamps(tenant_a) == 1
+    assert _token(tenant_a.token).last_used_at > stamped
+    # and B's token, never used, is stamped on its first use whatever A's state
+    assert stamps(tenant_b) == 1

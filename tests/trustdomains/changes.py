@@ -33,6 +33,16 @@ class ChangeListener:
                 found.append(json.loads(message["data"])["kind"])
         return found
 
+    def bodies(self, count: int, wait: float) -> list[dict]:
+        """The next `count` events' bodies (fewer if `wait` seconds pass first)."""
+        found: list[dict] = []
+        deadline = time.monotonic() + wait
+        while len(found) < count and time.monotonic() < deadline:
+            message = self._pubsub.get_message(timeout=0.2)
+            if message is not None:
+                found.append(json.loads(message["data"]))
+        return found
+
     def close(self) -> None:
         self._pubsub.close()
         self._client.close()
