@@ -85,6 +85,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # CSP, X-Frame-Options DENY and friends on every answer (console.middleware).
     "console.middleware.SecurityHeadersMiddleware",
+    # Signups past the per-client limit are answered 429 here, before sessions, CSRF and DRF.
+    "tenants.ratelimit.SignupRateLimitMiddleware",
     # Static files from the web process itself (gunicorn has no static server of its own).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",
