@@ -130,6 +130,9 @@ def admit(scope: str, request: HttpRequest, *, limit: str | Rate) -> HttpRespons
     except RateLimited as exc:
         response = JsonResponse({"code": "rate_limited", "detail": str(exc.detail)}, status=429)
         response["Retry-After"] = str(exc.wait)
+        # enforce logs the first refusal of a window; Django's per-response warning would
+        # give a flood a log line per request
+        response._has_been_logged = True  # type: ignore[attr-defined]
         return response
     except ApiError as exc:
         return JsonResponse(
