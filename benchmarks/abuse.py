@@ -11,6 +11,17 @@ and the ratio p99(flood) / p99(alone) against the goal (at most 2x). Every flood
 client processes of its own, bounded by a count and by `--seconds`, against 127.0.0.1 only,
 and stops itself; beside each row are what the flood got (its outcomes) and the cores its
 client processes used (they share the machine with the plane).
+
+Beside the latencies, each flood row says what one flood request cost the plane: the CPU
+time of the plane's processes (agent API, web, database, ...; read from /proc) during the
+flood, less what the legitimate agent's syncs cost alone, divided by the requests the flood
+sent. That figure is the flood's cost per request whatever the machine's load; the latency
+ratio also depends on how fast the flood sends. By default each flood client sends as fast
+as it gets answers (closed loop: a cheaper refusal lets it send more on the same cores);
+`--rate N` makes it send N a second (open loop). `--flood-cpus` / `--plane-cpus` put the
+flood clients and the plane (with the legitimate agent) on separate cores (taskset), to
+tell contention for the cores from the cost of the requests; `--flood-nice` lowers the
+flood clients' priority instead.
 """
 
 from __future__ import annotations
@@ -33,13 +44,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+T = TypeVar("T")
 GOAL = 2.0
 FRESH_EVERY = 10  # every tenth sample also times connect + sync on a fresh connection
 MAX_FLOOD_ACTIONS = 200_000  # per client process: the count bound beside the time bound
@@ -148,10 +160,12 @@ def attested_agent(url: str, grpc_address: str, entries: int) -> Agent:
     while True:  # the plane builds a new tenant's TLS credentials in the background
         channel = agent.channel()
         try:
-            # AttestAgent is a conversation; a join token needs no challenge: one answer.
+            # the attestation is a stream: a join token's answer is its first message
             answer = next(
-                agent_pb2_grpc.AgentAPIStub(channel).AttestAgent(
-                    iter([request]), metadata=agent.metadata, timeout=30
+                iter(
+                    agent_pb2_grpc.AgentAPIStub(channel).AttestAgent(
+                        iter([request]), metadata=agent.metadata, timeout=30
+                    )
                 )
             )
             break
@@ -209,6 +223,65 @@ def p50_p99(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
+# -- the plane's CPU, per part ---------------------------------------------------------------------
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _role(cmdline: str) -> str:
+    for needle, role in (
+        ("agent-api", "agent API"),
+        ("gunicorn", "web"),
+        ("postgres", "database"),
+        ("redis", "redis"),
+        ("bundle-endpoint", "bundle endpoint"),
+        ("celery", "celery"),
+    ):
+        if needle in cmdline:
+            return role
+    return "other"
+
+
+@dataclass(frozen=True)
+class Plane:
+    """The `hallmark up` process, and its data dir (daemonized servers mention it)."""
+
+    pid: int
+    data_dir: str
+
+
+def plane_cpu(plane: Plane) -> Counter[str]:
+    """CPU clock ticks used so far by the plane's processes, per part: the descendants of
+    `hallmark up` and the embedded servers started with its data dir in their command line."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    used: Counter[str] = Counter()
+    for pid in parents:
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            ancestor, hops = pid, 0
+            while ancestor not in (plane.pid, 0, 1) and hops < 32:
+                ancestor, hops = parents.get(ancestor, 0), hops + 1
+            if ancestor != plane.pid and plane.data_dir not in cmdline:
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            # utime, stime of the process and of its waited-for children
+            used[_role(cmdline)] += sum(int(f) for f in fields[11:15])
+    return used
+
+
+def pin_flood_client(cpus: set[int] | None, nice: int) -> None:
+    """Run this flood client on `cpus` only (taskset), at `nice` (the plane keeps its own)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    if nice:
+        os.nice(nice)
+
+
 # -- floods, each in client processes of its own ------------------------------------------------
 @dataclass(frozen=True)
 class Flood:
@@ -221,9 +294,34 @@ class Flood:
     roots_pem: bytes
     connections: int = 0  # idle: connections held at once
     threads: int = 1  # signup: parallel requests
+    cpus: frozenset[int] = frozenset()  # taskset of the flood client (empty: any core)
+    nice: int = 0
+    rate: float = 0.0  # actions a second of this client (0: as fast as it gets answers)
+
+
+class Pacer:
+    """Spaces actions `1 / rate` apart (0: no spacing), across threads: an open-loop flood
+    sends at its rate however fast the server answers, so cheaper refusals do not simply buy
+    the attacker more requests on the same cores."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            at = max(self._next, now)
+            self._next = at + self.interval
+        if at > now:
+            time.sleep(at - now)
 
 
 def _flood_child(flood: Flood, seconds: float, started: Any, stop: Any, results: Any) -> None:
+    pin_flood_client(set(flood.cpus), flood.nice)
     cpu = time.process_time()
     outcomes: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
@@ -248,8 +346,10 @@ def _sni(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Counter
     context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["h2"])
     host, port = _host_port(flood.grpc_address)
+    pace = Pacer(flood.rate)
     started.set()
     for _ in range(MAX_FLOOD_ACTIONS):
+        pace.wait()
         if done():
             return
         name = f"nx-{secrets.token_hex(6)}.flood.test"
@@ -324,9 +424,11 @@ def _attest(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Coun
     channel = stranger.channel()
     stub = agent_pb2_grpc.AgentAPIStub(channel)
     csr = make_csr(stranger.key)
+    pace = Pacer(flood.rate)
     started.set()
     try:
         for _ in range(MAX_FLOOD_ACTIONS):
+            pace.wait()
             if done():
                 return
             request = agent_pb2.AttestAgentRequest(
@@ -352,10 +454,12 @@ def _signup_flood(
 ) -> None:
     lock = threading.Lock()
     budget = iter(range(MAX_FLOOD_ACTIONS))
+    pace = Pacer(flood.rate)
 
     def worker() -> None:
         session = requests.Session()
         while not done():
+            pace.wait()
             with lock:
                 if next(budget, None) is None:
                     return
@@ -383,8 +487,37 @@ class FloodResult:
     outcomes: Counter[str]
     client_cores: float
 
+    @property
+    def actions(self) -> int:
+        """Handshakes, connections, attestations or signups the flood sent."""
+        tallies = ("held at the end", "a flood client did not answer")
+        return sum(
+            n for k, n in self.outcomes.items() if k not in tallies and "client error" not in k
+        )
 
-def during(floods: list[Flood], seconds: float, work: Callable[[], Samples]) -> Any:
+
+@dataclass
+class PlaneCpu:
+    """CPU ticks each part of the plane used during a phase, and the phase's length."""
+
+    ticks: Counter[str]
+    seconds: float
+
+    @property
+    def used(self) -> dict[str, float]:
+        """CPU seconds per part, most first."""
+        return {k: v / _TICKS for k, v in self.ticks.most_common()}
+
+    @classmethod
+    def during(cls, plane: Plane, work: Callable[[], T]) -> tuple[T, PlaneCpu]:
+        before, began = plane_cpu(plane), time.monotonic()
+        answer = work()
+        after = plane_cpu(plane)
+        after.subtract(before)
+        return answer, cls(+after, time.monotonic() - began)
+
+
+def during(floods: list[Flood], seconds: float, work: Callable[[], Samples], plane: Plane) -> Any:
     """Start the flood processes, wait until each is flooding, run `work`, stop them."""
     context = multiprocessing.get_context("spawn")  # no inherited gRPC state
     stop = context.Event()
@@ -394,7 +527,7 @@ def during(floods: list[Flood], seconds: float, work: Callable[[], Samples]) -> 
         context.Process(target=_flood_child, args=(f, seconds + 30, s, stop, results), daemon=True)
         for f, s in zip(floods, started, strict=True)
     ]
-    began = time.monotonic()
+    began, plane_before = time.monotonic(), plane_cpu(plane)
     for process in processes:
         process.start()
     try:
@@ -418,7 +551,10 @@ def during(floods: list[Flood], seconds: float, work: Callable[[], Samples]) -> 
         process.join(timeout=30)
         if process.is_alive():
             process.kill()
-    return samples, FloodResult(outcomes, cpu / max(time.monotonic() - began, 1e-9))
+    plane_used = plane_cpu(plane)
+    plane_used.subtract(plane_before)
+    elapsed = max(time.monotonic() - began, 1e-9)
+    return samples, FloodResult(outcomes, cpu / elapsed), PlaneCpu(+plane_used, elapsed)
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -434,15 +570,37 @@ def main() -> None:
     parser.add_argument("--attest-processes", type=int, default=2)
     parser.add_argument("--signup-threads", type=int, default=4)
     parser.add_argument(
+        "--flood-cpus",
+        default="",
+        help="cores the flood clients run on (taskset list, e.g. 1); default: any",
+    )
+    parser.add_argument(
+        "--plane-cpus",
+        default="",
+        help="cores the plane and the legitimate agent run on (e.g. 0); default: any",
+    )
+    parser.add_argument("--flood-nice", type=int, default=0, help="nice of the flood clients")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests a second of each SNI, attestation and signup flood process (an "
+        "open-loop flood); default 0: each sends as fast as it gets answers",
+    )
+    parser.add_argument(
         "--signup-limit",
         default="10/3600",
         help="HALLMARK_SIGNUP_RATE_LIMIT of the plane (default: the production default)",
     )
     args = parser.parse_args()
     os.environ["HALLMARK_SIGNUP_RATE_LIMIT"] = args.signup_limit
+    flood_cpus, plane_cpus = _cpus(args.flood_cpus), _cpus(args.plane_cpus)
+    if plane_cpus:
+        os.sched_setaffinity(0, plane_cpus)  # the plane's processes inherit it
     work = Path(tempfile.mkdtemp(prefix="hallmark-abuse-"))
-    print(f"working in {work}", flush=True)
+    print(f"working in {work}; load average {_load()}", flush=True)
     plane, url, grpc_address = start_control_plane(work)
+    parts = Plane(plane.pid, str(work))
     try:
         agent = attested_agent(url, grpc_address, args.entries)
         channel = agent.channel()
@@ -450,7 +608,17 @@ def main() -> None:
             agent.sync(channel)
 
         def flood(kind: str, **extra: Any) -> Flood:
-            return Flood(kind, url, grpc_address, agent.trust_domain, agent.roots_pem, **extra)
+            return Flood(
+                kind,
+                url,
+                grpc_address,
+                agent.trust_domain,
+                agent.roots_pem,
+                cpus=frozenset(flood_cpus),
+                nice=args.flood_nice,
+                rate=args.rate,
+                **extra,
+            )
 
         phases: list[tuple[str, list[Flood]]] = [
             ("SNI flood", [flood("sni")] * args.sni_processes),
@@ -458,19 +626,35 @@ def main() -> None:
             ("attestation-failure flood", [flood("attest")] * args.attest_processes),
             ("signup flood", [flood("signup", threads=args.signup_threads)]),
         ]
+
+        def alone() -> Samples:
+            return measure(agent, channel, args.calls, args.seconds)
+
         report = Report()
-        report.add("alone", measure(agent, channel, args.calls, args.seconds), None)
+        report.add("alone", *PlaneCpu.during(parts, alone), None)
         for label, floods in phases:
-            samples, result = during(
-                floods, args.seconds, lambda: measure(agent, channel, args.calls, args.seconds)
-            )
-            report.add(label, samples, result)
-        report.add("alone, again", measure(agent, channel, args.calls, args.seconds), None)
+            samples, result, cpu = during(floods, args.seconds, alone, parts)
+            report.add(label, samples, cpu, result)
+        report.add("alone, again", *PlaneCpu.during(parts, alone), None)
         channel.close()
     finally:
         plane.terminate()
         plane.wait(timeout=60)
     report.summary()
+    print(f"  load average at the end: {_load()}")
+
+
+def _cpus(text: str) -> set[int]:
+    """A taskset-style list: `1`, `0,1`, `2-3`."""
+    cpus: set[int] = set()
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def _load() -> str:
+    return " ".join(f"{n:.1f}" for n in os.getloadavg())
 
 
 class Report:
@@ -478,14 +662,30 @@ class Report:
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, Samples, FloodResult | None]] = []
+        self.per_sync: dict[str, float] | None = None  # the plane's CPU seconds a sync, alone
 
-    def add(self, label: str, samples: Samples, flood: FloodResult | None) -> None:
+    def add(self, label: str, samples: Samples, cpu: PlaneCpu, flood: FloodResult | None) -> None:
         self.rows.append((label, samples, flood))
         p50, p99 = p50_p99(samples.steady)
         print(f"  {label:<28} p50 {p50 * 1e3:7.2f} ms  p99 {p99 * 1e3:7.2f} ms", flush=True)
+        syncs = len(samples.steady) + len(samples.fresh)
+        if self.per_sync is None and syncs:
+            self.per_sync = {k: v / syncs for k, v in cpu.used.items()}
+        parts = ", ".join(f"{k} {v / cpu.seconds:.2f}" for k, v in cpu.used.items())
+        print(f"    plane's cores busy: {parts}", flush=True)
         if flood is not None:
             got = ", ".join(f"{k}: {v}" for k, v in flood.outcomes.most_common())
             print(f"    flood: {got}; its clients used {flood.client_cores:.2f} cores", flush=True)
+            # the plane's CPU less what the legitimate agent's syncs cost alone, per action
+            alone = self.per_sync or {}
+            spent = {k: v - alone.get(k, 0.0) * syncs for k, v in cpu.used.items()}
+            actions = max(flood.actions, 1)
+            per = ", ".join(f"{k} {v / actions * 1e3:.3f}" for k, v in spent.items() if v > 0)
+            total = sum(v for v in spent.values() if v > 0) / actions * 1e3
+            print(
+                f"    plane CPU per flood action ({actions}): {total:.3f} ms ({per})",
+                flush=True,
+            )
         if samples.errors:
             print(f"    legitimate agent's failed calls: {dict(samples.errors)}", flush=True)
 

@@ -90,6 +90,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # CSP, X-Frame-Options DENY and friends on every answer (console.middleware).
     "console.middleware.SecurityHeadersMiddleware",
+    # Signups past the per-client limit are answered 429 here, before sessions, CSRF and DRF.
+    "tenants.ratelimit.SignupRateLimitMiddleware",
     # Static files from the web process itself (gunicorn has no static server of its own).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -203,6 +205,9 @@ AGENT_API_MAX_CONNECTIONS_PER_SOURCE = env.integer(
 )
 AGENT_API_IDLE_TIMEOUT = env.integer("HALLMARK_AGENT_API_IDLE_TIMEOUT", 900)
 AGENT_API_HANDSHAKE_TIMEOUT = env.integer("HALLMARK_AGENT_API_HANDSHAKE_TIMEOUT", 10)
+# `hallmark up` runs the web tier this much nicer (lower CPU priority) than the agent API,
+# whose serving path (agents' syncs and renewals) matters more than signups (0-19).
+WEB_NICE = env.integer("HALLMARK_WEB_NICE", 5)
 # Graceful drain on SIGTERM: how long in-flight HTTP requests and agent-API calls may take to
 # finish before they are cut (gunicorn's graceful timeout, the agent API's grpc stop grace).
 SHUTDOWN_GRACE_SECONDS = env.integer("HALLMARK_SHUTDOWN_GRACE_SECONDS", 10)

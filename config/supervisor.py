@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -227,7 +228,7 @@ class ControlPlane:
             argv,
             stdout=log_fd,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=functools.partial(_child_setup, _nice_of(kind)),  # noqa: PLW1509
             env={**os.environ, "HALLMARK_PROCESS_ROLE": kind, **self.metrics_env.get(kind, {})},
         )
         os.close(log_fd)
@@ -365,6 +366,25 @@ Press Ctrl-C to stop.
             for kind in METRICS_KINDS
             if self.metrics_url(kind)
         )
+
+
+def _nice_of(kind: str) -> int:
+    """How much lower than the agent API a part runs (HALLMARK_WEB_NICE for the web tier).
+
+    The agent API is the identity plane's serving path: agents renew and sync through it.
+    The web tier (signup, REST, console) runs at a lower CPU priority, so a flood of web
+    requests on cores shared with the agent API slows the web tier, not SVIDs.
+    """
+    from django.conf import settings
+
+    return int(settings.WEB_NICE) if kind == "web" else 0
+
+
+def _child_setup(nice: int) -> None:  # pragma: no cover - runs in the child before exec
+    _die_with_parent()
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,12 @@ inner socket nor bind (squat) the addresses the relay will use. (Abstract socket
 be visible in /proc/net/unix and bindable by any local user.)
 
 On the public TLS listener the relay also bounds what one source may hold: connections per
-source address (counted from accept, before the TLS handshake) and an idle timeout.
+source address (counted from accept, before the TLS handshake) and an idle timeout. Given a
+`server_name_filter`, it reads the server name from the ClientHello's bytes before any TLS
+object exists (hallmark.clienthello) and answers a name the filter refuses with an
+unrecognized_name alert: an anonymous handshake for a name nobody has then costs a peek and a
+parse, not asyncio's TLS transport and an SSL object. Names it lets through, and ClientHellos
+it cannot read, take the full handshake, whose SNI callback decides again.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ import tempfile
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from hallmark import clienthello
 from hallmark.errors import HallmarkError
 from hallmark.relaylimits import RelayLimits, source_of
 
@@ -48,6 +54,9 @@ __all__ = [
 
 T = TypeVar("T")
 _CHUNK = 256 * 1024
+_PEEK_AGAIN_SECONDS = 0.01
+_ACCEPT_BATCH = 64  # a ClientHello split over TCP segments: look again this soon
+ServerNameFilter = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,11 @@ def bind_unix_listener(path: str, mode: int) -> socket.socket:
     return sock
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def _pipe(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, activity: list[float]
 ) -> None:
@@ -199,6 +213,7 @@ class Relay(Generic[T]):
         self._accept_loops: set[asyncio.Task[None]] = set()
         self.sources: Counter[str] = Counter()
         self.refused = 0
+        self.refused_names = 0  # handshakes answered unrecognized_name from the ClientHello
         self._counter = 0
         self._peer_dir, self._own_peer_dir = self._choose_peer_dir(inner_path)
 
@@ -227,12 +242,14 @@ class Relay(Generic[T]):
         *,
         reuse_port: bool = False,
         limits: RelayLimits | None = None,
+        server_name_filter: ServerNameFilter | None = None,
     ) -> int:
         """Listen on host:port; with `reuse_port`, peer processes may listen on it too.
 
         SO_REUSEPORT lets several processes of the same user bind one port; the kernel
         spreads new connections across them and stops sending to a listener that closes.
-        Connections are counted per source address from accept on (`limits`).
+        Connections are counted per source address from accept on (`limits`). A ClientHello
+        whose server name `server_name_filter` refuses is answered before TLS starts.
         """
         limits = limits or RelayLimits()
         infos = socket.getaddrinfo(
@@ -263,44 +280,96 @@ class Relay(Generic[T]):
         for listener in listeners:
             self._listeners.append(listener)
             task = asyncio.get_running_loop().create_task(
-                self._accept_tls(listener, context, limits)
+                self._accept_tls(listener, context, limits, server_name_filter)
             )
             self._accepting.add(task)
             self._accept_loops.add(task)
         return int(listeners[0].getsockname()[1])
 
     async def _accept_tls(
-        self, listener: socket.socket, context: ssl.SSLContext, limits: RelayLimits
+        self,
+        listener: socket.socket,
+        context: ssl.SSLContext,
+        limits: RelayLimits,
+        server_name_filter: ServerNameFilter | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
                 conn, address = await loop.sock_accept(listener)
+                self._accepted(conn, address, context, limits, server_name_filter)
+                # A flood fills the backlog: take what is queued without a wait each.
+                for _ in range(_ACCEPT_BATCH):
+                    conn, address = listener.accept()
+                    conn.setblocking(False)
+                    self._accepted(conn, address, context, limits, server_name_filter)
+            except (BlockingIOError, InterruptedError):
+                continue
             except OSError:
                 await asyncio.sleep(0.1)  # out of file descriptors, say: let some close
                 continue
-            source = source_of(str(address[0]))
-            if self.sources[source] >= limits.max_connections_per_source:
-                self.refused += 1
+
+    def _accepted(
+        self,
+        conn: socket.socket,
+        address: Any,
+        context: ssl.SSLContext,
+        limits: RelayLimits,
+        server_name_filter: ServerNameFilter | None,
+    ) -> None:
+        source = source_of(str(address[0]))
+        if self.sources[source] >= limits.max_connections_per_source:
+            self.refused += 1
+            conn.close()
+            return
+        if server_name_filter is not None:
+            # The ClientHello often came with the connection: decided here, a refused name
+            # costs no task and no TLS object.
+            try:
+                data = conn.recv(clienthello.MAX_PEEK, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
                 conn.close()
-                continue
-            self.sources[source] += 1
-            task = loop.create_task(self._serve_tls_connection(conn, source, context, limits))
-            self._accepting.add(task)
-            task.add_done_callback(self._accepting.discard)
+                return
+            else:
+                decision = self._decide(conn, data, server_name_filter)
+                if decision is False:
+                    conn.close()
+                    return
+                if decision is True:
+                    server_name_filter = None  # admitted: straight to the handshake
+        self.sources[source] += 1
+        task = asyncio.get_running_loop().create_task(
+            self._serve_tls_connection(conn, source, context, limits, server_name_filter)
+        )
+        self._accepting.add(task)
+        task.add_done_callback(self._accepting.discard)
 
     async def _serve_tls_connection(
-        self, conn: socket.socket, source: str, context: ssl.SSLContext, limits: RelayLimits
+        self,
+        conn: socket.socket,
+        source: str,
+        context: ssl.SSLContext,
+        limits: RelayLimits,
+        server_name_filter: ServerNameFilter | None,
     ) -> None:
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.handshake_timeout
         try:
+            if server_name_filter is not None:
+                async with asyncio.timeout_at(deadline):
+                    admitted = await self._admitted(conn, server_name_filter)
+                if not admitted:
+                    conn.close()
+                    return
             reader = asyncio.StreamReader(limit=_CHUNK)
             protocol = asyncio.StreamReaderProtocol(reader)
             transport, _ = await loop.connect_accepted_socket(
                 lambda: protocol,
                 conn,
                 ssl=context,
-                ssl_handshake_timeout=limits.handshake_timeout,
+                ssl_handshake_timeout=max(deadline - loop.time(), 0.001),
             )
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self._handle(reader, writer, idle_timeout=limits.idle_timeout)
@@ -312,6 +381,50 @@ class Relay(Generic[T]):
             self.sources[source] -= 1
             if self.sources[source] <= 0:
                 del self.sources[source]
+
+    async def _admitted(self, conn: socket.socket, server_name_filter: ServerNameFilter) -> bool:
+        """Wait for the ClientHello and peek at it: False (answered, to be closed) when its
+        server name is refused or it is no TLS; True to go on with the full handshake."""
+        loop = asyncio.get_running_loop()
+        while True:
+            readable = loop.create_future()
+            loop.add_reader(conn.fileno(), _wake, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(conn.fileno())
+            try:
+                data = conn.recv(clienthello.MAX_PEEK, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                continue
+            decision = self._decide(conn, data, server_name_filter)
+            if decision is not None:
+                return decision
+            await asyncio.sleep(_PEEK_AGAIN_SECONDS)  # split over TCP segments: the rest
+
+    def _decide(
+        self, conn: socket.socket, data: bytes, server_name_filter: ServerNameFilter
+    ) -> bool | None:
+        """What the peeked bytes say: True go on, False refused (answered), None wait."""
+        if not data:
+            return False  # closed before it said anything
+        name = clienthello.server_name(data)
+        if name == clienthello.NEED_MORE:
+            return None
+        if name == clienthello.UNKNOWN:
+            return True
+        refuse = name in (clienthello.NOT_TLS, clienthello.NOT_A_NAME)
+        if not refuse and server_name_filter(name):
+            return True
+        with contextlib.suppress(OSError):
+            # Read what was peeked (closing with unread bytes would reset the connection
+            # before the client reads the answer), then answer a ClientHello as a TLS server
+            # does; bytes that are no TLS get no answer.
+            conn.recv(len(data))
+            if name != clienthello.NOT_TLS:
+                self.refused_names += 1
+                conn.send(clienthello.UNRECOGNIZED_NAME_ALERT)
+        return False
 
     async def stop_accepting(self) -> None:
         """Close the listeners; connections already relayed go on (a graceful drain's start).

@@ -15,6 +15,10 @@ unbounded signup path during an outage is exactly the abuse window the limit clo
 
     from tenants.ratelimit import enforce
     enforce("login", request, limit=settings.LOGIN_RATE_LIMIT)
+
+Signup is counted by `SignupRateLimitMiddleware`, ahead of sessions, CSRF, authentication and
+DRF, so a refused signup costs a Redis round trip and a small JSON answer, not the request's
+way through the framework.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
 
 from tenants.api.errors import ApiError
@@ -112,8 +117,54 @@ def enforce(scope: str, request: HttpRequest, *, limit: str | Rate) -> None:
             "rate_limiter_unavailable", "this call cannot be admitted right now; retry shortly", 503
         ) from None
     if count > rate.count:
-        log.info("rate limit of %s reached by %s (%d calls)", scope, client, count)
+        if count == rate.count + 1:  # once a window: a flood buys no log line per request
+            log.info("rate limit of %s reached by %s", scope, client)
         raise RateLimited(wait=max(1, math.ceil(ttl)))
+
+
+def admit(scope: str, request: HttpRequest, *, limit: str | Rate) -> HttpResponse | None:
+    """`enforce` for middleware: None when the call is admitted, else the JSON answer
+    (429 `rate_limited` with Retry-After, or 503 `rate_limiter_unavailable`)."""
+    try:
+        enforce(scope, request, limit=limit)
+    except RateLimited as exc:
+        response = JsonResponse({"code": "rate_limited", "detail": str(exc.detail)}, status=429)
+        response["Retry-After"] = str(exc.wait)
+        # enforce logs the first refusal of a window; Django's per-response warning would
+        # give a flood a log line per request
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
+    except ApiError as exc:
+        return JsonResponse(
+            {"code": exc.error_code, "detail": str(exc.detail)}, status=exc.status_code
+        )
+    return None
+
+
+SIGNUP_PATH = "/api/v1/signup"
+ADMITTED = "hallmark_signup_admitted"  # set on a request this middleware counted
+
+
+class SignupRateLimitMiddleware:
+    """Counts `POST /api/v1/signup` per client and answers past the limit at once.
+
+    It sits before the session, CSRF, authentication and metering middleware and DRF
+    (config.settings.MIDDLEWARE): a flood of refused signups reaches none of them. The view
+    counts a signup itself only when this middleware did not (tenants.api.views).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "POST" and request.path_info == SIGNUP_PATH:
+            from django.conf import settings
+
+            refused = admit("signup", request, limit=settings.SIGNUP_RATE_LIMIT)
+            if refused is not None:
+                return refused
+            setattr(request, ADMITTED, True)
+        return self.get_response(request)
 
 
 def reset(scope: str, request: HttpRequest) -> None:

@@ -57,6 +57,23 @@ class ExpiringSet:
         return len(self._until)
 
 
+class TokenBucket:
+    """At most `burst` at once and `rate` a second after that (`take` says whether one may)."""
+
+    def __init__(self, *, rate: float, burst: float, clock: Clock = time.monotonic) -> None:
+        self.rate, self.burst, self._clock = rate, burst, clock
+        self._tokens, self._at = burst, clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 @dataclass
 class _Failing:
     until: float
@@ -197,6 +214,11 @@ class AttestationFailures:
             return True
         shared = self.shared.count(source) if self.shared is not None else None
         return shared is not None and shared >= self.limit
+
+    def blocked_here(self, source: str) -> bool:
+        """Whether this process's own count has `source` over the limit (never asks Redis:
+        callable on the event loop). `blocked` also asks the shared count."""
+        return self._locally_blocked(source)
 
     def _locally_blocked(self, source: str) -> bool:
         with self._lock:

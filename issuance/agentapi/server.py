@@ -98,7 +98,12 @@ class AgentApiServer:
             handshake_timeout=float(settings.AGENT_API_HANDSHAKE_TIMEOUT),
         )
         self.port = await self._relay.serve_tls(
-            host, port, context, reuse_port=reuse_port, limits=limits
+            host,
+            port,
+            context,
+            reuse_port=reuse_port,
+            limits=limits,
+            server_name_filter=self.credentials.admits,  # unknown names refused before TLS
         )
         self._flusher = asyncio.create_task(self._flush_periodically())
         shared = " (port shared with peer processes)" if reuse_port else ""

@@ -189,19 +189,12 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
     ) -> AsyncIterator[Any]:
         """The attestation conversation: payload, then (maybe) a challenge and its answer."""
         peer = await self._peer(context)
-        request = await self._next_message(context, request_iterator, "the attestation request")
-        if request.trust_domain != peer.server_name:
-            await self._abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "trust_domain_mismatch",
-                f"trust_domain {request.trust_domain!r} is not the one TLS SNI named "
-                f"({peer.server_name})",
-            )
-
         failures, source = self.attestation_failures, source_of(source_address(peer.address))
-        # The count is in Redis (shared by every agent-API process): asked off the event loop.
-        if await asyncio.to_thread(failures.blocked, source):
+        # A source over its limit is refused before its request is even read. This process's
+        # own count answers on the event loop (a flood from one connection is refused without
+        # a thread or a Redis round trip); only when it is under the limit here is the count
+        # shared by every agent-API process asked, in Redis, off the event loop.
+        if failures.blocked_here(source) or await asyncio.to_thread(failures.blocked, source):
             # Refused before any database work; the refusal is counted like a failure (in
             # this process's audit aggregate; the shared count is over the limit already).
             refused = AttestationRateLimited(
@@ -216,6 +209,16 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
                     ),
                 )
             await self._abort(context, status_of(refused), refused.code, refused.detail)
+
+        request = await self._next_message(context, request_iterator, "the attestation request")
+        if request.trust_domain != peer.server_name:
+            await self._abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "trust_domain_mismatch",
+                f"trust_domain {request.trust_domain!r} is not the one TLS SNI named "
+                f"({peer.server_name})",
+            )
 
         attestation_type, data = request.attestation_type, bytes(request.attestation_data)
         csr = bytes(request.csr)

@@ -7,8 +7,12 @@ so it never waits for the database or the key manager: it answers from memory on
   starts, reloaded every DIRECTORY_RELOAD_SECONDS, and learns a new tenant from the "bundle"
   event its provisioning announces (then builds its credentials at once).
 - A name the directory lacks is looked up in the background (at most MAX_PENDING_LOOKUPS at
-  a time); a name found absent is remembered in a bounded TTL set (LRU beyond
-  MAX_UNKNOWN_NAMES), so a flood of names costs one query each, at most, and bounded memory.
+  a time, and LOOKUPS_PER_SECOND after a burst of as many: a flood of new names buys no more
+  queries than that; a name dropped is looked up when its client retries); a name found
+  absent is remembered in a bounded TTL set (LRU beyond MAX_UNKNOWN_NAMES). A tenant made
+  since the directory was loaded is normally learnt from its "bundle" event, not a lookup.
+- `admits` answers the relay's ClientHello peek (hallmark.relay): a name that is neither in
+  the directory nor served is refused before any TLS object exists for the connection.
 - Credentials are built and refreshed on worker threads (`tlsbuild`): renewed at half-life,
   at once when the authority that signed them is tainted or leaves the bundle. A tenant whose
   server SVID cannot be signed backs off exponentially (BUILD_BACKOFF_*): no retry and no
@@ -32,7 +36,7 @@ from hallmark.errors import HallmarkError, InvalidTrustDomain
 from hallmark.spiffeid import TrustDomain
 from hallmark.x509svid import utcnow
 from issuance.agentapi import tlsbuild
-from issuance.agentapi.limits import Backoff, ExpiringSet
+from issuance.agentapi.limits import Backoff, ExpiringSet, TokenBucket
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.tlsbuild import (  # re-exported: the server and tests use them here
     SERVER_PATH,
@@ -49,6 +53,7 @@ DIRECTORY_RELOAD_SECONDS = 60.0
 UNKNOWN_NAME_CACHE_SECONDS = 30.0
 MAX_UNKNOWN_NAMES = 10_000
 MAX_PENDING_LOOKUPS = 32
+LOOKUPS_PER_SECOND = 20.0
 BUILD_BACKOFF_SECONDS = 1.0
 BUILD_BACKOFF_MAX_SECONDS = 300.0
 Build = Callable[[], Credentials | None]
@@ -66,6 +71,7 @@ class TenantCredentials:
         self._unknown = ExpiringSet(max_size=MAX_UNKNOWN_NAMES, ttl=UNKNOWN_NAME_CACHE_SECONDS)
         self._backoff = Backoff(base=BUILD_BACKOFF_SECONDS, cap=BUILD_BACKOFF_MAX_SECONDS)
         self._lookups: set[str] = set()
+        self._lookup_budget = TokenBucket(rate=LOOKUPS_PER_SECOND, burst=LOOKUPS_PER_SECOND)
         self._pending: set[str] = set()
         self._again: set[str] = set()  # changed while a refresh was running: refresh again
         self._threads = OrmThreads(workers, "agentapi-tls")
@@ -76,6 +82,18 @@ class TenantCredentials:
 
     def close(self) -> None:
         self._threads.close()
+
+    def admits(self, server_name: str) -> bool:
+        """Whether a ClientHello naming `server_name` may go on to the full TLS handshake.
+
+        Called by the relay on the event loop before TLS starts: a name of the directory or
+        the cache goes on (the SNI callback then decides as always); any other is refused
+        now, and looked up in the background as the SNI callback would.
+        """
+        name = server_name.lower()
+        if name in self._cache or name in self._directory:  # dict reads: no lock needed
+            return True
+        return not isinstance(self.context_for(name), int)
 
     def sni_callback(
         self, ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
@@ -179,7 +197,11 @@ class TenantCredentials:
 
     def _lookup(self, name: str) -> None:
         with self._lock:
-            if name in self._lookups or len(self._lookups) >= MAX_PENDING_LOOKUPS:
+            if (
+                name in self._lookups
+                or len(self._lookups) >= MAX_PENDING_LOOKUPS
+                or not self._lookup_budget.take()
+            ):
                 return  # a busy edge drops lookups; the client's retry asks again
             self._lookups.add(name)
 

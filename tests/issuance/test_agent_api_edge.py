@@ -20,7 +20,7 @@ from attestors.node import join_token
 from hallmark.protos import agent_pb2
 from hallmark.x509svid import make_csr
 from issuance.agentapi import tlsbuild
-from issuance.agentapi.limits import Backoff, ExpiringSet
+from issuance.agentapi.limits import Backoff, ExpiringSet, TokenBucket
 from issuance.models import JoinToken
 from tenants.models import AuditEvent
 from tests.e2e.conftest import wait_for
@@ -102,6 +102,7 @@ def test_an_unknown_name_is_looked_up_once_and_the_cache_of_unknown_names_is_bou
 ):
     credentials = agent_api.server.credentials
     credentials._unknown = ExpiringSet(max_size=10, ttl=3600)
+    budget, credentials._lookup_budget = credentials._lookup_budget, TokenBucket(rate=0, burst=100)
     calls: list[str] = []
     original = tlsbuild.lookup_tenant
 
@@ -137,6 +138,37 @@ def test_an_unknown_name_is_looked_up_once_and_the_cache_of_unknown_names_is_bou
         assert handshake(agent_api.port, tenant_a.trust_domain)
     finally:
         tlsbuild.lookup_tenant = original
+        credentials._lookup_budget = budget
+
+
+def test_a_flood_of_new_names_buys_no_more_lookups_than_the_budget(agent_api, tenant_a):
+    # given a lookup budget of five and no refill
+    credentials = agent_api.server.credentials
+    budget, credentials._lookup_budget = credentials._lookup_budget, TokenBucket(rate=0, burst=5)
+    refused_before = agent_api.server._relay.refused_names
+    calls: list[str] = []
+    original = tlsbuild.lookup_tenant
+
+    def counting_lookup(**query):
+        if query.get("trust_domain"):  # (a tenant learnt by id from its event is no name)
+            calls.append(query["trust_domain"])
+        return original(**query)
+
+    tlsbuild.lookup_tenant = counting_lookup
+    try:
+        # when 40 handshakes name 40 trust domains nobody has
+        assert not any(handshake(agent_api.port, f"budget-{i}.example") for i in range(40))
+
+        # then five were looked up, and every one was refused from its ClientHello, before
+        # TLS (the relay's peek), while a tenant's name still takes the full handshake
+        wait_for(lambda: len(calls) >= 5 or None, TIMEOUT, "the budgeted lookups")
+        assert len(calls) == 5, calls
+        assert agent_api.server._relay.refused_names - refused_before == 40
+        assert handshake(agent_api.port, tenant_a.trust_domain)
+        assert agent_api.server._relay.refused_names - refused_before == 40
+    finally:
+        tlsbuild.lookup_tenant = original
+        credentials._lookup_budget = budget
 
 
 def test_a_tenant_whose_server_svid_cannot_be_signed_backs_off(
@@ -232,11 +264,15 @@ def test_an_attestation_failure_flood_is_rate_limited_and_aggregated(settings, t
                 attest_raw(
                     client, tenant_a.trust_domain, join_token.attestation_data(valid["token"])
                 )
+            # and refused before its request is read: even one naming another trust domain
+            with pytest.raises(grpc.RpcError) as before_reading:
+                attest_raw(client, tenant_b.trust_domain, join_token.attestation_data("x"))
         finally:
             client.close()
         assert all(code != grpc.StatusCode.RESOURCE_EXHAUSTED for code, _ in codes[:5])
         assert set(codes[5:]) == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")}
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert before_reading.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         with tenant_a.schema():
             assert JoinToken.objects.get(pk=valid["id"]).used_at is None
 
@@ -248,13 +284,13 @@ def test_an_attestation_failure_flood_is_rate_limited_and_aggregated(settings, t
         ).result(timeout=TIMEOUT)
 
     # then A's trail holds its real attestation, the flood's first failure, and one row
-    # counting the other 30 attempts of that address and window
+    # counting the other 31 attempts of that address and window
     rows = attest_failures(tenant_a)
     assert len(rows) == 2, [r.detail for r in rows]
     first, aggregate = rows
     assert first.detail["code"] and "aggregated" not in first.detail
-    assert aggregate.detail["aggregated"] is True and aggregate.detail["count"] == 30
-    assert aggregate.detail["codes"]["rate_limited"] == 26
+    assert aggregate.detail["aggregated"] is True and aggregate.detail["count"] == 31
+    assert aggregate.detail["codes"]["rate_limited"] == 27
     assert aggregate.source == first.source.rsplit(":", 1)[0]
     assert AuditEvent.objects.filter(
         tenant=tenant_a.tenant, action="agent.attest", outcome="success", target=identity.spiffe_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from issuance.agentapi.limits import AttestationFailures, Backoff, ExpiringSet
+from issuance.agentapi.limits import AttestationFailures, Backoff, ExpiringSet, TokenBucket
 
 
 class Clock:
@@ -30,6 +30,51 @@ def test_the_unknown_name_cache_evicts_the_oldest_and_never_wipes_itself():
     # and each is forgotten once its time is up
     clock.now += 30
     assert "n9999.example" not in names
+
+
+def test_the_lookup_budget_allows_a_burst_then_its_rate():
+    clock = Clock()
+    bucket = TokenBucket(rate=2, burst=3, clock=clock)
+    # a burst of three, then nothing until time passes
+    assert [bucket.take() for _ in range(5)] == [True, True, True, False, False]
+    # two a second after that, never more than the burst saved up
+    clock.now += 1
+    assert [bucket.take() for _ in range(3)] == [True, True, False]
+    clock.now += 3600
+    assert sum(bucket.take() for _ in range(10)) == 3
+
+
+class CountingShared:
+    """A shared count that says every source is over the limit, and counts being asked."""
+
+    window = 60
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def count(self, source: str) -> int:
+        self.asked += 1
+        return 1_000
+
+    def add(self, source: str) -> int:
+        return 1_000
+
+
+def test_a_source_over_the_limit_here_is_known_without_asking_the_shared_count():
+    clock, shared = Clock(), CountingShared()
+    failures = AttestationFailures(limit=3, window=60, shared=shared, clock=clock)  # type: ignore[arg-type]
+    tenant = uuid.uuid4()
+    # under the limit here: only the shared count can tell (and it says blocked)
+    assert not failures.blocked_here("192.0.2.1")
+    assert failures.blocked("192.0.2.1") and shared.asked == 1
+    # over the limit here: this process knows on its own, without a round trip
+    for _ in range(3):
+        failures.failed(tenant, "192.0.2.1", "join_token_invalid", refused=True)
+    assert failures.blocked_here("192.0.2.1") and shared.asked == 1
+    assert not failures.blocked_here("192.0.2.2")
+    # until the window ends
+    clock.now += 60
+    assert not failures.blocked_here("192.0.2.1")
 
 
 def test_backoff_doubles_to_its_cap_and_ends_on_success():

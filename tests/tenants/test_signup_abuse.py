@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 
@@ -10,6 +11,7 @@ import redis
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.response import Response
 
 from tenants import ratelimit
 from tenants.models import ApiToken, Membership, Tenant
@@ -63,6 +65,34 @@ def test_signups_past_the_limit_from_one_address_are_429_with_retry_after(api, s
     assert response.json()["code"] == "rate_limited"
     assert 0 < int(response["Retry-After"]) <= 3600
     assert Tenant.objects.count() == tenants
+
+
+def test_a_refused_signup_is_answered_before_drf_with_one_log_line_a_window(
+    api, settings, caplog
+) -> None:
+    # given an address at its limit
+    settings.SIGNUP_RATE_LIMIT = "1/3600"
+    address = _address()
+    assert _signup(api, _body(password="short"), address).status_code == 400
+    caplog.set_level(logging.INFO)
+
+    # when it sends five more, one of them not even JSON
+    answers = [_signup(api, _body(), address) for _ in range(4)]
+    answers.append(
+        api.generic("POST", "/api/v1/signup", b"{not json", "application/json", REMOTE_ADDR=address)
+    )
+
+    # then each is 429 rate_limited with Retry-After, answered by the middleware (a plain
+    # Django answer: DRF, sessions, CSRF and the view never ran), and logged once
+    for answer in answers:
+        assert answer.status_code == 429
+        assert answer.json()["code"] == "rate_limited"
+        assert 0 < int(answer["Retry-After"]) <= 3600
+        assert not isinstance(answer, Response)
+        assert "Set-Cookie" not in answer
+    logged = [r for r in caplog.records if address in r.getMessage()]
+    assert len(logged) == 1
+    assert not [r for r in caplog.records if "Too Many Requests" in r.getMessage()]
 
 
 def test_the_count_is_kept_in_redis_so_every_web_replica_sees_it(api, settings) -> None:

@@ -1,0 +1,134 @@
+"""The relay's ClientHello peek: a refused server name is answered before any TLS object.
+
+Real TCP and TLS on loopback. The server context's SNI callback counts the handshakes that
+reached TLS: a refused name must never get there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from pathlib import Path
+
+from hallmark.relay import PeerRegistry, Relay, RelayLimits, private_socket_path
+from tests.hallmark.relay_helpers import client_context, round_trip, server_context, start_echo
+from tests.hallmark.test_clienthello import client_hello
+
+KNOWN = "known.test"
+
+
+async def _relay(tmp_path: Path, reached_tls: list[str]) -> tuple[Relay[str], int, object]:
+    inner = private_socket_path(str(tmp_path / "private"))
+    echo = await start_echo(inner)
+    context = server_context(tmp_path)
+
+    def sni(_obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        reached_tls.append(name or "")
+        return None
+
+    context.sni_callback = sni
+
+    async def identify(writer: asyncio.StreamWriter) -> str:
+        return "peer"
+
+    relay: Relay[str] = Relay(inner, PeerRegistry(), identify)
+    port = await relay.serve_tls(
+        "127.0.0.1",
+        0,
+        context,
+        limits=RelayLimits(handshake_timeout=10),
+        server_name_filter=lambda name: name == KNOWN,
+    )
+    return relay, port, echo
+
+
+async def _handshake(port: int, name: str | None) -> str:
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_context(), server_hostname=name or ""
+            ),
+            10,
+        )
+    except ssl.SSLError as error:
+        return str(error.reason)
+    except ConnectionError as error:
+        return type(error).__name__
+    try:
+        return "echoed" if await round_trip(reader, writer) == b"ping" else "no echo"
+    finally:
+        writer.close()
+
+
+async def _raw(port: int, *parts: bytes) -> bytes:
+    """Send `parts` with a pause between them; what the server answered before closing."""
+    loop = asyncio.get_running_loop()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for part in parts:
+            sock.sendall(part)
+            await asyncio.sleep(0.05)
+        answer = b""
+        while chunk := await loop.run_in_executor(None, sock.recv, 4096):
+            answer += chunk
+        return answer
+
+
+def test_an_unknown_name_is_refused_before_tls_and_a_known_one_is_served(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        relay, port, echo = await _relay(tmp_path, reached_tls)
+        try:
+            # when strangers name trust domains nobody has (and one names none)
+            refused = [await _handshake(port, f"nx-{i}.flood.test") for i in range(5)]
+            nameless = await _handshake(port, None)
+
+            # then each is answered unrecognized_name, and none reached the TLS machinery
+            assert refused == ["TLSV1_UNRECOGNIZED_NAME"] * 5
+            assert nameless == "TLSV1_UNRECOGNIZED_NAME"
+            assert reached_tls == []
+            assert relay.refused_names == 6
+
+            # and a name the filter knows takes the full handshake and is relayed
+            assert await _handshake(port, KNOWN) == "echoed"
+            assert reached_tls == [KNOWN]
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_a_client_hello_split_over_segments_is_read_whole(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        relay, port, echo = await _relay(tmp_path, reached_tls)
+        hello = client_hello("nx.flood.test")
+        try:
+            # when a ClientHello for an unknown name arrives in three pieces
+            answer = await _raw(port, hello[:3], hello[3:40], hello[40:])
+
+            # then it is refused with the alert all the same, before TLS
+            assert answer == bytes([21, 3, 3, 0, 2, 2, 112])
+            assert reached_tls == [] and relay.refused_names == 1
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_bytes_that_are_no_tls_are_closed_without_tls(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        relay, port, echo = await _relay(tmp_path, reached_tls)
+        try:
+            answer = await _raw(port, b"GET / HTTP/1.1\r\nHost: known.test\r\n\r\n")
+            assert answer == b""
+            assert reached_tls == [] and relay.sources == {}
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
