@@ -21,7 +21,7 @@ from tenants.metering.models import DailyUsage
 from tenants.models import AuditEvent, Membership, Tenant
 from tests.conftest import TenantHandle
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("seeded_plans")]
 
 PASSWORD = "correct horse battery staple"
 LAST_MONTH = (dt.datetime.now(tz=dt.UTC).date().replace(day=1) - dt.timedelta(days=1)).strftime(

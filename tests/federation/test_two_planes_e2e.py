@@ -203,6 +203,16 @@ def test_workloads_of_two_planes_talk_mtls_across_trust_domains_through_a_peers_
         f"ping from {client[1]}".encode(),
         f"pong from {server[1]}".encode(),
     )
+    # and A's refresh of C succeeds (a refresh may meet plane 2's other bundle-endpoint process
+    # still building C's server credentials, which refuses the handshake: the next one serves)
+    wait_for(
+        lambda: (
+            plane_1.call(a["token"], "POST", f"federation-relationships/{td_c}/refresh").status_code
+            == 200
+        ),
+        30,
+        "A's refresh of C's bundle succeeds",
+    )
     refreshed = plane_1.call(a["token"], "GET", f"federation-relationships/{td_c}").json()
     assert refreshed["last_error"] == "" and refreshed["last_refresh_at"]
 

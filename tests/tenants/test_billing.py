@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import io
 import threading
 import uuid
@@ -15,21 +14,12 @@ from rest_framework.test import APIClient
 
 from issuance.models import Entry
 from tenants import operators
-from tenants.billing.models import Invoice, Plan
+from tenants.billing.models import Invoice
 from tenants.metering import counters
 from tenants.models import AuditEvent
 from tests.conftest import TenantHandle
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _seeded_plans(db: None) -> None:
-    """The plans migration 0002 seeds, whatever an earlier test on this worker left: a
-    transactional test's flush can empty the public tables (seen once with xdist grouping)."""
-    seeded = importlib.import_module("tenants.billing.migrations.0002_seed_plans")
-    for fields in seeded.PLANS:
-        Plan.objects.get_or_create(name=fields["name"], defaults=fields)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("seeded_plans")]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from tenants.models import AuditEvent, Tenant
 from tests.conftest import TenantHandle
 from tests.security.test_rest_matrix import ROUTES
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("seeded_plans")]
 OPERATOR_ROUTES = [r for r in ROUTES if "/api/v1/operator/" in "/" + r.display]  # not the web's
 
 
