@@ -39,8 +39,8 @@ from tests.e2e.conftest import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
-# prepare at 1/2 of the CA's life, activate at 5/6: activations at 50 s and 80 s after signup
-CA_TTL = 60
+# prepare at 1/2 of the CA's life, activate at 5/6: activations at 35 s and 56 s after signup
+CA_TTL = 42
 SVID_TTL = CA_TTL // 6  # the longest an entry may ask for; renewed at half-life
 ROTATIONS = 2
 SAMPLE_EVERY = 0.5
