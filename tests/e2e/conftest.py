@@ -33,7 +33,20 @@ BIN = Path(sys.executable).parent
 # on Linux): a port the kernel handed out and took back (bind to port 0) may go to the next
 # outgoing connection of any process before `hallmark up` binds it, which with several test
 # workers starting planes at once it did.
+# Each xdist worker takes its own slice of that range, and a port handed out once is never
+# handed out again by this process: a free port is only free until someone binds it, so two
+# workers' planes (or one plane's HTTP port and its metrics ports, chosen before either is
+# bound) could otherwise pick the same one, which in a fresh-clone CI run they did.
 LISTEN_PORTS = range(20000, 32000)
+_HANDED_OUT: set[int] = set()
+
+
+def _this_workers_ports() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker.startswith("gw") else 0
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), index + 1)
+    size = len(LISTEN_PORTS) // workers
+    return range(LISTEN_PORTS.start + index * size, LISTEN_PORTS.start + (index + 1) * size)
 
 
 def free_port() -> int:
@@ -139,14 +152,19 @@ def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
 
 def free_ports(count: int) -> int:
     """The first of `count` consecutive free ports (for `hallmark up --metrics`)."""
+    ports = _this_workers_ports()
     for _ in range(200):
-        first = LISTEN_PORTS.start + secrets.randbelow(len(LISTEN_PORTS) - count)
+        first = ports.start + secrets.randbelow(len(ports) - count)
+        block = range(first, first + count)
+        if not _HANDED_OUT.isdisjoint(block):
+            continue
         try:
-            for port in range(first, first + count):
+            for port in block:
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
         except OSError:
             continue
+        _HANDED_OUT.update(block)
         return first
     raise AssertionError(f"no {count} consecutive free ports")
 
