@@ -286,12 +286,12 @@ def main() -> None:
             print(f"{label:<52} {p50:8.1f} {p95:8.1f} {size / 1024:7.1f}", flush=True)
         for path in args.profile:
             _profile(operator if path.startswith("/operator") else owner, path)
-        from console.views.operator import _agent_counts
+        from issuance.services.agents import unbanned_agent_counts
         from tenants.models import Tenant
 
         listed = list(Tenant.objects.exclude(schema_name="public").order_by("-created_at")[:500])
         counted = time.perf_counter()
-        _agent_counts(listed)
+        unbanned_agent_counts(listed)
         print(
             f"\nof /operator/: each listed tenant's agents (one UNION ALL over {len(listed)} "
             f"schemas), one run: {(time.perf_counter() - counted) * 1000:.0f} ms"

@@ -11,12 +11,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
-from django_tenants.postgresql_backend.base import is_valid_schema_name
 from rest_framework.exceptions import Throttled
 
 from config.health import platform_checks
 from console.access import OPERATOR_SESSION_KEY, current_operator, operator_page
 from console.views import dashboards
+from issuance.services import agents
 from tenants import operators
 from tenants.api.errors import ApiError
 from tenants.billing import services as billing
@@ -89,25 +89,6 @@ def logout(request: HttpRequest) -> HttpResponse:
     return redirect("operator:login")
 
 
-def _agent_counts(tenants: list[Tenant]) -> dict[str, int]:
-    """Each tenant's unbanned agents, in one query over every schema.
-
-    Schema names come from the tenants table and are checked against django-tenants' own
-    rule for schema names before they are quoted into the query.
-    """
-    listed = [t for t in tenants if is_valid_schema_name(t.schema_name)]
-    if not listed:
-        return {}
-    quote = connection.ops.quote_name
-    parts = [
-        f"SELECT %s, count(*) FROM {quote(t.schema_name)}.issuance_agent WHERE NOT banned"  # noqa: S608 - checked names
-        for t in listed
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(parts), [str(t.pk) for t in listed])
-        return {row[0]: int(row[1]) for row in cursor.fetchall()}
-
-
 @operator_page
 def tenants(request: HttpRequest, operator: Operator) -> HttpResponse:
     connection.set_schema_to_public()
@@ -121,7 +102,7 @@ def tenants(request: HttpRequest, operator: Operator) -> HttpResponse:
             Q(slug__icontains=query) | Q(name__icontains=query) | Q(trust_domain__icontains=query)
         )
     listed = list(rows.order_by(*SORTS.get(sort, ("-created_at",)))[:500])
-    counts = _agent_counts(listed)
+    counts = agents.unbanned_agent_counts(listed)
     svids = metering.svids_this_month_of([str(t.pk) for t in listed])
     entries = [
         {"tenant": t, "agents": counts.get(str(t.pk), 0), "svids": svids.get(str(t.pk), 0)}
@@ -193,7 +174,7 @@ def tenant(request: HttpRequest, operator: Operator, tenant_id: str) -> HttpResp
             }
             for name in operators.QUOTA_NAMES
         ],
-        "agents": _agent_counts([found]).get(str(found.pk), 0),
+        "agents": agents.unbanned_agent_counts([found]).get(str(found.pk), 0),
         "plans": billing.list_plans(),
         "errors": errors,
         "events": AuditEvent.objects.filter(tenant=found).order_by("-id")[:25],

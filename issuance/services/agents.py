@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
+from django_tenants.postgresql_backend.base import is_valid_schema_name
 
 from attestors.node.base import AttestedNode
 from hallmark.bundle import Bundle
@@ -456,3 +457,23 @@ def evict_agent(*, tenant: Tenant, actor: str, agent_id: uuid.UUID, source: str 
             tenant=tenant, actor=actor, action="agent.evict", target=spiffe_id, source=source
         )
         publish_change(tenant_id=tenant.id, kind="agents")
+
+
+def unbanned_agent_counts(tenants: list[Tenant]) -> dict[str, int]:
+    """Each tenant's unbanned agents by tenant id, in one query over every schema (the
+    operators' tenant list).
+
+    Schema names come from the tenants table and are checked against django-tenants' own
+    rule for schema names before they are quoted into the query.
+    """
+    listed = [t for t in tenants if is_valid_schema_name(t.schema_name)]
+    if not listed:
+        return {}
+    quote = connection.ops.quote_name
+    parts = [
+        f"SELECT %s, count(*) FROM {quote(t.schema_name)}.issuance_agent WHERE NOT banned"  # noqa: S608 - checked names
+        for t in listed
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), [str(t.pk) for t in listed])
+        return {row[0]: int(row[1]) for row in cursor.fetchall()}
