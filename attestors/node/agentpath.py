@@ -6,10 +6,11 @@ import re
 from collections.abc import Collection, Mapping
 
 from attestors.node.base import InvalidAttestorConfig, NodeAttestationFailed
+from hallmark.errors import InvalidSpiffeId
+from hallmark.spiffeid import validate_path
 
 FIELD = re.compile(r"\{\{\s*\.([A-Za-z]+)\s*\}\}")
 DOTTED_FIELD = re.compile(r"\{\{\s*\.([A-Za-z.]+)\s*\}\}")  # x509pop's Subject.CommonName, ...
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def check_fields(template: object, known: Collection[str]) -> str:
@@ -26,9 +27,13 @@ def render(template: str, values: Mapping[str, str], *, field: re.Pattern[str] =
     """The agent's path: each field's value (empty when unknown), outer slashes trimmed; a path
     that is not a valid SPIFFE ID path is refused (invalid_agent_path)."""
     path = field.sub(lambda m: values.get(m.group(1), ""), template).strip("/")
-    if not path or not all(_PATH_SEGMENT.match(s) for s in path.split("/")):
+    try:
+        if not path:
+            raise InvalidSpiffeId("the path is empty")
+        validate_path("/" + path)
+    except InvalidSpiffeId as exc:
         raise NodeAttestationFailed(
             f"agent_path_template gives {path!r}, not a valid SPIFFE ID path",
             code="invalid_agent_path",
-        )
+        ) from exc
     return path
