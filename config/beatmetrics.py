@@ -96,12 +96,19 @@ class PlatformCollector(Collector):
             "Messages waiting in a Celery queue (every priority level), by queue name.",
             labels=["queue"],
         )
-        with self._app.connection_for_read() as connection:
-            channel = connection.default_channel
-            for name in self.queue_names():
-                try:
-                    waiting = channel.queue_declare(queue=name, passive=True).message_count
-                except ChannelError:  # Redis deletes an emptied queue's lists: none waiting
-                    waiting = 0
-                depth.add_metric([name], waiting)
+        for name, waiting in queue_depths(self._app, self.queue_names()).items():
+            depth.add_metric([name], waiting)
         return depth
+
+
+def queue_depths(app: Any, names: Sequence[str]) -> dict[str, int]:
+    """Messages waiting in each named Celery queue, every priority level, from the broker."""
+    depths = {}
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        for name in names:
+            try:
+                depths[name] = channel.queue_declare(queue=name, passive=True).message_count
+            except ChannelError:  # Redis deletes an emptied queue's lists: none waiting
+                depths[name] = 0
+    return depths

@@ -203,8 +203,11 @@ def platform_state() -> dict[str, Any]:
     nothing of it (the checks above say so)."""
     import time
 
+    import kombu.exceptions
     import redis
 
+    from config.beatmetrics import PlatformCollector, queue_depths
+    from config.celery import app as celery_app
     from config.health import process_heartbeats, redis_client
     from trustdomains.tasks import last_sweep, rotation_interval
 
@@ -214,8 +217,9 @@ def platform_state() -> dict[str, Any]:
             kind: process_heartbeats(kind, client) for kind in ("agent-api", "bundle-endpoint")
         }
         sweep = last_sweep()
-        queue = {"queued": client.llen("celery"), "reserved": client.hlen("unacked")}
-    except (redis.RedisError, ValueError):
+        queued = queue_depths(celery_app, PlatformCollector(celery_app).queue_names())
+        queue = {"queued": sum(queued.values()), "reserved": client.hlen("unacked")}
+    except (redis.RedisError, kombu.exceptions.OperationalError, ValueError):
         return {"state_error": "Redis did not answer: no process, sweep or queue figures"}
     now = time.time()
     interval = rotation_interval()

@@ -323,6 +323,16 @@ def test_the_health_page_shows_processes_the_last_sweep_and_the_queue(
     assert "Last sweep queued" in after and "after it was queued (the sweep" in after
     assert "tasks waiting in the" in after
 
+    # and the queue's figure counts every priority level (Redis keeps one list a level)
+    app.control.purge()
+    for priority in (None, None, 9):
+        app.send_task("tests.never-run", priority=priority)
+    try:
+        queued = _operator("ops3@platform.test").get("/operator/health").content.decode()
+    finally:
+        app.control.purge()
+    assert '<div class="stat">3</div><div class="stat-label">tasks waiting in the' in queued
+
 
 def test_the_tenant_list_shows_each_tenants_svids_this_month(
     tenant_a: TenantHandle, tenant_b: TenantHandle
