@@ -225,6 +225,7 @@ TARGETS: tuple[Target, ...] = (
         name="node-attestor-agent-path",
         path="attestors/node/agentpath.py",
         tests=(
+            "tests/attestors/test_node_agentpath.py",
             "tests/attestors/test_node_x509pop.py",
             "tests/attestors/test_node_aws_iid.py",
             "tests/attestors/test_node_cloud_tokens.py",
