@@ -236,6 +236,7 @@ TARGETS: tuple[Target, ...] = (
         name="node-attestor-jwt-proof",
         path="attestors/node/jwtproof.py",
         tests=(
+            "tests/attestors/test_node_jwtproof.py",
             "tests/attestors/test_node_cloud_tokens.py",
             "tests/attestors/test_node_k8s_psat.py",
         ),

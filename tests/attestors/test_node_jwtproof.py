@@ -1,0 +1,80 @@
+"""The published-keys cache behind gcp_iit, azure_msi and k8s_psat's JWKS verification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from attestors.node import jwtproof
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Publisher:
+    """A JWKS endpoint's answers, counted: the key set it publishes now."""
+
+    def __init__(self, *kids: str) -> None:
+        self.kids = list(kids)
+        self.fetches = 0
+
+    def __call__(self) -> dict[str, Any]:
+        self.fetches += 1
+        return {"keys": [{"kid": kid, "kty": "RSA"} for kid in self.kids]}
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(jwtproof.time, "monotonic", clock)
+    return clock
+
+
+def kids_of(document: dict[str, Any]) -> list[str]:
+    return [key["kid"] for key in document["keys"]]
+
+
+def test_known_keys_are_served_from_the_cache_until_they_age_out(clock: Clock) -> None:
+    cache, jwks = jwtproof.JwksCache(), Publisher("k1")
+
+    first = cache.get("https://idp/jwks", "", fetch=jwks, kid="k1")
+    clock.now += jwtproof.JWKS_CACHE_SECONDS - 1
+    again = cache.get("https://idp/jwks", "", fetch=jwks, kid="k1")
+    assert (kids_of(first), kids_of(again), jwks.fetches) == (["k1"], ["k1"], 1)
+
+    jwks.kids = ["k2"]
+    clock.now += 1
+    aged = cache.get("https://idp/jwks", "", fetch=jwks, kid="k1")
+    assert (kids_of(aged), jwks.fetches) == (["k2"], 2)
+
+
+def test_an_unknown_kid_refetches_but_not_more_often_than_the_floor(clock: Clock) -> None:
+    cache, jwks = jwtproof.JwksCache(), Publisher("old")
+    cache.get("https://idp/jwks", "", fetch=jwks, kid="old")
+    jwks.kids = ["old", "new"]
+
+    clock.now += jwtproof.JWKS_REFRESH_FLOOR - 1
+    early = cache.get("https://idp/jwks", "", fetch=jwks, kid="new")
+    assert (kids_of(early), jwks.fetches) == (["old"], 1)  # a kid flood buys no fetches
+
+    clock.now += 1
+    rotated = cache.get("https://idp/jwks", "", fetch=jwks, kid="new")
+    assert (kids_of(rotated), jwks.fetches) == (["old", "new"], 2)
+
+
+def test_each_url_and_ca_bundle_has_its_own_keys_and_clear_forgets_them(clock: Clock) -> None:
+    cache = jwtproof.JwksCache()
+    a, b, other_ca = Publisher("a"), Publisher("b"), Publisher("c")
+
+    assert kids_of(cache.get("https://a/jwks", "", fetch=a, kid="a")) == ["a"]
+    assert kids_of(cache.get("https://b/jwks", "", fetch=b, kid="a")) == ["b"]
+    assert kids_of(cache.get("https://a/jwks", "PEM", fetch=other_ca, kid="a")) == ["c"]
+    cache.clear()
+    cache.get("https://a/jwks", "", fetch=a, kid="a")
+    assert (a.fetches, b.fetches, other_ca.fetches) == (2, 1, 1)
