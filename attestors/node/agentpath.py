@@ -28,9 +28,7 @@ def render(template: str, values: Mapping[str, str], *, field: re.Pattern[str] =
     that is not a valid SPIFFE ID path is refused (invalid_agent_path)."""
     path = field.sub(lambda m: values.get(m.group(1), ""), template).strip("/")
     try:
-        if not path:
-            raise InvalidSpiffeId("the path is empty")
-        validate_path("/" + path)
+        validate_path("/" + path)  # "/" alone (an empty path) has an empty segment: refused
     except InvalidSpiffeId as exc:
         raise NodeAttestationFailed(
             f"agent_path_template gives {path!r}, not a valid SPIFFE ID path",
