@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from attestors.node import jwtproof
+from attestors.node.base import HttpAnswer, NodeAttestationFailed
 
 
 class Clock:
@@ -78,3 +79,40 @@ def test_each_url_and_ca_bundle_has_its_own_keys_and_clear_forgets_them(clock: C
     cache.clear()
     cache.get("https://a/jwks", "", fetch=a, kid="a")
     assert (a.fetches, b.fetches, other_ca.fetches) == (2, 1, 1)
+
+
+class Answering:
+    """A lookup whose HTTPS requests get one fixed answer (the endpoint's side of fetch_json)."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.answer = HttpAnswer(status=status, body=body)
+
+    def https(self, method: str, url: str, **_: Any) -> HttpAnswer:
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(500, b'{"keys": []}'), (404, b"{}"), (200, b"<html>"), (200, b"\xff\xfe")],
+    ids=["server-error", "not-found", "not-json", "not-text"],
+)
+def test_an_answer_that_is_not_a_2xx_json_document_is_attestor_unreachable(status, body) -> None:
+    with pytest.raises(NodeAttestationFailed) as refused:
+        jwtproof.fetch_json(Answering(status, body), "GET", "https://idp/jwks", ca="")
+
+    assert refused.value.code == "attestor_unreachable"
+
+
+def test_a_2xx_json_document_is_returned_as_parsed() -> None:
+    answer = jwtproof.fetch_json(Answering(203, b'{"keys": [1]}'), "GET", "https://i/j", ca="")
+
+    assert answer == {"keys": [1]}
+
+
+def test_a_token_that_is_not_a_jwt_is_invalid_token() -> None:
+    with pytest.raises(NodeAttestationFailed) as refused:
+        jwtproof.verify_jwt(
+            "not.a-jwt", lookup=Answering(200, b"{}"), audience=["a"], issuer=None, jwks={}
+        )
+
+    assert refused.value.code == "invalid_token"
