@@ -116,3 +116,77 @@ def test_a_token_that_is_not_a_jwt_is_invalid_token() -> None:
         )
 
     assert refused.value.code == "invalid_token"
+
+
+@pytest.fixture(scope="module")
+def signer() -> dict[str, Any]:
+    import json
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key, stranger = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    return {"key": key, "stranger": stranger, "jwks": {"keys": [{**public, "kid": "k1"}]}}
+
+
+def _token(signer: dict[str, Any], *, key: str = "key", kid: str = "k1", **claims: Any) -> str:
+    import time as clock
+
+    import jwt
+
+    now = int(clock.time())
+    body = {"iss": "https://idp", "aud": "hallmark", "iat": now, "exp": now + 300, **claims}
+    body = {name: value for name, value in body.items() if value is not None}
+    return jwt.encode(body, signer[key], algorithm="ES256", headers={"kid": kid})
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"kid": "k2"}, "unknown_signing_key"),
+        ({"key": "stranger"}, "invalid_token"),
+        ({"exp": 1_000_000}, "token_expired"),
+        ({"nbf": 4_000_000_000}, "token_not_yet_valid"),
+        ({"aud": "someone-else"}, "invalid_audience"),
+        ({"iss": "https://other-idp"}, "invalid_issuer"),
+        ({"exp": None}, "invalid_token"),
+    ],
+    ids=["unknown-kid", "forged", "expired", "not-yet", "audience", "issuer", "no-exp"],
+)
+def test_each_bad_token_is_refused_with_its_code(signer, change, code) -> None:
+    with pytest.raises(NodeAttestationFailed) as refused:
+        jwtproof.verify_jwt(
+            _token(signer, **change),
+            lookup=Answering(500, b""),
+            audience=["hallmark"],
+            issuer="https://idp",
+            jwks=signer["jwks"],
+        )
+
+    assert refused.value.code == code
+
+
+def test_a_jwks_that_is_not_a_key_set_is_invalid_jwks(signer) -> None:
+    with pytest.raises(NodeAttestationFailed) as refused:
+        jwtproof.verify_jwt(
+            _token(signer),
+            lookup=Answering(500, b""),
+            audience=["hallmark"],
+            issuer="https://idp",
+            jwks={"keys": "nope"},
+        )
+
+    assert refused.value.code == "invalid_jwks"
+
+
+def test_a_good_token_gives_its_claims(signer) -> None:
+    claims = jwtproof.verify_jwt(
+        _token(signer, sub="node-1"),
+        lookup=Answering(500, b""),
+        audience=["hallmark"],
+        issuer="https://idp",
+        jwks=signer["jwks"],
+    )
+
+    assert claims["sub"] == "node-1" and claims["aud"] == "hallmark"
