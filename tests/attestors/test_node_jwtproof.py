@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from attestors.node import jwtproof
-from attestors.node.base import HttpAnswer, NodeAttestationFailed
+from attestors.node.base import HttpAnswer, InvalidAttestationPayload, NodeAttestationFailed
 
 
 class Clock:
@@ -190,3 +190,40 @@ def test_a_good_token_gives_its_claims(signer) -> None:
     )
 
     assert claims["sub"] == "node-1" and claims["aud"] == "hallmark"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"\xff",
+        b'["token"]',
+        b'{"token": 42}',
+        b'{"token": ""}',
+        b'{"other": "x"}',
+        b'{"token": "' + b"a" * (jwtproof.MAX_TOKEN + 1) + b'"}',
+    ],
+    ids=["not-json", "not-text", "not-object", "number", "empty", "missing", "too-long"],
+)
+def test_a_payload_that_is_not_one_token_is_invalid(payload) -> None:
+    with pytest.raises(InvalidAttestationPayload):
+        jwtproof.token_payload(payload, "gcp_iit")
+
+
+def test_a_token_of_the_largest_size_is_taken() -> None:
+    token = "a" * jwtproof.MAX_TOKEN
+
+    assert jwtproof.token_payload(b'{"token": "' + token.encode() + b'"}', "gcp_iit") == token
+
+
+def test_claims_and_expiry_before_verification(signer) -> None:
+    claims = jwtproof.unverified_claims(_token(signer, exp=2_000_000_000))
+
+    assert jwtproof.expiry(claims).year == 2033  # noqa: PLR2004
+    for bad in ({}, {"exp": "soon"}):
+        with pytest.raises(NodeAttestationFailed) as refused:
+            jwtproof.expiry(bad)
+        assert refused.value.code == "invalid_token"
+    with pytest.raises(NodeAttestationFailed) as refused:
+        jwtproof.unverified_claims("not-a-jwt")
+    assert refused.value.code == "invalid_token"
