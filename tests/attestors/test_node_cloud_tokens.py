@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from attestors.node import catalog
+from attestors.node import azure_msi, catalog
 from attestors.node.azure_msi import AzureMsiAgent, AzureMsiServer
 from attestors.node.base import InvalidAttestorConfig, NodeAttestationFailed
 from attestors.node.gcp_iit import GcpIitAgent, GcpIitServer
@@ -143,3 +143,41 @@ def test_config_is_validated_with_stable_codes(kind, config, code):
     with pytest.raises(InvalidAttestorConfig) as refused:
         catalog.validate_config(kind, config)
     assert refused.value.code == code
+
+
+TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+@pytest.mark.parametrize(
+    ("tenant", "code"),
+    [
+        ({"jwks": {"keys": "nope"}}, "invalid_jwks"),
+        ({"jwks": ["not", "a", "set"]}, "invalid_jwks"),
+        ({"jwks_url": "http://login.example/keys"}, "invalid_url"),
+        ({"jwks_url": 42}, "invalid_url"),
+        ({"resource_id": "x", "unknown": 1}, "unknown_setting"),
+    ],
+    ids=["jwks-keys-not-list", "jwks-not-object", "http-url", "url-not-text", "unknown-key"],
+)
+def test_azure_tenant_settings_are_refused_with_their_code(tenant, code):
+    with pytest.raises(InvalidAttestorConfig) as refused:
+        catalog.validate_config("azure_msi", {"tenants": {TID: tenant}})
+    assert refused.value.code == code
+
+
+def test_azure_tenant_settings_are_kept_with_spires_defaults():
+    jwks = {"keys": []}
+    kept = catalog.validate_config(
+        "azure_msi",
+        {"tenants": {TID: {}, TID.replace("7", "8"): {"jwks": jwks, "ca_bundle_pem": "PEM"}}},
+    )["tenants"]
+
+    assert kept[TID] == {
+        "resource_id": azure_msi.DEFAULT_RESOURCE,
+        "jwks_url": f"https://login.microsoftonline.com/{TID}/discovery/v2.0/keys",
+    }
+    assert kept[TID.replace("7", "8")] == {
+        "resource_id": azure_msi.DEFAULT_RESOURCE,
+        "jwks": jwks,
+        "ca_bundle_pem": "PEM",
+    }
