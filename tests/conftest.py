@@ -19,8 +19,8 @@ from tenants.models import Tenant
 SHARED_PLANE_GROUP = "control-plane"
 HEAVIEST_FIRST = (
     "tests/e2e/test_rotation_e2e.py",
+    "tests/e2e/test_agent_survival.py::outage",
     "tests/e2e/test_faults.py",
-    "tests/e2e/test_agent_survival.py",
     "tests/config/test_embedded.py",
     SHARED_PLANE_GROUP,
     "tests/issuance/test_agentapi_scaleout.py",

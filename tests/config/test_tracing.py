@@ -11,12 +11,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from cryptography.hazmat.primitives.asymmetric import ec
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from config import logcontext, tracing
 from config.celery import app
+from tests.celeryworker import real_worker
 from tests.fakes.otlp import OtlpCollector, ReceivedSpan
 
 
@@ -93,7 +93,7 @@ def test_a_rest_request_continues_the_callers_trace(collector, tenant_a) -> None
 def test_a_task_runs_in_the_trace_it_was_queued_in(collector) -> None:
     # given a real worker (Redis broker) consuming a queue of this test's own
     queue = f"traced-{uuid.uuid4().hex[:8]}"
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=[queue]):
+    with real_worker(app, queues=[queue]):
         # when a task is queued inside a span (as a REST request or a sweep would)
         with tracing.tracer().start_as_current_span("queueing request") as parent:
             app.send_task("trustdomains.tasks.rotate_trust_domains", args=([],), queue=queue)

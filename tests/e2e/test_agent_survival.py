@@ -18,6 +18,7 @@ from tests.e2e.conftest import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
+OUTAGE_GROUP = "tests/e2e/test_agent_survival.py::outage"
 
 
 def _setup(plane: ControlPlaneProcess, label: str) -> tuple[dict, str, str]:
@@ -78,6 +79,8 @@ def test_a_restarted_agent_resumes_without_a_join_token(control_plane, tmp_path)
     assert keys and all(key.stat().st_mode & 0o077 == 0 for key in keys)  # 0600
 
 
+# Planes of its own, not the shared one: a group of its own, so it runs beside the shared plane's.
+@pytest.mark.xdist_group(OUTAGE_GROUP)
 def test_workloads_keep_their_svids_while_the_control_plane_is_down(
     tmp_path, django_db_setup
 ) -> None:

@@ -450,7 +450,7 @@ def test_a_worker_killed_mid_rotation_is_restarted_and_rotation_continues(
     from config.settings import _celery_broker_url
 
     broker = _celery_broker_url(rig.env["HALLMARK_REDIS_URL"])
-    app = Celery(broker=broker)
+    app = Celery(broker=broker, set_as_current=False)  # the suite's app stays current
     app.send_task(
         "trustdomains.tasks.rotate_trust_domain",
         args=(rig.tenant["tenant"]["id"],),
