@@ -14,7 +14,7 @@ import os
 import pytest
 from django.test import Client
 
-from console.charts import daily_chart, nice_ceiling, short
+from console.charts import daily_chart
 from tenants import members, operators
 from tenants.billing import services as billing
 from tenants.metering.models import DailyUsage
@@ -61,18 +61,22 @@ def _count(handle: TenantHandle, day: dt.date, value: int) -> None:
 # -- charts (plain Python) ---------------------------------------------------------------
 
 
-def test_a_chart_scales_its_bars_to_a_round_ceiling_above_the_peak() -> None:
+def test_a_chart_holds_a_value_a_day_its_total_and_its_highest_day() -> None:
     days = [{"date": f"2026-11-0{n}", "x509_svids_issued": v} for n, v in ((1, 0), (2, 3), (3, 7))]
+    days.append({"date": "2026-11-04"})  # a day nothing was counted
 
     chart = daily_chart("x509_svids_issued", "X.509", days)
+    peaked = daily_chart("x509_svids_issued", "X.509", days, total=99)
 
-    assert (chart.peak, chart.total, nice_ceiling(7)) == (7, 10, 10)
-    assert [b.value for b in chart.bars] == [0, 3, 7]
-    assert chart.bars[0].height == 0 and chart.bars[2].height == pytest.approx(150 * 0.7)
-    assert all(b.y + b.height == pytest.approx(chart.base) for b in chart.bars)  # on the axis
-    assert [g.label for g in chart.gridlines] == ["0", "2", "5", "7", "10"]
-    assert (nice_ceiling(0), nice_ceiling(26), nice_ceiling(2400)) == (1, 50, 2500)
-    assert (short(950), short(12_000), short(3_500_000)) == ("950", "12k", "3.5M")
+    assert (chart.peak, chart.total, peaked.total) == (7, 10, 99)
+    assert chart.series == {
+        "title": "X.509",
+        "dates": ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"],
+        "values": [0, 3, 7, 0],
+    }
+    assert (chart.first_date, chart.last_date) == ("2026-11-01", "2026-11-04")
+    empty = daily_chart("x509_svids_issued", "X.509", [])
+    assert (empty.total, empty.peak, empty.first_date, empty.series["values"]) == (0, 0, "", [])
 
 
 def test_the_platform_summary_adds_up_to_every_tenants_own_usage(
@@ -126,8 +130,9 @@ def test_the_usage_page_charts_the_tenants_own_days_only(
 
     assert answer.status_code == 200
     body = answer.content.decode()
-    assert body.count('<svg class="chart-svg"') == 6
-    assert f"{today - dt.timedelta(days=1)}: 41</title>" in body
+    assert body.count('<canvas class="chart-canvas"') == 6
+    assert f"<tr><td>{today - dt.timedelta(days=1)}</td><td>41</td></tr>" in body
+    assert body.count('<script id="chart-') == 6  # each chart's figures for Chart.js
     assert "9999" not in body
     assert bad.status_code == 400 and "invalid_date" in bad.content.decode()
 
@@ -249,9 +254,9 @@ def test_operator_usage_sums_every_tenant_and_a_tenant_session_gets_none(
     page = _operator().get("/operator/usage").content.decode()
     tenant_page = _operator("ops2@platform.test").get(f"/operator/tenants/{tenant_a.tenant.pk}/")
 
-    assert f"{day}: 12</title>" in page  # the two tenants' days summed
+    assert f"<tr><td>{day}</td><td>12</td></tr>" in page  # the two tenants' days summed
     assert tenant_a.tenant.slug in page and tenant_b.tenant.slug in page
-    assert f"{day}: 5</title>" in tenant_page.content.decode()  # its own chart on its page
+    assert f"<tr><td>{day}</td><td>5</td></tr>" in tenant_page.content.decode()  # its own chart
     assert _owner(tenant_a).get("/operator/usage")["Location"].startswith("/operator/login")
 
 
