@@ -165,6 +165,13 @@ TARGETS: tuple[Target, ...] = (
         timeout=300,
     ),
     Target(
+        name="operator-agent-counts",
+        path="issuance/services/agents.py",
+        tests=("tests/issuance/test_agent_counts.py",),
+        functions=("unbanned_agent_counts",),
+        timeout=120,
+    ),
+    Target(
         name="entry-authorisation",
         path="issuance/services/entries.py",
         tests=(
