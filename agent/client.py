@@ -41,6 +41,7 @@ DEFAULT_PAGE_SIZE = 1000
 # connection for idle (hallmark.relay.RelayLimits.idle_timeout, 15 min by default); above
 # the 5 minutes under which a gRPC server counts pings as abuse.
 KEEPALIVE_MS = 6 * 60 * 1000
+RECONNECT_BACKOFF_MAX_MS = 10_000
 _log = logging.getLogger(__name__)
 
 
@@ -201,6 +202,10 @@ class AgentClient:
             # (with the new roots or SVID), not share the retiring channel's.
             ("grpc.use_local_subchannel_pool", 1),
             ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            # grpc's own reconnect back-off grows to 120 s by default: an agent would wait up
+            # to two minutes after the plane is back. Cap it as the sync loop's (jittered by grpc).
+            ("grpc.initial_reconnect_backoff_ms", 1000),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
         ]
         self._channel = grpc.aio.insecure_channel("unix:" + tunnel.path, options=options)
         self._stub = agent_pb2_grpc.AgentAPIStub(self._channel)  # type: ignore[no-untyped-call,unused-ignore]

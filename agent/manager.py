@@ -44,8 +44,12 @@ from hallmark.x509svid import make_csr, spiffe_id_of, utcnow, verify_x509_svid
 
 _log = logging.getLogger("hallmark.agent")
 BATCH_SIZE = 100
-MAX_BACKOFF = 60.0
-MAX_WATCH_BACKOFF = 30.0
+MAX_BACKOFF = 60.0  # between attestation attempts
+# Between sync attempts and update-stream reopenings while the agent API cannot be reached:
+# an agent is back within ~10 s of the plane's return (SPIRE's agents retry every 5 s), each
+# wait jittered by +-20% so that a fleet that lost the plane together does not return together.
+MAX_SYNC_BACKOFF = 10.0
+MAX_WATCH_BACKOFF = 10.0
 _SYNC_ERRORS = (grpc.aio.AioRpcError, HallmarkError, OSError)
 # A renewal refused so: the agent's SVID no longer counts (evicted, superseded); re-attest.
 _REATTEST_CODES = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
@@ -72,6 +76,11 @@ def _same_key(svid_chain: Iterable[object], key: ec.EllipticCurvePrivateKey) -> 
     leaf = next(iter(svid_chain), None)
     public = getattr(leaf, "public_key", None)
     return public is not None and public() == key.public_key()
+
+
+def jittered(seconds: float) -> float:
+    """`seconds` give or take 20%."""
+    return seconds * random.uniform(0.8, 1.2)  # noqa: S311 - spreading retries, not a secret
 
 
 def _rpc_text(exc: grpc.aio.AioRpcError) -> str:
@@ -155,8 +164,9 @@ class AgentManager:
                     raise
                 self._resync_requested = self._resync_requested or resync
                 text = _rpc_text(exc) if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-                _log.warning("sync failed (%s); retrying in %.0fs", text, backoff)
-                timeout, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+                timeout = jittered(backoff)
+                _log.warning("sync failed (%s); retrying in %.1fs", text, timeout)
+                backoff = min(backoff * 2, MAX_SYNC_BACKOFF)
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
             # arrives just as the event is set, and the agent would then never stop.
             with contextlib.suppress(TimeoutError):
@@ -183,7 +193,7 @@ class AgentManager:
                 # e.g. the channel was rebuilt for a new agent SVID or bundle, or the server went.
                 text = _rpc_text(exc) if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
                 _log.debug("update stream broke (%s); reopening in %.1fs", text, backoff)
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # noqa: S311 (jitter)
+            await asyncio.sleep(jittered(backoff))
             backoff = min(backoff * 2, MAX_WATCH_BACKOFF)
 
     def on_notice(self, notice: UpdateNotice) -> None:

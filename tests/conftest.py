@@ -175,6 +175,16 @@ def vault_unreachable(settings) -> Iterator[None]:  # type: ignore[no-untyped-de
     reset_key_managers()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _deletes_instead_of_flush() -> Iterator[None]:
+    """Transactional tests end with one transaction of DELETEs, not Django's flush (see
+    tests/fastflush.py: ~0.4 s less after each of ~500 tests)."""
+    from tests.fastflush import deletes_instead_of_flush
+
+    with deletes_instead_of_flush():
+        yield
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup: None, django_db_blocker) -> None:  # type: ignore[no-untyped-def]
     """The test database, with the tenant template that every signup copies migrated once."""
