@@ -198,6 +198,9 @@ EMBEDDED_UPSTREAM = env.boolean("HALLMARK_EMBEDDED_UPSTREAM", False)
 # Agent API: how many processes `hallmark up` runs on the one gRPC port (SO_REUSEPORT); each
 # is one event loop, so more processes mint more SVIDs a second on more cores.
 AGENT_API_PROCESSES = env.integer("HALLMARK_AGENT_API_PROCESSES", 2)
+# The web tier's gunicorn worker processes (4 threads each) and the Celery worker's processes.
+WEB_WORKERS = env.integer("HALLMARK_WEB_WORKERS", 2)
+WORKER_CONCURRENCY = env.integer("HALLMARK_WORKER_CONCURRENCY", 2)
 # The agent API's public listener (hallmark/relaylimits.py): connections one source address
 # (an IPv6 /64) may hold, and how long a TLS handshake and a quiet connection may last.
 AGENT_API_MAX_CONNECTIONS_PER_SOURCE = env.integer(

@@ -39,7 +39,6 @@ class ControlPlane:
     http: tuple[str, int]
     grpc: tuple[str, int]
     bundle_endpoint: tuple[str, int] = ("127.0.0.1", 8443)
-    web_workers: int = 2
     # None: settings.AGENT_API_PROCESSES (HALLMARK_AGENT_API_PROCESSES), read once the
     # environment is complete.
     agent_api_processes: int | None = None
@@ -88,6 +87,8 @@ class ControlPlane:
         python = sys.executable
         celery = str(Path(python).parent / "celery")
         gunicorn = str(Path(python).parent / "gunicorn")
+        from django.conf import settings
+
         self._prepare_metrics()
         self._spawn(
             "web",
@@ -97,7 +98,7 @@ class ControlPlane:
                 "--bind",
                 f"{self.http[0]}:{self.http[1]}",
                 "--workers",
-                str(self.web_workers),
+                str(_at_least_one("HALLMARK_WEB_WORKERS", settings.WEB_WORKERS)),
                 "--threads",
                 "4",
                 "--timeout",
@@ -120,7 +121,7 @@ class ControlPlane:
                 "--loglevel",
                 "INFO",
                 "--concurrency",
-                "2",
+                str(_at_least_one("HALLMARK_WORKER_CONCURRENCY", settings.WORKER_CONCURRENCY)),
                 "--hostname",
                 f"worker-{os.getpid()}@%h",
             ],
@@ -366,6 +367,12 @@ Press Ctrl-C to stop.
             for kind in METRICS_KINDS
             if self.metrics_url(kind)
         )
+
+
+def _at_least_one(name: str, value: int) -> int:
+    if value < 1:
+        raise SystemExit(f"hallmark: {name}={value}; it must be >= 1")
+    return value
 
 
 def _nice_of(kind: str) -> int:

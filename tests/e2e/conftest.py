@@ -251,10 +251,11 @@ def control_plane_env(redis_db: int = 1) -> dict[str, str]:
     env.setdefault("HALLMARK_FEDERATION_SWEEP_SECONDS", "2")
     # Metering e2e: beat rolls the Redis counters up within seconds, not once a minute.
     env.setdefault("HALLMARK_METERING_ROLLUP_SECONDS", "2")
-    # One agent-API (and bundle-endpoint) process, not two: a plane is 2 processes lighter to
-    # start on the suite's 2 cores. The tests of several processes on one port ask for them
-    # (tests/issuance/test_agentapi_scaleout.py).
-    env.setdefault("HALLMARK_AGENT_API_PROCESSES", "1")
+    # One process of each kind, not two: a plane is five processes lighter on the suite's 2
+    # cores. The tests of several agent-API processes on one port ask for them
+    # (tests/issuance/test_agentapi_scaleout.py); test_process_counts.py checks the knobs.
+    for knob in ("AGENT_API_PROCESSES", "WEB_WORKERS", "WORKER_CONCURRENCY"):
+        env.setdefault(f"HALLMARK_{knob}", "1")
     return env
 
 

@@ -165,6 +165,8 @@ def rig() -> Iterator[Rig]:
     env.update(exported)
     env["HALLMARK_SECRET_KEY"] = "faults-" + os.urandom(16).hex()
     env["HALLMARK_ROTATION_INTERVAL"] = "2"
+    for knob in ("AGENT_API_PROCESSES", "WEB_WORKERS", "WORKER_CONCURRENCY"):
+        env[f"HALLMARK_{knob}"] = "1"  # as control_plane_env: a lighter plane
     plane_dir = base / "plane"
     plane_dir.mkdir()
     http_port, grpc_port = free_port(), free_port()
