@@ -1,0 +1,307 @@
+"""The Workload API's own gRPC server (agent.workload.grpcserver), against grpcio's client.
+
+The server runs on an event loop thread of this process with test methods, reached over its
+real Unix socket by a real grpcio channel: the protocol's edges that the Workload API's calls
+do not reach on their own (answers larger than the flow-control window, many calls on one
+connection, cancellation, deadlines, compression, bytes that are no HTTP/2, the drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from agent.workload.grpcserver import CallContext, GrpcUnixServer, MethodHandler
+
+
+def _same(data: bytes) -> bytes:
+    return data
+
+
+class Methods:
+    """Test methods; what happened to them is recorded for the test to read."""
+
+    def __init__(self) -> None:
+        self.stream_ended = threading.Event()
+        self.held_entered = threading.Event()
+        self.release: asyncio.Event | None = None
+        self.deadline_seen: list[float | None] = []
+
+    async def echo(self, request: bytes, context: CallContext) -> bytes:
+        metadata = dict(context.invocation_metadata())
+        caller = context.caller
+        return b"%d:%d:%s:" % (caller.pid, caller.uid, str(metadata.get("x-test", "")).encode()) + (
+            request
+        )
+
+    async def abort(self, request: bytes, context: CallContext) -> bytes:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, request.decode())
+
+    async def fail(self, request: bytes, context: CallContext) -> bytes:
+        raise RuntimeError("boom")
+
+    async def big(self, request: bytes, context: CallContext) -> AsyncIterator[bytes]:
+        count, size = (int(x) for x in request.split(b","))
+        for i in range(count):
+            yield bytes([i % 256]) * size
+
+    async def forever(self, request: bytes, context: CallContext) -> AsyncIterator[bytes]:
+        try:
+            yield b"first"
+            await asyncio.Event().wait()
+        finally:
+            self.stream_ended.set()
+
+    async def slow(self, request: bytes, context: CallContext) -> bytes:
+        self.deadline_seen.append(context.time_remaining())
+        await asyncio.sleep(3600)
+        return b""
+
+    async def held(self, request: bytes, context: CallContext) -> bytes:
+        assert self.release is not None
+        self.held_entered.set()
+        await self.release.wait()
+        return b"released"
+
+
+def _methods(m: Methods) -> dict[str, MethodHandler]:
+    unary = {"Echo": m.echo, "Abort": m.abort, "Fail": m.fail, "Slow": m.slow, "Held": m.held}
+    streams = {"Big": m.big, "Forever": m.forever}
+    handlers = {
+        f"/Test/{name}": MethodHandler(False, fn, _same, _same) for name, fn in unary.items()
+    }
+    handlers.update(
+        {f"/Test/{name}": MethodHandler(True, fn, _same, _same) for name, fn in streams.items()}
+    )
+    return handlers
+
+
+class Harness:
+    """A GrpcUnixServer on its own loop thread."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.methods = Methods()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.path = str(tmp_path / "api.sock")
+        self.server = GrpcUnixServer(_methods(self.methods))
+
+        async def start() -> None:
+            self.methods.release = asyncio.Event()
+            await self.server.serve_unix(self.path)
+
+        self.run(start())
+
+    def run(self, coroutine: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def submit(self, coroutine: Any) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel("unix:" + self.path)
+
+    def close(self) -> None:
+        self.run(self.server.stop(grace=0.1))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def _unary(channel: grpc.Channel, name: str) -> Any:
+    return channel.unary_unary(
+        f"/Test/{name}", request_serializer=_same, response_deserializer=_same
+    )
+
+
+def _stream(channel: grpc.Channel, name: str) -> Any:
+    return channel.unary_stream(
+        f"/Test/{name}", request_serializer=_same, response_deserializer=_same
+    )
+
+
+def test_a_call_is_answered_with_the_connected_process_and_its_metadata(harness: Harness) -> None:
+    with harness.channel() as channel:
+        answer = _unary(channel, "Echo")(b"hello", metadata=[("x-test", "v")], timeout=10)
+
+    assert answer == b"%d:%d:v:hello" % (os.getpid(), os.geteuid())
+
+
+def test_an_unknown_method_is_unimplemented(harness: Harness) -> None:
+    with harness.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        _unary(channel, "NoSuchMethod")(b"", timeout=10)
+
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "/Test/NoSuchMethod" in raised.value.details()
+
+
+def test_an_abort_reaches_the_client_with_its_details_percent_encoded_and_back(
+    harness: Harness,
+) -> None:
+    details = "refusé: 100% sure, \u2603 and a\nnewline"
+    with harness.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        _unary(channel, "Abort")(details.encode(), timeout=10)
+
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert raised.value.details() == details
+
+
+def test_a_handler_that_raises_answers_unknown_and_the_connection_goes_on(
+    harness: Harness,
+) -> None:
+    with harness.channel() as channel:
+        with pytest.raises(grpc.RpcError) as raised:
+            _unary(channel, "Fail")(b"", timeout=10)
+        after = _unary(channel, "Echo")(b"again", timeout=10)
+
+    assert raised.value.code() == grpc.StatusCode.UNKNOWN
+    assert after.endswith(b":again")
+
+
+def test_answers_larger_than_the_flow_control_window_arrive_whole(harness: Harness) -> None:
+    # 3 messages of 1 MiB each: 16 times the initial 64 KiB window, each
+    with harness.channel() as channel:
+        messages = list(_stream(channel, "Big")(b"3,1048576", timeout=30))
+
+    assert [len(m) for m in messages] == [1048576] * 3
+    assert [m[0] for m in messages] == [0, 1, 2]
+    assert all(m == m[:1] * len(m) for m in messages)
+
+
+def test_a_request_larger_than_the_window_is_read_and_one_past_the_limit_refused(
+    harness: Harness,
+) -> None:
+    payload = os.urandom(1024 * 1024)
+    with harness.channel() as channel:
+        answer = _unary(channel, "Echo")(payload, timeout=30)
+        with pytest.raises(grpc.RpcError) as raised:
+            _unary(channel, "Echo")(b"x" * (5 * 1024 * 1024), timeout=30)
+        after = _unary(channel, "Echo")(b"still", timeout=10)
+
+    assert answer.endswith(payload)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert after.endswith(b":still")
+
+
+def test_many_concurrent_calls_on_one_connection_each_get_their_own_answer(
+    harness: Harness,
+) -> None:
+    with harness.channel() as channel:
+        echo = _unary(channel, "Echo")
+        futures = [echo.future(b"call-%d" % i, timeout=30) for i in range(200)]
+        answers = [f.result() for f in futures]
+
+    assert [a.rsplit(b":", 1)[1] for a in answers] == [b"call-%d" % i for i in range(200)]
+
+
+def test_cancelling_a_stream_ends_its_handler(harness: Harness) -> None:
+    with harness.channel() as channel:
+        call = _stream(channel, "Forever")(b"", timeout=30)
+        assert next(call) == b"first"
+
+        call.cancel()
+
+        assert harness.methods.stream_ended.wait(10)
+        assert _unary(channel, "Echo")(b"alive", timeout=10).endswith(b":alive")
+
+
+def test_a_client_that_goes_away_ends_its_stream_handler(harness: Harness) -> None:
+    channel = harness.channel()
+    call = _stream(channel, "Forever")(b"", timeout=30)
+    assert next(call) == b"first"
+
+    channel.close()
+
+    assert harness.methods.stream_ended.wait(10)
+
+
+def test_the_deadline_reaches_the_handler_and_ends_the_call(harness: Harness) -> None:
+    with harness.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        _unary(channel, "Slow")(b"", timeout=0.5)
+
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    (remaining,) = harness.methods.deadline_seen
+    assert remaining is not None
+    assert 0 < remaining <= 0.5
+
+
+def test_a_compressed_request_is_refused_as_unimplemented(harness: Harness) -> None:
+    with harness.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        _unary(channel, "Echo")(b"z" * 1000, timeout=10, compression=grpc.Compression.Gzip)
+
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "identity" in raised.value.details()
+
+
+def test_bytes_that_are_no_http2_close_that_connection_and_no_other(harness: Harness) -> None:
+    with harness.channel() as channel:
+        call = _stream(channel, "Forever")(b"", timeout=30)
+        assert next(call) == b"first"
+
+        garbage = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        garbage.settimeout(10)
+        garbage.connect(harness.path)
+        garbage.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(4096))
+        while garbage.recv(65536):  # the server's SETTINGS and GOAWAY, then the end
+            pass
+        garbage.close()
+
+        assert not harness.methods.stream_ended.is_set()
+        assert _unary(channel, "Echo")(b"alive", timeout=10).endswith(b":alive")
+        call.cancel()
+
+
+def test_stopping_lets_a_call_under_way_finish_and_refuses_new_connections(
+    harness: Harness,
+) -> None:
+    with harness.channel() as channel:
+        held = _unary(channel, "Held")
+        future = held.future(b"", timeout=30)
+        assert harness.methods.held_entered.wait(10)
+
+        stopping = harness.submit(harness.server.stop(grace=20))
+        time.sleep(0.2)
+        assert not stopping.done()  # the drain waits for the call under way
+        assert harness.methods.release is not None
+        harness.loop.call_soon_threadsafe(harness.methods.release.set)
+
+        assert future.result() == b"released"
+        stopping.result(20)
+
+    with pytest.raises(OSError):
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(harness.path)
+
+
+def test_a_stream_still_open_when_the_drain_runs_out_is_ended_unavailable(
+    harness: Harness,
+) -> None:
+    with harness.channel() as channel:
+        call = _stream(channel, "Forever")(b"", timeout=30)
+        assert next(call) == b"first"
+
+        harness.run(harness.server.stop(grace=0.2))
+
+        with pytest.raises(grpc.RpcError) as raised:
+            next(call)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert harness.methods.stream_ended.is_set()
