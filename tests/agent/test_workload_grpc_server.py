@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from agent.workload.grpcserver import CallContext, GrpcUnixServer, MethodHandler
+from agent.workload.grpcserver import CallContext, GrpcUnixServer, MethodHandler, _grpc_message
 
 
 def _same(data: bytes) -> bytes:
@@ -109,8 +109,8 @@ class Harness:
     def submit(self, coroutine: Any) -> Future[Any]:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel("unix:" + self.path)
+    def channel(self, *options: tuple[str, Any]) -> grpc.Channel:
+        return grpc.insecure_channel("unix:" + self.path, options=list(options))
 
     def close(self) -> None:
         self.run(self.server.stop(grace=0.1))
@@ -166,6 +166,13 @@ def test_an_abort_reaches_the_client_with_its_details_percent_encoded_and_back(
     assert raised.value.details() == details
 
 
+def test_grpc_message_is_percent_encoded_on_the_wire_as_the_grpc_protocol_asks() -> None:
+    # grpcio's client decodes leniently (raw bytes pass), so the wire form is checked here:
+    # bytes outside 0x20-0x7E and "%" itself are %XX, the rest as is
+    assert _grpc_message("plain text: ok") == b"plain text: ok"
+    assert _grpc_message("100% sure\n\u2603") == b"100%25 sure%0A%E2%98%83"
+
+
 def test_a_handler_that_raises_answers_unknown_and_the_connection_goes_on(
     harness: Harness,
 ) -> None:
@@ -179,8 +186,9 @@ def test_a_handler_that_raises_answers_unknown_and_the_connection_goes_on(
 
 
 def test_answers_larger_than_the_flow_control_window_arrive_whole(harness: Harness) -> None:
-    # 3 messages of 1 MiB each: 16 times the initial 64 KiB window, each
-    with harness.channel() as channel:
+    # 3 messages of 1 MiB each: 16 times the initial 64 KiB window, each (the client's window
+    # kept at HTTP/2's default: grpc's BDP probing would otherwise widen it past 1 MiB)
+    with harness.channel(("grpc.http2.bdp_probe", 0)) as channel:
         messages = list(_stream(channel, "Big")(b"3,1048576", timeout=30))
 
     assert [len(m) for m in messages] == [1048576] * 3
