@@ -252,6 +252,10 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
     ) -> list[MintedJwt]:
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
+            if len(entries) == 1:
+                # Most callers have one identity: awaited here, a cached token costs no task
+                # (gather would wrap it in one and wake this call a loop turn later).
+                return [await cache.fetch(entries[0], audience)]
             return list(await asyncio.gather(*(cache.fetch(e, audience) for e in entries)))
         except grpc.aio.AioRpcError as exc:
             code = _JWT_REFUSALS.get(exc.code(), grpc.StatusCode.UNAVAILABLE)
