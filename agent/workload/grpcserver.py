@@ -224,6 +224,7 @@ class _Stream:
         "buffer",
         "context",
         "headers_sent",
+        "held",
         "id",
         "path",
         "request_ended",
@@ -236,6 +237,7 @@ class _Stream:
         self.path = path
         self.context: CallContext | None = None
         self.buffer = bytearray()
+        self.held = 0  # flow-controlled bytes of the request (padding included)
         self.request_ended = False
         self.headers_sent = False
         self.task: asyncio.Task[None] | None = None
@@ -379,11 +381,7 @@ class _Connection(asyncio.Protocol):
         if method != b"POST":
             self.h2.send_headers(stream_id, [(b":status", b"405")], end_stream=True)
             return
-        if content_type is None or not (
-            content_type == b"application/grpc"
-            or content_type.startswith(b"application/grpc+")
-            or content_type.startswith(b"application/grpc;")
-        ):
+        if content_type is None or not _is_grpc(content_type):
             self.h2.send_headers(stream_id, [(b":status", b"415")], end_stream=True)
             return
         stream = _Stream(stream_id, path or b"")
@@ -422,6 +420,7 @@ class _Connection(asyncio.Protocol):
                 f"request larger than {self.limits.max_request_message} bytes",
             )
             return
+        stream.held += size
         self.buffered += size
         if self.buffered <= self.limits.max_buffered_request_bytes:
             self._acknowledge(size, event.stream_id)
@@ -430,7 +429,8 @@ class _Connection(asyncio.Protocol):
 
     def _release(self, stream: _Stream) -> None:
         """The stream's request bytes are consumed: let the client send more."""
-        self.buffered -= len(stream.buffer)
+        self.buffered -= stream.held
+        stream.held = 0
         stream.buffer = bytearray()
         while self.unacknowledged and self.buffered <= self.limits.max_buffered_request_bytes:
             stream_id, size = self.unacknowledged.pop(0)

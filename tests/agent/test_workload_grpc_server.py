@@ -313,3 +313,136 @@ def test_a_stream_still_open_when_the_drain_runs_out_is_ended_unavailable(
             next(call)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert harness.methods.stream_ended.is_set()
+
+
+class RawHttp2:
+    """A bare HTTP/2 client (the h2 state machine) on the server's socket, for what grpcio's
+    client never sends: wrong methods and content types, a compressed flag without an
+    encoding, a malformed grpc-timeout, a PING."""
+
+    def __init__(self, path: str) -> None:
+        import h2.config
+        import h2.connection
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2.initiate_connection()
+        self.sock.sendall(self.h2.data_to_send())
+
+    def request(
+        self, headers: list[tuple[str, str]], body: bytes
+    ) -> tuple[dict[str, str], bytes, dict[str, str]]:
+        """Send one request; (response headers, data, trailers) once the stream ends."""
+        import h2.events
+
+        stream_id = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream_id, headers, end_stream=not body)
+        if body:
+            self.h2.send_data(stream_id, body, end_stream=True)
+        self.sock.sendall(self.h2.data_to_send())
+        response: dict[str, str] = {}
+        trailers: dict[str, str] = {}
+        data = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            for event in self.h2.receive_data(chunk):
+                if getattr(event, "stream_id", None) != stream_id:
+                    continue
+                if isinstance(event, h2.events.ResponseReceived):
+                    response = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h2.events.TrailersReceived):
+                    trailers = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h2.events.DataReceived):
+                    data += event.data
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    self.sock.sendall(self.h2.data_to_send())
+                    return response, data, trailers
+            self.sock.sendall(self.h2.data_to_send())
+
+    def ping(self) -> bool:
+        import h2.events
+
+        self.h2.ping(b"hallmark")
+        self.sock.sendall(self.h2.data_to_send())
+        while chunk := self.sock.recv(65536):
+            for event in self.h2.receive_data(chunk):
+                if isinstance(event, h2.events.PingAckReceived):
+                    return event.ping_data == b"hallmark"
+        return False
+
+
+def _grpc_request(path: str = "/Test/Echo", **extra: str) -> list[tuple[str, str]]:
+    headers = {
+        ":method": "POST",
+        ":scheme": "http",
+        ":path": path,
+        ":authority": "localhost",
+        "content-type": "application/grpc",
+        "te": "trailers",
+    }
+    headers.update({k.replace("_", "-"): v for k, v in extra.items()})
+    return list(headers.items())
+
+
+def _message(payload: bytes, flag: int = 0) -> bytes:
+    return bytes([flag]) + len(payload).to_bytes(4, "big") + payload
+
+
+def test_what_is_no_grpc_request_gets_an_http_answer_and_no_call(harness: Harness) -> None:
+    client = RawHttp2(harness.path)
+
+    not_post, _, _ = client.request([(":method", "GET"), *_grpc_request()[1:]], b"")
+    not_grpc, _, _ = client.request(
+        [*_grpc_request()[:4], ("content-type", "application/json")], _message(b"x")
+    )
+
+    assert not_post[":status"] == "405"
+    assert not_grpc[":status"] == "415"
+
+
+def test_an_error_before_any_message_is_a_trailers_only_answer(harness: Harness) -> None:
+    client = RawHttp2(harness.path)
+
+    headers, data, trailers = client.request(_grpc_request("/Test/Nope"), _message(b""))
+
+    assert headers[":status"] == "200"
+    assert headers["content-type"] == "application/grpc"
+    assert headers["grpc-status"] == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
+    assert data == b""
+    assert trailers == {}
+
+
+def test_an_answer_is_headers_one_message_and_trailers(harness: Harness) -> None:
+    client = RawHttp2(harness.path)
+
+    headers, data, trailers = client.request(_grpc_request(), _message(b"hi"))
+
+    assert headers[":status"] == "200"
+    assert "grpc-status" not in headers
+    assert data == _message(b"%d:%d::hi" % (os.getpid(), os.geteuid()))
+    assert trailers["grpc-status"] == "0"
+
+
+def test_a_compressed_message_without_an_encoding_is_refused_internal(harness: Harness) -> None:
+    client = RawHttp2(harness.path)
+
+    headers, _, _ = client.request(_grpc_request(), _message(b"x", flag=1))
+
+    assert headers["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0])
+    assert "compressed" in headers["grpc-message"]
+
+
+def test_a_malformed_grpc_timeout_is_refused(harness: Harness) -> None:
+    client = RawHttp2(harness.path)
+
+    headers, _, _ = client.request(_grpc_request(grpc_timeout="soon"), _message(b"x"))
+
+    assert headers["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0])
+
+
+def test_a_ping_is_answered(harness: Harness) -> None:
+    assert RawHttp2(harness.path).ping()
