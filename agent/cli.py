@@ -153,7 +153,6 @@ async def _run_agent(config: AgentConfig) -> int:
     server = WorkloadApiServer(
         state,
         socket_path=config.socket,
-        data_dir=config.data_dir,
         max_exe_hash_bytes=config.max_exe_hash_bytes,
         svid_wait=config.svid_wait,
         jwt_svids=manager.jwt_cache,

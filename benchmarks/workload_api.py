@@ -120,8 +120,9 @@ def client_main(socket_path: str, floor_path: str, calls: int) -> None:
         )
 
     def transport() -> None:
-        # The agent's own floor: its relay and grpc.aio, then an answer that costs nothing
-        # (UNIMPLEMENTED after the header check: no attestation, no snapshot).
+        # The agent's own floor: its gRPC server (agent.workload.grpcserver), then an answer
+        # that costs nothing (UNIMPLEMENTED after the header check: no attestation, no
+        # snapshot).
         with contextlib.suppress(grpc.RpcError):
             first(stub.FetchWITSVID(workloadapi_pb2.WITSVIDRequest(), metadata=HEADER))
 
@@ -448,7 +449,7 @@ def registration_stages(
     stages from here on add up to the total: sync: → the agent holds the new entries
     (SyncAuthorizedEntries); mint: → the agent logs the new SVID (key, CSR,
     BatchNewX509SVID); publish: → the agent published the new snapshot; wire: → the message
-    on a raw gRPC stream (the Workload API server and relay); client: → py-spiffe's callback
+    on a raw gRPC stream (the Workload API server); client: → py-spiffe's callback
     (its parsing and thread hop).
     """
     stages: dict[str, list[float]] = {k: [] for k in ("total", *STAGES)}
@@ -487,7 +488,7 @@ def ratio(samples: list[float], floor: list[float]) -> str:
 
 LABELS = {
     "floor": "raw gRPC unary (the floor)",
-    "transport": "agent relay+grpc.aio, no work",
+    "transport": "agent's gRPC server, no work",
     "x509": "FetchX509SVID first message",
     "jwt": "FetchJWTSVID",
     "jwt_bundles": "FetchJWTBundles first message",

@@ -1,14 +1,16 @@
 """A relay that tells a grpcio server who is on the other end of each connection.
 
-grpcio hides the accepted socket, so neither the caller's kernel credentials (Workload API)
-nor a TLS client certificate verified our way (agent API) reach a servicer. The relay accepts
-the real connection itself, learns what it needs (SO_PEERCRED, or the TLS handshake), then
+grpcio hides the accepted socket, so a TLS client certificate verified our way (the agent
+API) never reaches a servicer. The relay accepts the real connection itself, learns what it
+needs (the TLS handshake; `identify` may read SO_PEERCRED of a Unix connection too), then
 connects onward to the grpcio server on a Unix socket in a private (0700) directory from a
 socket bound to a fresh address in a private (0700) directory of its own. grpcio reports that
 address as `context.peer()` (`unix:<path>`), and `PeerRegistry.lookup` maps it back to what
-the relay learned. Nobody else can enter either directory: workloads can neither reach the
+the relay learned. Nobody else can enter either directory: local users can neither reach the
 inner socket nor bind (squat) the addresses the relay will use. (Abstract socket names would
-be visible in /proc/net/unix and bindable by any local user.)
+be visible in /proc/net/unix and bindable by any local user.) The Workload API needs no relay:
+it serves gRPC on the connections it accepts (agent.workload.grpcserver), with
+`bind_unix_listener` and `peer_credentials` from here.
 
 On the public TLS listener the relay also bounds what one source may hold: connections per
 source address (counted from accept, before the TLS handshake) and an idle timeout. Given a

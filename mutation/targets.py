@@ -96,7 +96,6 @@ TARGETS: tuple[Target, ...] = (
             "WorkloadApiServicer._check_header",
             "WorkloadApiServicer._attest",
             "WorkloadApiServer._attest",
-            "_identify",
             "WorkloadApiServicer.FetchX509Bundles",
             "WorkloadApiServicer.FetchJWTBundles",
             "WorkloadApiServicer.FetchJWTSVID",

@@ -1,11 +1,10 @@
 """The SPIFFE Workload API server: the X.509-SVID and JWT-SVID profiles.
 
-grpcio does not show a servicer the accepted socket, so a relay (a `hallmark.relay.Relay`,
-agent.workload.splice.WorkloadRelay) accepts workload connections on the public socket, reads
-SO_PEERCRED, records the connecting process
-(its start time and executable: attestors.workload.process), and relays each connection to
-the grpc.aio server on a socket in a private (0700) directory; the servicer looks the caller
-up by `context.peer()` and attests it only while it is still that process image.
+The agent accepts workload connections on the public socket itself and serves gRPC on them
+(agent.workload.grpcserver, on the h2 state machine): at accept it reads SO_PEERCRED and
+records the connecting process (its start time and executable: attestors.workload.process);
+each call's context carries that connected process as `caller`, and the servicer attests it
+only while it is still that process image.
 
 Waiting instead of failing: when the caller matches entries whose SVIDs the agent has not
 minted yet (or the agent has not synced yet), the first response is held back for up to
@@ -35,6 +34,7 @@ import grpc
 
 from agent.jwtcache import JwtSvidCache, MintedJwt
 from agent.state import AgentState, Entry, Snapshot
+from agent.workload.grpcserver import CallContext, GrpcUnixServer, method_handlers
 from agent.workload.responses import (
     CallerViews,
     Denied,
@@ -45,20 +45,18 @@ from agent.workload.responses import (
     x509_bundles_response,
 )
 from agent.workload.socketdir import prepare_socket_directory
-from agent.workload.splice import WorkloadRelay
 from attestors.workload import process, unix
 from hallmark.bundle import Bundle
 from hallmark.errors import HallmarkError
 from hallmark.jwtsvid import DEFAULT_LEEWAY, JwtSvidError, verify_jwt_svid
 from hallmark.protos import workloadapi_pb2, workloadapi_pb2_grpc
-from hallmark.relay import PeerRegistry, Relay, peer_credentials, private_socket_path
 from hallmark.selectors import Selector
 from hallmark.spiffeid import SpiffeId, TrustDomain
 
 SECURITY_HEADER = ("workload.spiffe.io", "true")
 _log = logging.getLogger(__name__)
-# grpc.aio.ServicerContext; grpcio ships no type stubs.
-Context: TypeAlias = Any
+# The part of grpc.aio.ServicerContext the servicer uses, with the connected process.
+Context: TypeAlias = CallContext
 Attestor: TypeAlias = Callable[[process.ConnectedProcess], Awaitable[frozenset[Selector]]]
 BundleMessage: TypeAlias = Callable[[Snapshot, frozenset[Selector]], tuple[Any, bytes | None]]
 # The control plane's answers to NewJWTSVID that say "no" rather than "not now".
@@ -79,13 +77,11 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
     def __init__(
         self,
         state: AgentState,
-        registry: PeerRegistry[process.ConnectedProcess],
         attestor: Attestor,
         svid_wait: float,
         jwt_svids: JwtSvidCache | None = None,
     ) -> None:
         self._state = state
-        self._registry = registry
         self._attestor = attestor
         self._svid_wait = svid_wait
         self._jwt_svids = jwt_svids
@@ -101,13 +97,8 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
             )
 
     async def _attest(self, context: Context) -> frozenset[Selector]:
-        caller = self._registry.lookup(context.peer())
-        if caller is None:
-            await _abort(
-                context, grpc.StatusCode.PERMISSION_DENIED, "caller could not be identified"
-            )
         try:
-            return await self._attestor(caller)
+            return await self._attestor(context.caller)
         except process.CallerChangedError as exc:
             # Not a passing failure to retry: this connection belongs to another process
             # image now, and only a new connection from the workload itself can be attested.
@@ -261,6 +252,10 @@ class WorkloadApiServicer(workloadapi_pb2_grpc.SpiffeWorkloadAPIServicer):  # ty
     ) -> list[MintedJwt]:
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
+            if len(entries) == 1:
+                # Most callers have one identity: awaited here, a cached token costs no task
+                # (gather would wrap it in one and wake this call a loop turn later).
+                return [await cache.fetch(entries[0], audience)]
             return list(await asyncio.gather(*(cache.fetch(e, audience) for e in entries)))
         except grpc.aio.AioRpcError as exc:
             code = _JWT_REFUSALS.get(exc.code(), grpc.StatusCode.UNAVAILABLE)
@@ -361,15 +356,6 @@ async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoRet
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-async def _identify(writer: asyncio.StreamWriter) -> process.ConnectedProcess | None:
-    """Record the connecting process now, while it is the one that called connect()."""
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return None
-    credentials = peer_credentials(sock)
-    return process.connected_process(credentials.pid, credentials.uid, credentials.gid)
-
-
 class WorkloadApiServer:
     """The Workload API on `socket_path` (world-connectable) over `state`."""
 
@@ -378,24 +364,20 @@ class WorkloadApiServer:
         state: AgentState,
         *,
         socket_path: str,
-        data_dir: str,
         max_exe_hash_bytes: int = unix.DEFAULT_MAX_EXE_HASH_BYTES,
         svid_wait: float = 10.0,
         jwt_svids: JwtSvidCache | None = None,
         compose_attestor: Callable[[Attestor], Attestor] | None = None,
     ) -> None:
         self.socket_path = socket_path
-        self._inner_path = private_socket_path(os.path.join(data_dir, "workload-private"))
-        self._registry: PeerRegistry[process.ConnectedProcess] = PeerRegistry()
         self._max_exe_hash_bytes = max_exe_hash_bytes
         # One SHA-256 per executable file (attestors.workload.unix.ExeHashCache).
         self.exe_hashes = unix.ExeHashCache()
         # compose_attestor (attestors.workload.catalog) is given the unix attestation below
         # and returns the attestor the Workload API uses.
         attestor = self._attest if compose_attestor is None else compose_attestor(self._attest)
-        self._servicer = WorkloadApiServicer(state, self._registry, attestor, svid_wait, jwt_svids)
-        self._server: grpc.aio.Server | None = None
-        self._relay: Relay[process.ConnectedProcess] | None = None
+        self._servicer = WorkloadApiServicer(state, attestor, svid_wait, jwt_svids)
+        self._server: GrpcUnixServer | None = None
 
     async def _attest(self, caller: process.ConnectedProcess) -> frozenset[Selector]:
         # Reading /proc costs microseconds: done on the loop, no thread hop, while the caller's
@@ -418,23 +400,16 @@ class WorkloadApiServer:
 
     async def start(self) -> None:
         prepare_socket_directory(self.socket_path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._inner_path)
-        server = grpc.aio.server()
-        workloadapi_pb2_grpc.add_SpiffeWorkloadAPIServicer_to_server(self._servicer, server)  # type: ignore[no-untyped-call,unused-ignore]
-        server.add_insecure_port("unix:" + self._inner_path)
-        await server.start()
-        self._server = server
-        relay: Relay[process.ConnectedProcess] = WorkloadRelay(
-            self._inner_path, self._registry, _identify
+        server = GrpcUnixServer(
+            method_handlers(
+                workloadapi_pb2_grpc.add_SpiffeWorkloadAPIServicer_to_server, self._servicer
+            )
         )
-        await relay.serve_unix(self.socket_path, mode=0o777)
-        self._relay = relay
+        await server.serve_unix(self.socket_path, mode=0o777)
+        self._server = server
         _log.info("Workload API listening on unix:%s", self.socket_path)
 
     async def stop(self) -> None:
-        if self._relay is not None:
-            await self._relay.close()
         if self._server is not None:
             await self._server.stop(grace=1)
         with contextlib.suppress(FileNotFoundError):

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import pwd
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -56,7 +57,7 @@ class _ProcStatus:
     groups: tuple[int, ...]
 
 
-_STATUS_FIELDS = frozenset({"Uid", "Gid", "Groups"})
+_STATUS = re.compile(rb"^(Uid|Gid|Groups):(.*)$", re.MULTILINE)
 _READ_SIZE = 16384
 
 
@@ -79,12 +80,9 @@ def read_proc_file(path: str) -> bytes:
 
 def _read_status(proc: str, pid: int) -> _ProcStatus:
     try:
-        text = read_proc_file(os.path.join(proc, str(pid), "status")).decode("utf-8", "replace")
-        fields = {}
-        for line in text.split("\n"):
-            key, colon, value = line.partition(":")
-            if colon and key in _STATUS_FIELDS:
-                fields[key] = value
+        raw = read_proc_file(os.path.join(proc, str(pid), "status"))
+        # The three lines wanted, found by one regex pass over the bytes (the file has ~55).
+        fields = {m[1].decode(): m[2].decode("ascii", "replace") for m in _STATUS.finditer(raw)}
     except (FileNotFoundError, ProcessLookupError):
         raise WorkloadAttestationError(
             f"process {pid} exited before it could be attested"

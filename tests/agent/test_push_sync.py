@@ -103,9 +103,7 @@ def test_a_change_at_the_server_reaches_an_open_workload_stream_by_push(tmp_path
         state = AgentState()
         config = config_for(standin, tmp, sync_interval=300, resync_interval=300)
         manager = AgentManager(config, state)
-        server = WorkloadApiServer(
-            state, socket_path=str(tmp / "wl.sock"), data_dir=str(tmp / "wl"), svid_wait=20
-        )
+        server = WorkloadApiServer(state, socket_path=str(tmp / "wl.sock"), svid_wait=20)
         await server.start()
         agent = asyncio.ensure_future(manager.run())
         channel = grpc.aio.insecure_channel("unix:" + str(tmp / "wl.sock"))

@@ -205,9 +205,7 @@ def test_an_open_workload_stream_receives_replacements_after_a_taint_notice(
         state = AgentState()
         config = config_for(standin, tmp, sync_interval=300, resync_interval=300, taint_jitter=0.5)
         manager = AgentManager(config, state)
-        server = WorkloadApiServer(
-            state, socket_path=str(tmp / "wl.sock"), data_dir=str(tmp / "wl"), svid_wait=20
-        )
+        server = WorkloadApiServer(state, socket_path=str(tmp / "wl.sock"), svid_wait=20)
         await server.start()
         agent = asyncio.ensure_future(manager.run())
         channel = grpc.aio.insecure_channel("unix:" + str(tmp / "wl.sock"))

@@ -5,7 +5,9 @@ The server runs in a subprocess fed by a static state (see conftest.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import queue
 import time
 
@@ -165,6 +167,45 @@ def test_wit_svid_profile_answers_unimplemented(
 
     # then the answer is exactly what Workload API 7 requires of a server without it
     assert result.stdout.startswith("UNIMPLEMENTED"), result.stdout + result.stderr
+
+
+def test_a_method_the_workload_api_does_not_have_is_unimplemented(
+    workload_server: WorkloadServer,
+) -> None:
+    # when a client calls a method SpiffeWorkloadAPI does not define
+    result = run_as(0, RAW_FETCH, workload_server.endpoint, "FetchEverything", "header")
+
+    # then gRPC's answer for an unknown method, naming it
+    assert result.stdout.startswith("UNIMPLEMENTED"), result.stdout + result.stderr
+    assert "/SpiffeWorkloadAPI/FetchEverything" in result.stdout
+
+
+def _listening_unix_sockets(pid: int) -> set[str]:
+    """Paths of the Unix sockets process `pid` listens on (its fds matched to /proc/net/unix)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    paths = set()
+    with open(f"/proc/{pid}/net/unix") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            # Flags 00010000 (__SO_ACCEPTCON): a listening socket
+            if fields[6] in inodes and int(fields[3], 16) & 0x10000:
+                paths.add(fields[7] if len(fields) > 7 else "")
+    return paths
+
+
+def test_the_agent_listens_on_the_public_socket_alone(workload_server: WorkloadServer) -> None:
+    # when the Workload API server runs, what Unix sockets does it listen on?
+    listening = _listening_unix_sockets(workload_server.process.pid)
+
+    # then the workload's socket only: gRPC is served on the accepted connection itself, so
+    # there is no inner server a workload could reach around the credentials read at accept
+    assert listening == {workload_server.socket_path}
 
 
 RAW_STREAM = r"""

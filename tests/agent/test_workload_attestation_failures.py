@@ -6,18 +6,11 @@ mutants `make mutation` found surviving in agent/workload/server.py's caller att
 
 from __future__ import annotations
 
-import os
 import subprocess
 
-import grpc
-import pytest
-
-from hallmark.protos import workloadapi_pb2, workloadapi_pb2_grpc
 from tests.agent.conftest import PYTHON, WorkloadServer, child_env
 
-HEADER = (("workload.spiffe.io", "true"),)
-
-# Connects as root (the relay records uid 0 for the connection), then becomes nobody before
+# Connects as root (the agent records uid 0 for the connection at accept), then becomes nobody before
 # asking: /proc then disagrees with the connection's credentials.
 CHANGE_UID_AFTER_CONNECTING = r"""
 import os, sys, grpc
@@ -58,33 +51,3 @@ def test_a_caller_whose_uid_changed_since_it_connected_gets_nothing(
     assert result.stdout.startswith("UNAVAILABLE workload attestation failed"), (
         result.stdout + result.stderr
     )
-
-
-def _inner_socket(workload_server: WorkloadServer) -> str:
-    return os.path.join(workload_server.data_dir, "workload-private", "inner.sock")
-
-
-@pytest.mark.parametrize("rpc", ["FetchX509SVID", "FetchJWTSVID", "ValidateJWTSVID"])
-def test_a_connection_that_bypasses_the_relay_is_not_identified(
-    workload_server: WorkloadServer, rpc: str
-) -> None:
-    # given the inner server's socket (only its owner can reach it; the test runs as root)
-    inner = _inner_socket(workload_server)
-    assert os.path.exists(inner)
-    requests = {
-        "FetchX509SVID": workloadapi_pb2.X509SVIDRequest(),
-        "FetchJWTSVID": workloadapi_pb2.JWTSVIDRequest(audience=["reports"]),
-        "ValidateJWTSVID": workloadapi_pb2.ValidateJWTSVIDRequest(audience="a", svid="a.b.c"),
-    }
-
-    # when a call reaches it without passing the relay (no kernel credentials recorded)
-    with grpc.insecure_channel("unix:" + inner) as channel:
-        stub = workloadapi_pb2_grpc.SpiffeWorkloadAPIStub(channel)
-        with pytest.raises(grpc.RpcError) as raised:
-            answer = getattr(stub, rpc)(requests[rpc], metadata=HEADER, timeout=20)
-            if rpc == "FetchX509SVID":
-                next(iter(answer))
-
-    # then it is refused: no credentials, no identity
-    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert raised.value.details() == "caller could not be identified"

@@ -57,9 +57,7 @@ class InProcessServer:
         self.thread.start()
         self.state = AgentState()
         self.socket_path = str(tmp_path / "api.sock")
-        self.server = WorkloadApiServer(
-            self.state, socket_path=self.socket_path, data_dir=str(tmp_path / "data"), **options
-        )
+        self.server = WorkloadApiServer(self.state, socket_path=self.socket_path, **options)
 
     @property
     def endpoint(self) -> str:

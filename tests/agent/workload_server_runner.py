@@ -197,7 +197,6 @@ async def main() -> None:
     server = WorkloadApiServer(
         state,
         socket_path=args.socket,
-        data_dir=args.data_dir,
         svid_wait=args.svid_wait,
         jwt_svids=cache,
     )

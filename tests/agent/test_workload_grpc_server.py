@@ -1,0 +1,448 @@
+"""The Workload API's own gRPC server (agent.workload.grpcserver), against grpcio's client.
+
+The server runs on an event loop thread of this process with test methods, reached over its
+real Unix socket by a real grpcio channel: the protocol's edges that the Workload API's calls
+do not reach on their own (answers larger than the flow-control window, many calls on one
+connection, cancellation, deadlines, compression, bytes that are no HTTP/2, the drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from agent.workload.grpcserver import CallContext, GrpcUnixServer, MethodHandler, _grpc_message
+
+
+def _same(data: bytes) -> bytes:
+    return data
+
+
+class Methods:
+    """Test methods; what happened to them is recorded for the test to read."""
+
+    def __init__(self) -> None:
+        self.stream_ended = threading.Event()
+        self.held_entered = threading.Event()
+        self.release: asyncio.Event | None = None
+        self.deadline_seen: list[float | None] = []
+
+    async def echo(self, request: bytes, context: CallContext) -> bytes:
+        metadata = dict(context.invocation_metadata())
+        caller = context.caller
+        return b"%d:%d:%s:" % (caller.pid, caller.uid, str(metadata.get("x-test", "")).encode()) + (
+            request
+        )
+
+    async def abort(self, request: bytes, context: CallContext) -> bytes:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, request.decode())
+
+    async def fail(self, request: bytes, context: CallContext) -> bytes:
+        raise RuntimeError("boom")
+
+    async def big(self, request: bytes, context: CallContext) -> AsyncIterator[bytes]:
+        count, size = (int(x) for x in request.split(b","))
+        for i in range(count):
+            yield bytes([i % 256]) * size
+
+    async def forever(self, request: bytes, context: CallContext) -> AsyncIterator[bytes]:
+        try:
+            yield b"first"
+            await asyncio.Event().wait()
+        finally:
+            self.stream_ended.set()
+
+    async def slow(self, request: bytes, context: CallContext) -> bytes:
+        self.deadline_seen.append(context.time_remaining())
+        await asyncio.sleep(3600)
+        return b""
+
+    async def held(self, request: bytes, context: CallContext) -> bytes:
+        assert self.release is not None
+        self.held_entered.set()
+        await self.release.wait()
+        return b"released"
+
+
+def _methods(m: Methods) -> dict[str, MethodHandler]:
+    unary = {"Echo": m.echo, "Abort": m.abort, "Fail": m.fail, "Slow": m.slow, "Held": m.held}
+    streams = {"Big": m.big, "Forever": m.forever}
+    handlers = {
+        f"/Test/{name}": MethodHandler(False, fn, _same, _same) for name, fn in unary.items()
+    }
+    handlers.update(
+        {f"/Test/{name}": MethodHandler(True, fn, _same, _same) for name, fn in streams.items()}
+    )
+    return handlers
+
+
+class Harness:
+    """A GrpcUnixServer on its own loop thread."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.methods = Methods()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.path = str(tmp_path / "api.sock")
+        self.server = GrpcUnixServer(_methods(self.methods))
+
+        async def start() -> None:
+            self.methods.release = asyncio.Event()
+            await self.server.serve_unix(self.path)
+
+        self.run(start())
+
+    def run(self, coroutine: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def submit(self, coroutine: Any) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def channel(self, *options: tuple[str, Any]) -> grpc.Channel:
+        return grpc.insecure_channel("unix:" + self.path, options=list(options))
+
+    def close(self) -> None:
+        self.run(self.server.stop(grace=0.1))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def _unary(channel: grpc.Channel, name: str) -> Any:
+    return channel.unary_unary(
+        f"/Test/{name}", request_serializer=_same, response_deserializer=_same
+    )
+
+
+def _stream(channel: grpc.Channel, name: str) -> Any:
+    return channel.unary_stream(
+        f"/Test/{name}", request_serializer=_same, response_deserializer=_same
+    )
+
+
+def test_a_call_is_answered_with_the_connected_process_and_its_metadata(harness: Harness) -> None:
+    with harness.channel() as channel:
+        answer = _unary(channel, "Echo")(b"hello", metadata=[("x-test", "v")], timeout=10)
+
+    assert answer == b"%d:%d:v:hello" % (os.getpid(), os.geteuid())
+
+
+def test_an_unknown_method_is_unimplemented(harness: Harness) -> None:
+    with harness.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        _unary(channel, "NoSuchMethod")(b"", timeout=10)
+
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "/Test/NoSuchMethod" in raised.value.details()
+
+
+def test_an_abort_reaches_the_client_with_its_details_percent_encoded_and_back(
+    harness: Harness,
+) -> None:
+    details = "refusé: 100% sure, \u2603 and a\nnewline"
+    with harness.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        _unary(channel, "Abort")(details.encode(), timeout=10)
+
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert raised.value.details() == details
+
+
+def test_grpc_message_is_percent_encoded_on_the_wire_as_the_grpc_protocol_asks() -> None:
+    # grpcio's client decodes leniently (raw bytes pass), so the wire form is checked here:
+    # bytes outside 0x20-0x7E and "%" itself are %XX, the rest as is
+    assert _grpc_message("plain text: ok") == b"plain text: ok"
+    assert _grpc_message("100% sure\n\u2603") == b"100%25 sure%0A%E2%98%83"
+
+
+def test_a_handler_that_raises_answers_unknown_and_the_connection_goes_on(
+    harness: Harness,
+) -> None:
+    with harness.channel() as channel:
+        with pytest.raises(grpc.RpcError) as raised:
+            _unary(channel, "Fail")(b"", timeout=10)
+        after = _unary(channel, "Echo")(b"again", timeout=10)
+
+    assert raised.value.code() == grpc.StatusCode.UNKNOWN
+    assert after.endswith(b":again")
+
+
+def test_answers_larger_than_the_flow_control_window_arrive_whole(harness: Harness) -> None:
+    # 3 messages of 1 MiB each: 16 times the initial 64 KiB window, each (the client's window
+    # kept at HTTP/2's default: grpc's BDP probing would otherwise widen it past 1 MiB)
+    with harness.channel(("grpc.http2.bdp_probe", 0)) as channel:
+        messages = list(_stream(channel, "Big")(b"3,1048576", timeout=30))
+
+    assert [len(m) for m in messages] == [1048576] * 3
+    assert [m[0] for m in messages] == [0, 1, 2]
+    assert all(m == m[:1] * len(m) for m in messages)
+
+
+def test_a_request_larger_than_the_window_is_read_and_one_past_the_limit_refused(
+    harness: Harness,
+) -> None:
+    payload = os.urandom(1024 * 1024)
+    with harness.channel() as channel:
+        answer = _unary(channel, "Echo")(payload, timeout=30)
+        with pytest.raises(grpc.RpcError) as raised:
+            _unary(channel, "Echo")(b"x" * (5 * 1024 * 1024), timeout=30)
+        after = _unary(channel, "Echo")(b"still", timeout=10)
+
+    assert answer.endswith(payload)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert after.endswith(b":still")
+
+
+def test_many_concurrent_calls_on_one_connection_each_get_their_own_answer(
+    harness: Harness,
+) -> None:
+    with harness.channel() as channel:
+        echo = _unary(channel, "Echo")
+        futures = [echo.future(b"call-%d" % i, timeout=30) for i in range(200)]
+        answers = [f.result() for f in futures]
+
+    assert [a.rsplit(b":", 1)[1] for a in answers] == [b"call-%d" % i for i in range(200)]
+
+
+def test_cancelling_a_stream_ends_its_handler(harness: Harness) -> None:
+    with harness.channel() as channel:
+        call = _stream(channel, "Forever")(b"", timeout=30)
+        assert next(call) == b"first"
+
+        call.cancel()
+
+        assert harness.methods.stream_ended.wait(10)
+        assert _unary(channel, "Echo")(b"alive", timeout=10).endswith(b":alive")
+
+
+def test_a_client_that_goes_away_ends_its_stream_handler(harness: Harness) -> None:
+    channel = harness.channel()
+    call = _stream(channel, "Forever")(b"", timeout=30)
+    assert next(call) == b"first"
+
+    channel.close()
+
+    assert harness.methods.stream_ended.wait(10)
+
+
+def test_the_deadline_reaches_the_handler_and_ends_the_call(harness: Harness) -> None:
+    with harness.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        _unary(channel, "Slow")(b"", timeout=0.5)
+
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    (remaining,) = harness.methods.deadline_seen
+    assert remaining is not None
+    assert 0 < remaining <= 0.5
+
+
+def test_a_compressed_request_is_refused_as_unimplemented(harness: Harness) -> None:
+    with harness.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        _unary(channel, "Echo")(b"z" * 1000, timeout=10, compression=grpc.Compression.Gzip)
+
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "identity" in raised.value.details()
+
+
+def test_bytes_that_are_no_http2_close_that_connection_and_no_other(harness: Harness) -> None:
+    with harness.channel() as channel:
+        call = _stream(channel, "Forever")(b"", timeout=30)
+        assert next(call) == b"first"
+
+        garbage = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        garbage.settimeout(10)
+        garbage.connect(harness.path)
+        garbage.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(4096))
+        while garbage.recv(65536):  # the server's SETTINGS and GOAWAY, then the end
+            pass
+        garbage.close()
+
+        assert not harness.methods.stream_ended.is_set()
+        assert _unary(channel, "Echo")(b"alive", timeout=10).endswith(b":alive")
+        call.cancel()
+
+
+def test_stopping_lets_a_call_under_way_finish_and_refuses_new_connections(
+    harness: Harness,
+) -> None:
+    with harness.channel() as channel:
+        held = _unary(channel, "Held")
+        future = held.future(b"", timeout=30)
+        assert harness.methods.held_entered.wait(10)
+
+        stopping = harness.submit(harness.server.stop(grace=20))
+        time.sleep(0.2)
+        assert not stopping.done()  # the drain waits for the call under way
+        assert harness.methods.release is not None
+        harness.loop.call_soon_threadsafe(harness.methods.release.set)
+
+        assert future.result() == b"released"
+        stopping.result(20)
+
+    with pytest.raises(OSError):
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(harness.path)
+
+
+def test_a_stream_still_open_when_the_drain_runs_out_is_ended_unavailable(
+    harness: Harness,
+) -> None:
+    with harness.channel() as channel:
+        call = _stream(channel, "Forever")(b"", timeout=30)
+        assert next(call) == b"first"
+
+        harness.run(harness.server.stop(grace=0.2))
+
+        with pytest.raises(grpc.RpcError) as raised:
+            next(call)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert harness.methods.stream_ended.is_set()
+
+
+class RawHttp2:
+    """A bare HTTP/2 client (the h2 state machine) on the server's socket, for what grpcio's
+    client never sends: wrong methods and content types, a compressed flag without an
+    encoding, a malformed grpc-timeout, a PING."""
+
+    def __init__(self, path: str) -> None:
+        import h2.config
+        import h2.connection
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2.initiate_connection()
+        self.sock.sendall(self.h2.data_to_send())
+
+    def request(
+        self, headers: list[tuple[str, str]], body: bytes
+    ) -> tuple[dict[str, str], bytes, dict[str, str]]:
+        """Send one request; (response headers, data, trailers) once the stream ends."""
+        import h2.events
+
+        stream_id = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream_id, headers, end_stream=not body)
+        if body:
+            self.h2.send_data(stream_id, body, end_stream=True)
+        self.sock.sendall(self.h2.data_to_send())
+        response: dict[str, str] = {}
+        trailers: dict[str, str] = {}
+        data = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            for event in self.h2.receive_data(chunk):
+                if getattr(event, "stream_id", None) != stream_id:
+                    continue
+                if isinstance(event, h2.events.ResponseReceived):
+                    response = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h2.events.TrailersReceived):
+                    trailers = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h2.events.DataReceived):
+                    data += event.data
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    self.sock.sendall(self.h2.data_to_send())
+                    return response, data, trailers
+            self.sock.sendall(self.h2.data_to_send())
+
+    def ping(self) -> bool:
+        import h2.events
+
+        self.h2.ping(b"hallmark")
+        self.sock.sendall(self.h2.data_to_send())
+        while chunk := self.sock.recv(65536):
+            for event in self.h2.receive_data(chunk):
+                if isinstance(event, h2.events.PingAckReceived):
+                    return event.ping_data == b"hallmark"
+        return False
+
+
+def _grpc_request(path: str = "/Test/Echo", **extra: str) -> list[tuple[str, str]]:
+    headers = {
+        ":method": "POST",
+        ":scheme": "http",
+        ":path": path,
+        ":authority": "localhost",
+        "content-type": "application/grpc",
+        "te": "trailers",
+    }
+    headers.update({k.replace("_", "-"): v for k, v in extra.items()})
+    return list(headers.items())
+
+
+def _message(payload: bytes, flag: int = 0) -> bytes:
+    return bytes([flag]) + len(payload).to_bytes(4, "big") + payload
+
+
+def test_what_is_no_grpc_request_gets_an_http_answer_and_no_call(harness: Harness) -> None:
+    client = RawHttp2(harness.path)
+
+    not_post, _, _ = client.request([(":method", "GET"), *_grpc_request()[1:]], b"")
+    not_grpc, _, _ = client.request(
+        [*_grpc_request()[:4], ("content-type", "application/json")], _message(b"x")
+    )
+
+    assert not_post[":status"] == "405"
+    assert not_grpc[":status"] == "415"
+
+
+def test_an_error_before_any_message_is_a_trailers_only_answer(harness: Harness) -> None:
+    client = RawHttp2(harness.path)
+
+    headers, data, trailers = client.request(_grpc_request("/Test/Nope"), _message(b""))
+
+    assert headers[":status"] == "200"
+    assert headers["content-type"] == "application/grpc"
+    assert headers["grpc-status"] == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
+    assert data == b""
+    assert trailers == {}
+
+
+def test_an_answer_is_headers_one_message_and_trailers(harness: Harness) -> None:
+    client = RawHttp2(harness.path)
+
+    headers, data, trailers = client.request(_grpc_request(), _message(b"hi"))
+
+    assert headers[":status"] == "200"
+    assert "grpc-status" not in headers
+    assert data == _message(b"%d:%d::hi" % (os.getpid(), os.geteuid()))
+    assert trailers["grpc-status"] == "0"
+
+
+def test_a_compressed_message_without_an_encoding_is_refused_internal(harness: Harness) -> None:
+    client = RawHttp2(harness.path)
+
+    headers, _, _ = client.request(_grpc_request(), _message(b"x", flag=1))
+
+    assert headers["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0])
+    assert "compressed" in headers["grpc-message"]
+
+
+def test_a_malformed_grpc_timeout_is_refused(harness: Harness) -> None:
+    client = RawHttp2(harness.path)
+
+    headers, _, _ = client.request(_grpc_request(grpc_timeout="soon"), _message(b"x"))
+
+    assert headers["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0])
+
+
+def test_a_ping_is_answered(harness: Harness) -> None:
+    assert RawHttp2(harness.path).ping()
