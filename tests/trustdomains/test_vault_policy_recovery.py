@@ -16,7 +16,7 @@ import pytest
 from django.conf import settings
 
 from hallmark.signing import sha256
-from tests.trustdomains.test_vault_key_manager import tenant_token_accessors
+from tests.trustdomains.test_vault_key_manager import new_tenant_id, tenant_token_accessors
 from trustdomains.keymanagers import get_key_manager
 from trustdomains.keymanagers.vault import (
     VaultTransitKeyManager,
@@ -32,7 +32,7 @@ def manager() -> VaultTransitKeyManager:
 
 @pytest.fixture
 def tenant_id(manager: VaultTransitKeyManager) -> Iterator[uuid.UUID]:
-    tid = uuid.uuid4()
+    tid = new_tenant_id()
     yield tid
     manager.delete_keys(tenant_id=tid)
 
