@@ -216,6 +216,9 @@ SHUTDOWN_GRACE_SECONDS = env.integer("HALLMARK_SHUTDOWN_GRACE_SECONDS", 10)
 # first failure of a source and window, then one row with the count of the rest.
 ATTEST_FAILURE_LIMIT = env.integer("HALLMARK_ATTEST_FAILURE_LIMIT", 20)
 ATTEST_FAILURE_WINDOW_SECONDS = env.integer("HALLMARK_ATTEST_FAILURE_WINDOW", 60)
+# A refused attestation (rate_limited) is answered after this many milliseconds (a tarpit;
+# 0: at once); a source with 8 refusals waiting is answered at once and disconnected.
+ATTEST_REFUSAL_DELAY_MS = env.integer("HALLMARK_ATTEST_REFUSAL_DELAY_MS", 1000)
 
 # Public endpoints advertised to tenants (signup answers them).
 HTTP_PUBLIC_URL = env.text("HALLMARK_HTTP_PUBLIC_URL", "http://127.0.0.1:8000")

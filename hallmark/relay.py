@@ -12,6 +12,8 @@ be visible in /proc/net/unix and bindable by any local user.)
 
 On the public TLS listener the relay also bounds what one source may hold: connections per
 source address (counted from accept, before the TLS handshake) and an idle timeout. Given a
+`source_filter`, a source it refuses (the agent API: one over its failed-attestation limit)
+is closed at accept, before the ClientHello is read: the cheapest refusal there is. Given a
 `server_name_filter`, it reads the server name from the ClientHello's bytes before any TLS
 object exists (hallmark.clienthello) and answers a name the filter refuses with an
 unrecognized_name alert: an anonymous handshake for a name nobody has then costs a peek and a
@@ -57,6 +59,12 @@ _CHUNK = 256 * 1024
 _PEEK_AGAIN_SECONDS = 0.01
 _ACCEPT_BATCH = 64  # a ClientHello split over TCP segments: look again this soon
 ServerNameFilter = Callable[[str], bool]
+SourceFilter = Callable[[str], bool]  # source → whether it may connect now
+RefusalHook = Callable[[str], None]  # told why a connection was refused at the edge
+# Why a connection was closed before relaying (the reasons `on_refused` is told).
+REFUSED_CONNECTIONS_PER_SOURCE = "connections_per_source"
+REFUSED_SOURCE = "source_refused"
+REFUSED_SERVER_NAME = "unknown_server_name"
 
 
 @dataclass(frozen=True)
@@ -85,12 +93,26 @@ class PeerRegistry(Generic[T]):
 
     def __init__(self) -> None:
         self._peers: dict[str, T] = {}
+        self._closers: dict[str, Callable[[], None]] = {}
 
-    def _register(self, address: str, info: T) -> None:
+    def _register(self, address: str, info: T, close: Callable[[], None] | None = None) -> None:
         self._peers[address] = info
+        if close is not None:
+            self._closers[address] = close
 
     def _forget(self, address: str) -> None:
         self._peers.pop(address, None)
+        self._closers.pop(address, None)
+
+    def disconnect(self, grpc_peer: str) -> bool:
+        """Close the relayed connection behind `context.peer()` (both ends, every stream on
+        it); False when it is not (or no longer) relayed. Call it on the event loop."""
+        _, _, address = grpc_peer.partition(":")
+        close = self._closers.get(address)
+        if close is None:
+            return False
+        close()
+        return True
 
     def lookup(self, grpc_peer: str) -> T | None:
         """`context.peer()` of a relayed call → what the relay learned; None otherwise."""
@@ -212,8 +234,10 @@ class Relay(Generic[T]):
         self._listeners: list[socket.socket] = []
         self._accept_loops: set[asyncio.Task[None]] = set()
         self.sources: Counter[str] = Counter()
-        self.refused = 0
+        self.refused = 0  # connections over the per-source limit, closed at accept
+        self.refused_sources = 0  # connections of sources the source filter refused
         self.refused_names = 0  # handshakes answered unrecognized_name from the ClientHello
+        self.on_refused: RefusalHook | None = None
         self._counter = 0
         self._peer_dir, self._own_peer_dir = self._choose_peer_dir(inner_path)
 
@@ -243,13 +267,15 @@ class Relay(Generic[T]):
         reuse_port: bool = False,
         limits: RelayLimits | None = None,
         server_name_filter: ServerNameFilter | None = None,
+        source_filter: SourceFilter | None = None,
     ) -> int:
         """Listen on host:port; with `reuse_port`, peer processes may listen on it too.
 
         SO_REUSEPORT lets several processes of the same user bind one port; the kernel
         spreads new connections across them and stops sending to a listener that closes.
-        Connections are counted per source address from accept on (`limits`). A ClientHello
-        whose server name `server_name_filter` refuses is answered before TLS starts.
+        Connections are counted per source address from accept on (`limits`). A source that
+        `source_filter` refuses is closed at accept. A ClientHello whose server name
+        `server_name_filter` refuses is answered before TLS starts.
         """
         limits = limits or RelayLimits()
         infos = socket.getaddrinfo(
@@ -280,7 +306,7 @@ class Relay(Generic[T]):
         for listener in listeners:
             self._listeners.append(listener)
             task = asyncio.get_running_loop().create_task(
-                self._accept_tls(listener, context, limits, server_name_filter)
+                self._accept_tls(listener, context, limits, server_name_filter, source_filter)
             )
             self._accepting.add(task)
             self._accept_loops.add(task)
@@ -292,17 +318,19 @@ class Relay(Generic[T]):
         context: ssl.SSLContext,
         limits: RelayLimits,
         server_name_filter: ServerNameFilter | None,
+        source_filter: SourceFilter | None,
     ) -> None:
         loop = asyncio.get_running_loop()
+        filters = {"server_name_filter": server_name_filter, "source_filter": source_filter}
         while True:
             try:
                 conn, address = await loop.sock_accept(listener)
-                self._accepted(conn, address, context, limits, server_name_filter)
+                self._accepted(conn, address, context, limits, **filters)
                 # A flood fills the backlog: take what is queued without a wait each.
                 for _ in range(_ACCEPT_BATCH):
                     conn, address = listener.accept()
                     conn.setblocking(False)
-                    self._accepted(conn, address, context, limits, server_name_filter)
+                    self._accepted(conn, address, context, limits, **filters)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
@@ -315,12 +343,18 @@ class Relay(Generic[T]):
         address: Any,
         context: ssl.SSLContext,
         limits: RelayLimits,
+        *,
         server_name_filter: ServerNameFilter | None,
+        source_filter: SourceFilter | None = None,
     ) -> None:
         source = source_of(str(address[0]))
         if self.sources[source] >= limits.max_connections_per_source:
             self.refused += 1
-            conn.close()
+            self._refused(conn, REFUSED_CONNECTIONS_PER_SOURCE)
+            return
+        if source_filter is not None and not source_filter(source):
+            self.refused_sources += 1
+            self._refused(conn, REFUSED_SOURCE)
             return
         if server_name_filter is not None:
             # The ClientHello often came with the connection: decided here, a refused name
@@ -402,6 +436,14 @@ class Relay(Generic[T]):
                 return decision
             await asyncio.sleep(_PEEK_AGAIN_SECONDS)  # split over TCP segments: the rest
 
+    def _refused(self, conn: socket.socket, reason: str) -> None:
+        """Close a connection refused at accept (a reset: no TLS, no lingering state)."""
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        if self.on_refused is not None:
+            self.on_refused(reason)
+
     def _decide(
         self, conn: socket.socket, data: bytes, server_name_filter: ServerNameFilter
     ) -> bool | None:
@@ -424,6 +466,8 @@ class Relay(Generic[T]):
             if name != clienthello.NOT_TLS:
                 self.refused_names += 1
                 conn.send(clienthello.UNRECOGNIZED_NAME_ALERT)
+        if name != clienthello.NOT_TLS and self.on_refused is not None:
+            self.on_refused(REFUSED_SERVER_NAME)
         return False
 
     async def stop_accepting(self) -> None:
@@ -478,7 +522,14 @@ class Relay(Generic[T]):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(address)  # a leftover of a crashed process: the directory is ours
             inner.bind(address)
-            self.registry._register(address, info)
+
+            def close() -> None:
+                for w in (inner_writer, writer):
+                    if w is not None:
+                        with contextlib.suppress(Exception):
+                            w.close()
+
+            self.registry._register(address, info, close)
             inner.setblocking(False)
             await asyncio.get_running_loop().sock_connect(inner, self.inner_path)
             inner_reader, inner_writer = await asyncio.open_unix_connection(sock=inner)
