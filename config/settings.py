@@ -237,6 +237,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.integer("HALLMARK_MAX_REQUEST_BODY_BYTES", 2 *
 # attempt counts. The embedded (development, demo) default allows more signups from one host.
 SIGNUP_RATE_LIMIT = env.rate("HALLMARK_SIGNUP_RATE_LIMIT", "100/3600" if EMBEDDED else "10/3600")
 LOGIN_RATE_LIMIT = env.rate("HALLMARK_LOGIN_RATE_LIMIT", "10/300")
+# Signups provisioned at once across the platform (tenants.signupgate), and how many seconds
+# an admitted signup waits for a slot before it is answered 503 busy with Retry-After.
+SIGNUP_CONCURRENCY = env.integer("HALLMARK_SIGNUP_CONCURRENCY", 1)
+SIGNUP_WAIT_SECONDS = env.integer("HALLMARK_SIGNUP_WAIT", 2)
 # Reverse proxies in front of the web replicas that append to X-Forwarded-For (0: none).
 TRUSTED_PROXY_COUNT = env.integer("HALLMARK_TRUSTED_PROXY_COUNT", 0)
 # Trust domains no tenant may take, besides the platform's hostnames, localhost and IP
