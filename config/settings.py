@@ -205,6 +205,9 @@ AGENT_API_MAX_CONNECTIONS_PER_SOURCE = env.integer(
 )
 AGENT_API_IDLE_TIMEOUT = env.integer("HALLMARK_AGENT_API_IDLE_TIMEOUT", 900)
 AGENT_API_HANDSHAKE_TIMEOUT = env.integer("HALLMARK_AGENT_API_HANDSHAKE_TIMEOUT", 10)
+# A handshake naming a trust domain nobody has is answered (unrecognized_name) only after this
+# many milliseconds (a tarpit; 0: at once); it counts as a connection of its source meanwhile.
+AGENT_API_REFUSED_NAME_DELAY_MS = env.integer("HALLMARK_AGENT_API_REFUSED_NAME_DELAY_MS", 1000)
 # `hallmark up` runs the web tier this much nicer (lower CPU priority) than the agent API,
 # whose serving path (agents' syncs and renewals) matters more than signups (0-19).
 WEB_NICE = env.integer("HALLMARK_WEB_NICE", 5)

@@ -18,7 +18,11 @@ is closed at accept, before the ClientHello is read: the cheapest refusal there 
 object exists (hallmark.clienthello) and answers a name the filter refuses with an
 unrecognized_name alert: an anonymous handshake for a name nobody has then costs a peek and a
 parse, not asyncio's TLS transport and an SSL object. Names it lets through, and ClientHellos
-it cannot read, take the full handshake, whose SNI callback decides again.
+it cannot read, take the full handshake, whose SNI callback decides again. With
+`RelayLimits.refused_name_delay`, the refusal is answered only after that delay (a tarpit:
+the connection waits as a timer, counted against its source's connections; at most
+MAX_HELD_REFUSALS at once, beyond which refusals are answered at once), so a client that
+waits for each answer sends one refused handshake a delay per connection.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ T = TypeVar("T")
 _CHUNK = 256 * 1024
 _PEEK_AGAIN_SECONDS = 0.01
 _ACCEPT_BATCH = 64  # a ClientHello split over TCP segments: look again this soon
+MAX_HELD_REFUSALS = 4096  # refused handshakes waiting out their delay at once, all sources
 ServerNameFilter = Callable[[str], bool]
 SourceFilter = Callable[[str], bool]  # source → whether it may connect now
 RefusalHook = Callable[[str], None]  # told why a connection was refused at the edge
@@ -193,6 +198,15 @@ def bind_unix_listener(path: str, mode: int) -> socket.socket:
     return sock
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """A refused ClientHello not answered yet: how many bytes were peeked, and whether it
+    was TLS (which gets an unrecognized_name alert)."""
+
+    peeked: int
+    tls: bool
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -238,6 +252,7 @@ class Relay(Generic[T]):
         self.refused_sources = 0  # connections of sources the source filter refused
         self.refused_names = 0  # handshakes answered unrecognized_name from the ClientHello
         self.on_refused: RefusalHook | None = None
+        self._held: dict[socket.socket, asyncio.TimerHandle] = {}  # refusals waiting to answer
         self._counter = 0
         self._peer_dir, self._own_peer_dir = self._choose_peer_dir(inner_path)
 
@@ -367,7 +382,10 @@ class Relay(Generic[T]):
                 conn.close()
                 return
             else:
-                decision = self._decide(conn, data, server_name_filter)
+                decision = self._decide(conn, data, server_name_filter, limits)
+                if isinstance(decision, _Refused):
+                    self._hold(conn, source, decision, limits.refused_name_delay)
+                    return
                 if decision is False:
                     conn.close()
                     return
@@ -393,7 +411,12 @@ class Relay(Generic[T]):
         try:
             if server_name_filter is not None:
                 async with asyncio.timeout_at(deadline):
-                    admitted = await self._admitted(conn, server_name_filter)
+                    admitted = await self._admitted(conn, server_name_filter, limits)
+                if isinstance(admitted, _Refused):
+                    await asyncio.sleep(limits.refused_name_delay)  # counted as its source's
+                    self._answer(conn, admitted)
+                    conn.close()
+                    return
                 if not admitted:
                     conn.close()
                     return
@@ -416,9 +439,12 @@ class Relay(Generic[T]):
             if self.sources[source] <= 0:
                 del self.sources[source]
 
-    async def _admitted(self, conn: socket.socket, server_name_filter: ServerNameFilter) -> bool:
+    async def _admitted(
+        self, conn: socket.socket, server_name_filter: ServerNameFilter, limits: RelayLimits
+    ) -> bool | _Refused:
         """Wait for the ClientHello and peek at it: False (answered, to be closed) when its
-        server name is refused or it is no TLS; True to go on with the full handshake."""
+        server name is refused or it is no TLS, or the refusal to answer after the delay;
+        True to go on with the full handshake."""
         loop = asyncio.get_running_loop()
         while True:
             readable = loop.create_future()
@@ -431,7 +457,7 @@ class Relay(Generic[T]):
                 data = conn.recv(clienthello.MAX_PEEK, socket.MSG_PEEK)
             except (BlockingIOError, InterruptedError):
                 continue
-            decision = self._decide(conn, data, server_name_filter)
+            decision = self._decide(conn, data, server_name_filter, limits)
             if decision is not None:
                 return decision
             await asyncio.sleep(_PEEK_AGAIN_SECONDS)  # split over TCP segments: the rest
@@ -445,9 +471,14 @@ class Relay(Generic[T]):
             self.on_refused(reason)
 
     def _decide(
-        self, conn: socket.socket, data: bytes, server_name_filter: ServerNameFilter
-    ) -> bool | None:
-        """What the peeked bytes say: True go on, False refused (answered), None wait."""
+        self,
+        conn: socket.socket,
+        data: bytes,
+        server_name_filter: ServerNameFilter,
+        limits: RelayLimits,
+    ) -> bool | _Refused | None:
+        """What the peeked bytes say: True go on, False refused (answered), None wait; a
+        refusal to answer after `limits.refused_name_delay` (`_Refused`, not answered yet)."""
         if not data:
             return False  # closed before it said anything
         name = clienthello.server_name(data)
@@ -458,17 +489,37 @@ class Relay(Generic[T]):
         refuse = name in (clienthello.NOT_TLS, clienthello.NOT_A_NAME)
         if not refuse and server_name_filter(name):
             return True
+        refused = _Refused(len(data), tls=name != clienthello.NOT_TLS)
+        if refused.tls and limits.refused_name_delay > 0 and len(self._held) < MAX_HELD_REFUSALS:
+            return refused
+        self._answer(conn, refused)
+        return False
+
+    def _answer(self, conn: socket.socket, refused: _Refused) -> None:
+        """Answer a refused ClientHello as a TLS server does (bytes that are no TLS get no
+        answer), after reading what was peeked: closing with unread bytes would reset the
+        connection before the client reads the answer."""
         with contextlib.suppress(OSError):
-            # Read what was peeked (closing with unread bytes would reset the connection
-            # before the client reads the answer), then answer a ClientHello as a TLS server
-            # does; bytes that are no TLS get no answer.
-            conn.recv(len(data))
-            if name != clienthello.NOT_TLS:
+            conn.recv(refused.peeked)
+            if refused.tls:
                 self.refused_names += 1
                 conn.send(clienthello.UNRECOGNIZED_NAME_ALERT)
-        if name != clienthello.NOT_TLS and self.on_refused is not None:
+        if refused.tls and self.on_refused is not None:
             self.on_refused(REFUSED_SERVER_NAME)
-        return False
+
+    def _hold(self, conn: socket.socket, source: str, refused: _Refused, delay: float) -> None:
+        """Answer `refused` after `delay`: a timer, and a connection of its source meanwhile."""
+        self.sources[source] += 1
+
+        def answer() -> None:
+            self._held.pop(conn, None)
+            self._answer(conn, refused)
+            conn.close()
+            self.sources[source] -= 1
+            if self.sources[source] <= 0:
+                del self.sources[source]
+
+        self._held[conn] = asyncio.get_running_loop().call_later(delay, answer)
 
     async def stop_accepting(self) -> None:
         """Close the listeners; connections already relayed go on (a graceful drain's start).
@@ -488,6 +539,10 @@ class Relay(Generic[T]):
             server.close()
 
     async def close(self) -> None:
+        for conn, timer in list(self._held.items()):
+            timer.cancel()
+            conn.close()
+        self._held.clear()
         for task in list(self._accepting):
             task.cancel()
         for listener in self._listeners:

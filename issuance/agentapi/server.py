@@ -101,6 +101,7 @@ class AgentApiServer:
             max_connections_per_source=settings.AGENT_API_MAX_CONNECTIONS_PER_SOURCE,
             idle_timeout=float(settings.AGENT_API_IDLE_TIMEOUT),
             handshake_timeout=float(settings.AGENT_API_HANDSHAKE_TIMEOUT),
+            refused_name_delay=settings.AGENT_API_REFUSED_NAME_DELAY_MS / 1000,
         )
         self.port = await self._relay.serve_tls(
             host,
