@@ -254,26 +254,33 @@ class Plane:
 
 def plane_cpu(plane: Plane) -> Counter[str]:
     """CPU clock ticks used so far by the plane's processes, per part: the descendants of
-    `hallmark up` and the embedded servers started with its data dir in their command line."""
+    `hallmark up` and of the embedded servers started with its data dir in their command line
+    (PostgreSQL's backends are the postmaster's children: their command lines name no data
+    dir, and a backend's CPU would otherwise show only when it exits, in its postmaster's
+    children's time, all of its life at once)."""
     parents: dict[int, int] = {}
+    cmdlines: dict[int, str] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{entry.name}/stat").read_text()
-            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+            pid = int(entry.name)
+            parents[pid] = int(stat.rpartition(")")[2].split()[1])
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cmdlines[pid] = raw.replace(b"\0", b" ").decode(errors="replace")
+    roots = {plane.pid} | {pid for pid, cmd in cmdlines.items() if plane.data_dir in cmd}
     used: Counter[str] = Counter()
     for pid in parents:
+        ancestor, hops = pid, 0
+        while ancestor not in roots and ancestor not in (0, 1) and hops < 32:
+            ancestor, hops = parents.get(ancestor, 0), hops + 1
+        if ancestor not in roots:
+            continue
         with contextlib.suppress(OSError):
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            ancestor, hops = pid, 0
-            while ancestor not in (plane.pid, 0, 1) and hops < 32:
-                ancestor, hops = parents.get(ancestor, 0), hops + 1
-            if ancestor != plane.pid and plane.data_dir not in cmdline:
-                continue
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
             # utime, stime of the process and of its waited-for children
-            used[_role(cmdline)] += sum(int(f) for f in fields[11:15])
+            used[_role(cmdlines.get(pid, ""))] += sum(int(f) for f in fields[11:15])
     return used
 
 
