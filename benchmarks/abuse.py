@@ -10,7 +10,10 @@ mTLS connection (and of connect + sync on a fresh connection, sampled every tent
 and the ratio p99(flood) / p99(alone) against the goal (at most 2x). Every flood runs in
 client processes of its own, bounded by a count and by `--seconds`, against 127.0.0.1 only,
 and stops itself; beside each row are what the flood got (its outcomes) and the cores its
-client processes used (they share the machine with the plane).
+client processes used (they share the machine with the plane). The floods come from an
+address of their own (`--flood-source`, 127.0.0.2 by default), as an attacker's would: the
+limits per source (connections, failed attestations, signups) then fall on the flood, not
+on the legitimate agent's own address (`--flood-source 127.0.0.1` shares it).
 
 Beside the latencies, each flood row says what one flood request cost the plane: the CPU
 time of the plane's processes (agent API, web, database, ...; read from /proc) during the
@@ -251,26 +254,33 @@ class Plane:
 
 def plane_cpu(plane: Plane) -> Counter[str]:
     """CPU clock ticks used so far by the plane's processes, per part: the descendants of
-    `hallmark up` and the embedded servers started with its data dir in their command line."""
+    `hallmark up` and of the embedded servers started with its data dir in their command line
+    (PostgreSQL's backends are the postmaster's children: their command lines name no data
+    dir, and a backend's CPU would otherwise show only when it exits, in its postmaster's
+    children's time, all of its life at once)."""
     parents: dict[int, int] = {}
+    cmdlines: dict[int, str] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{entry.name}/stat").read_text()
-            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+            pid = int(entry.name)
+            parents[pid] = int(stat.rpartition(")")[2].split()[1])
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cmdlines[pid] = raw.replace(b"\0", b" ").decode(errors="replace")
+    roots = {plane.pid} | {pid for pid, cmd in cmdlines.items() if plane.data_dir in cmd}
     used: Counter[str] = Counter()
     for pid in parents:
+        ancestor, hops = pid, 0
+        while ancestor not in roots and ancestor not in (0, 1) and hops < 32:
+            ancestor, hops = parents.get(ancestor, 0), hops + 1
+        if ancestor not in roots:
+            continue
         with contextlib.suppress(OSError):
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            ancestor, hops = pid, 0
-            while ancestor not in (plane.pid, 0, 1) and hops < 32:
-                ancestor, hops = parents.get(ancestor, 0), hops + 1
-            if ancestor != plane.pid and plane.data_dir not in cmdline:
-                continue
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
             # utime, stime of the process and of its waited-for children
-            used[_role(cmdline)] += sum(int(f) for f in fields[11:15])
+            used[_role(cmdlines.get(pid, ""))] += sum(int(f) for f in fields[11:15])
     return used
 
 
@@ -297,6 +307,7 @@ class Flood:
     cpus: frozenset[int] = frozenset()  # taskset of the flood client (empty: any core)
     nice: int = 0
     rate: float = 0.0  # actions a second of this client (0: as fast as it gets answers)
+    source: str = "127.0.0.2"  # the address the flood connects from
 
 
 class Pacer:
@@ -355,7 +366,9 @@ def _sni(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Counter
         name = f"nx-{secrets.token_hex(6)}.flood.test"
         try:
             with (
-                socket.create_connection((host, port), timeout=10) as raw,
+                socket.create_connection(
+                    (host, port), timeout=10, source_address=(flood.source, 0)
+                ) as raw,
                 context.wrap_socket(raw, server_hostname=name),
             ):
                 outcomes["accepted (!)"] += 1
@@ -373,7 +386,9 @@ def _idle(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Counte
 
     def open_one() -> None:
         try:
-            sock = socket.create_connection((host, port), timeout=5)
+            sock = socket.create_connection(
+                (host, port), timeout=5, source_address=(flood.source, 0)
+            )
         except OSError as error:
             outcomes[f"connect {type(error).__name__}"] += 1
             return
@@ -415,8 +430,11 @@ def _attest(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Coun
     from hallmark.protos import agent_pb2, agent_pb2_grpc
     from hallmark.x509svid import make_csr
 
+    # gRPC cannot choose the address a channel connects from: the channel talks to a Unix
+    # socket of this process, which forwards to the agent API from `flood.source`.
+    forwarder = SourceForwarder(flood.grpc_address, flood.source)
     stranger = Agent(
-        flood.grpc_address,
+        forwarder.target,
         flood.trust_domain,
         flood.roots_pem,
         ec.generate_private_key(ec.SECP256R1()),
@@ -447,6 +465,67 @@ def _attest(flood: Flood, done: Callable[[], bool], started: Any, outcomes: Coun
                 outcomes[(error.details() or str(error.code())).split(":", 1)[0]] += 1
     finally:
         channel.close()
+        forwarder.close()
+
+
+class SourceForwarder:
+    """A Unix socket whose connections are forwarded to `address` from `source` (a thread)."""
+
+    def __init__(self, address: str, source: str) -> None:
+        self._remote, self._source = _host_port(address), source
+        self._dir = tempfile.mkdtemp(prefix="hallmark-abuse-fwd-")
+        path = os.path.join(self._dir, "fwd.sock")
+        self.target = f"unix:{path}"
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(64)
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                inner, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                outer = socket.create_connection(
+                    self._remote, timeout=10, source_address=(self._source, 0)
+                )
+            except OSError:
+                inner.close()
+                continue
+            threading.Thread(target=self._pipe, args=(inner, outer), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        pair = {a: b, b: a}
+        selector = selectors.DefaultSelector()
+        for sock in pair:
+            sock.setblocking(True)
+            selector.register(sock, selectors.EVENT_READ)
+        try:
+            while True:
+                for key, _ in selector.select(timeout=60):
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
+                    data = ready.recv(65536)
+                    if not data:
+                        return
+                    pair[ready].sendall(data)
+        except OSError:
+            return
+        finally:
+            selector.close()
+            a.close()
+            b.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self._dir, "fwd.sock"))
+            os.rmdir(self._dir)
 
 
 def _signup_flood(
@@ -458,6 +537,7 @@ def _signup_flood(
 
     def worker() -> None:
         session = requests.Session()
+        session.mount("http://", _SourceAdapter(flood.source))
         while not done():
             pace.wait()
             with lock:
@@ -480,6 +560,18 @@ def _signup_flood(
     with ThreadPoolExecutor(flood.threads) as pool:
         for _ in range(flood.threads):
             pool.submit(worker)
+
+
+class _SourceAdapter(requests.adapters.HTTPAdapter):
+    """HTTP connections from one local address."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self._source, 0)
+        super().init_poolmanager(*args, **kwargs)
 
 
 @dataclass
@@ -581,6 +673,12 @@ def main() -> None:
     )
     parser.add_argument("--flood-nice", type=int, default=0, help="nice of the flood clients")
     parser.add_argument(
+        "--flood-source",
+        default="127.0.0.2",
+        help="the address the floods connect from (default 127.0.0.2; the legitimate agent "
+        "is 127.0.0.1)",
+    )
+    parser.add_argument(
         "--rate",
         type=float,
         default=0.0,
@@ -617,6 +715,7 @@ def main() -> None:
                 cpus=frozenset(flood_cpus),
                 nice=args.flood_nice,
                 rate=args.rate,
+                source=args.flood_source,
                 **extra,
             )
 

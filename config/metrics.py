@@ -77,6 +77,13 @@ AGENT_CONNECTIONS = Gauge(
     "TLS connections from agents relayed to the agent API now (connected agents).",
     multiprocess_mode="livesum",
 )
+AGENT_API_REFUSED_CONNECTIONS = Counter(
+    "hallmark_agentapi_refused_connections",
+    "Connections to the agent API closed before the TLS handshake, by reason: "
+    "connections_per_source (the source holds its limit), source_refused (over its failed-"
+    "attestation limit), unknown_server_name (answered from the ClientHello).",
+    ["reason"],
+)
 SVIDS_MINTED = Counter(
     "hallmark_svids_minted",
     "SVIDs minted, by kind: x509_workload, jwt_workload, x509_agent (attestation or renewal).",

@@ -208,6 +208,9 @@ AGENT_API_MAX_CONNECTIONS_PER_SOURCE = env.integer(
 )
 AGENT_API_IDLE_TIMEOUT = env.integer("HALLMARK_AGENT_API_IDLE_TIMEOUT", 900)
 AGENT_API_HANDSHAKE_TIMEOUT = env.integer("HALLMARK_AGENT_API_HANDSHAKE_TIMEOUT", 10)
+# A handshake naming a trust domain nobody has is answered (unrecognized_name) only after this
+# many milliseconds (a tarpit; 0: at once); it counts as a connection of its source meanwhile.
+AGENT_API_REFUSED_NAME_DELAY_MS = env.integer("HALLMARK_AGENT_API_REFUSED_NAME_DELAY_MS", 1000)
 # `hallmark up` runs the web tier this much nicer (lower CPU priority) than the agent API,
 # whose serving path (agents' syncs and renewals) matters more than signups (0-19).
 WEB_NICE = env.integer("HALLMARK_WEB_NICE", 5)
@@ -219,6 +222,9 @@ SHUTDOWN_GRACE_SECONDS = env.integer("HALLMARK_SHUTDOWN_GRACE_SECONDS", 10)
 # first failure of a source and window, then one row with the count of the rest.
 ATTEST_FAILURE_LIMIT = env.integer("HALLMARK_ATTEST_FAILURE_LIMIT", 20)
 ATTEST_FAILURE_WINDOW_SECONDS = env.integer("HALLMARK_ATTEST_FAILURE_WINDOW", 60)
+# A refused attestation (rate_limited) is answered after this many milliseconds (a tarpit;
+# 0: at once); a source with 8 refusals waiting is answered at once and disconnected.
+ATTEST_REFUSAL_DELAY_MS = env.integer("HALLMARK_ATTEST_REFUSAL_DELAY_MS", 1000)
 
 # Public endpoints advertised to tenants (signup answers them).
 HTTP_PUBLIC_URL = env.text("HALLMARK_HTTP_PUBLIC_URL", "http://127.0.0.1:8000")
@@ -237,6 +243,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.integer("HALLMARK_MAX_REQUEST_BODY_BYTES", 2 *
 # attempt counts. The embedded (development, demo) default allows more signups from one host.
 SIGNUP_RATE_LIMIT = env.rate("HALLMARK_SIGNUP_RATE_LIMIT", "100/3600" if EMBEDDED else "10/3600")
 LOGIN_RATE_LIMIT = env.rate("HALLMARK_LOGIN_RATE_LIMIT", "10/300")
+# Signups provisioned at once across the platform (tenants.signupgate), and how many seconds
+# an admitted signup waits for a slot before it is answered 503 busy with Retry-After.
+SIGNUP_CONCURRENCY = env.integer("HALLMARK_SIGNUP_CONCURRENCY", 1)
+SIGNUP_WAIT_SECONDS = env.integer("HALLMARK_SIGNUP_WAIT", 2)
 # Reverse proxies in front of the web replicas that append to X-Forwarded-For (0: none).
 TRUSTED_PROXY_COUNT = env.integer("HALLMARK_TRUSTED_PROXY_COUNT", 0)
 # Trust domains no tenant may take, besides the platform's hostnames, localhost and IP

@@ -16,6 +16,9 @@ os.environ.setdefault("HALLMARK_FAST_PASSWORD_HASHER", "true")
 # many tenants from 127.0.0.1; the rate-limit tests lower the limits for their own clients.
 os.environ.setdefault("HALLMARK_SIGNUP_RATE_LIMIT", "100000/60")
 os.environ.setdefault("HALLMARK_LOGIN_RATE_LIMIT", "100000/60")
+# The suite's SNI tests send refused names one after another; the tarpit's own test sets
+# its delay (tests/issuance/test_agent_api_edge.py).
+os.environ.setdefault("HALLMARK_AGENT_API_REFUSED_NAME_DELAY_MS", "0")
 # The suite's upstream tests use the embedded OpenBao PKI as "embedded".
 os.environ.setdefault("HALLMARK_EMBEDDED_UPSTREAM", "true")
 # The suite's peers' bundle endpoints listen on loopback.

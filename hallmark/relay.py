@@ -14,11 +14,17 @@ it serves gRPC on the connections it accepts (agent.workload.grpcserver), with
 
 On the public TLS listener the relay also bounds what one source may hold: connections per
 source address (counted from accept, before the TLS handshake) and an idle timeout. Given a
+`source_filter`, a source it refuses (the agent API: one over its failed-attestation limit)
+is closed at accept, before the ClientHello is read: the cheapest refusal there is. Given a
 `server_name_filter`, it reads the server name from the ClientHello's bytes before any TLS
 object exists (hallmark.clienthello) and answers a name the filter refuses with an
 unrecognized_name alert: an anonymous handshake for a name nobody has then costs a peek and a
 parse, not asyncio's TLS transport and an SSL object. Names it lets through, and ClientHellos
-it cannot read, take the full handshake, whose SNI callback decides again.
+it cannot read, take the full handshake, whose SNI callback decides again. With
+`RelayLimits.refused_name_delay`, the refusal is answered only after that delay (a tarpit:
+the connection waits as a timer, counted against its source's connections; at most
+MAX_HELD_REFUSALS at once, beyond which refusals are answered at once), so a client that
+waits for each answer sends one refused handshake a delay per connection.
 """
 
 from __future__ import annotations
@@ -58,7 +64,14 @@ T = TypeVar("T")
 _CHUNK = 256 * 1024
 _PEEK_AGAIN_SECONDS = 0.01
 _ACCEPT_BATCH = 64  # a ClientHello split over TCP segments: look again this soon
+MAX_HELD_REFUSALS = 4096  # refused handshakes waiting out their delay at once, all sources
 ServerNameFilter = Callable[[str], bool]
+SourceFilter = Callable[[str], bool]  # source → whether it may connect now
+RefusalHook = Callable[[str], None]  # told why a connection was refused at the edge
+# Why a connection was closed before relaying (the reasons `on_refused` is told).
+REFUSED_CONNECTIONS_PER_SOURCE = "connections_per_source"
+REFUSED_SOURCE = "source_refused"
+REFUSED_SERVER_NAME = "unknown_server_name"
 
 
 @dataclass(frozen=True)
@@ -87,12 +100,26 @@ class PeerRegistry(Generic[T]):
 
     def __init__(self) -> None:
         self._peers: dict[str, T] = {}
+        self._closers: dict[str, Callable[[], None]] = {}
 
-    def _register(self, address: str, info: T) -> None:
+    def _register(self, address: str, info: T, close: Callable[[], None] | None = None) -> None:
         self._peers[address] = info
+        if close is not None:
+            self._closers[address] = close
 
     def _forget(self, address: str) -> None:
         self._peers.pop(address, None)
+        self._closers.pop(address, None)
+
+    def disconnect(self, grpc_peer: str) -> bool:
+        """Close the relayed connection behind `context.peer()` (both ends, every stream on
+        it); False when it is not (or no longer) relayed. Call it on the event loop."""
+        _, _, address = grpc_peer.partition(":")
+        close = self._closers.get(address)
+        if close is None:
+            return False
+        close()
+        return True
 
     def lookup(self, grpc_peer: str) -> T | None:
         """`context.peer()` of a relayed call → what the relay learned; None otherwise."""
@@ -173,6 +200,15 @@ def bind_unix_listener(path: str, mode: int) -> socket.socket:
     return sock
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """A refused ClientHello not answered yet: how many bytes were peeked, and whether it
+    was TLS (which gets an unrecognized_name alert)."""
+
+    peeked: int
+    tls: bool
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -214,8 +250,11 @@ class Relay(Generic[T]):
         self._listeners: list[socket.socket] = []
         self._accept_loops: set[asyncio.Task[None]] = set()
         self.sources: Counter[str] = Counter()
-        self.refused = 0
+        self.refused = 0  # connections over the per-source limit, closed at accept
+        self.refused_sources = 0  # connections of sources the source filter refused
         self.refused_names = 0  # handshakes answered unrecognized_name from the ClientHello
+        self.on_refused: RefusalHook | None = None
+        self._held: dict[socket.socket, asyncio.TimerHandle] = {}  # refusals waiting to answer
         self._counter = 0
         self._peer_dir, self._own_peer_dir = self._choose_peer_dir(inner_path)
 
@@ -245,13 +284,15 @@ class Relay(Generic[T]):
         reuse_port: bool = False,
         limits: RelayLimits | None = None,
         server_name_filter: ServerNameFilter | None = None,
+        source_filter: SourceFilter | None = None,
     ) -> int:
         """Listen on host:port; with `reuse_port`, peer processes may listen on it too.
 
         SO_REUSEPORT lets several processes of the same user bind one port; the kernel
         spreads new connections across them and stops sending to a listener that closes.
-        Connections are counted per source address from accept on (`limits`). A ClientHello
-        whose server name `server_name_filter` refuses is answered before TLS starts.
+        Connections are counted per source address from accept on (`limits`). A source that
+        `source_filter` refuses is closed at accept. A ClientHello whose server name
+        `server_name_filter` refuses is answered before TLS starts.
         """
         limits = limits or RelayLimits()
         infos = socket.getaddrinfo(
@@ -282,7 +323,7 @@ class Relay(Generic[T]):
         for listener in listeners:
             self._listeners.append(listener)
             task = asyncio.get_running_loop().create_task(
-                self._accept_tls(listener, context, limits, server_name_filter)
+                self._accept_tls(listener, context, limits, server_name_filter, source_filter)
             )
             self._accepting.add(task)
             self._accept_loops.add(task)
@@ -294,17 +335,19 @@ class Relay(Generic[T]):
         context: ssl.SSLContext,
         limits: RelayLimits,
         server_name_filter: ServerNameFilter | None,
+        source_filter: SourceFilter | None,
     ) -> None:
         loop = asyncio.get_running_loop()
+        filters = {"server_name_filter": server_name_filter, "source_filter": source_filter}
         while True:
             try:
                 conn, address = await loop.sock_accept(listener)
-                self._accepted(conn, address, context, limits, server_name_filter)
+                self._accepted(conn, address, context, limits, **filters)
                 # A flood fills the backlog: take what is queued without a wait each.
                 for _ in range(_ACCEPT_BATCH):
                     conn, address = listener.accept()
                     conn.setblocking(False)
-                    self._accepted(conn, address, context, limits, server_name_filter)
+                    self._accepted(conn, address, context, limits, **filters)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
@@ -317,12 +360,18 @@ class Relay(Generic[T]):
         address: Any,
         context: ssl.SSLContext,
         limits: RelayLimits,
+        *,
         server_name_filter: ServerNameFilter | None,
+        source_filter: SourceFilter | None = None,
     ) -> None:
         source = source_of(str(address[0]))
         if self.sources[source] >= limits.max_connections_per_source:
             self.refused += 1
-            conn.close()
+            self._refused(conn, REFUSED_CONNECTIONS_PER_SOURCE)
+            return
+        if source_filter is not None and not source_filter(source):
+            self.refused_sources += 1
+            self._refused(conn, REFUSED_SOURCE)
             return
         if server_name_filter is not None:
             # The ClientHello often came with the connection: decided here, a refused name
@@ -335,7 +384,10 @@ class Relay(Generic[T]):
                 conn.close()
                 return
             else:
-                decision = self._decide(conn, data, server_name_filter)
+                decision = self._decide(conn, data, server_name_filter, limits)
+                if isinstance(decision, _Refused):
+                    self._hold(conn, source, decision, limits.refused_name_delay)
+                    return
                 if decision is False:
                     conn.close()
                     return
@@ -361,7 +413,12 @@ class Relay(Generic[T]):
         try:
             if server_name_filter is not None:
                 async with asyncio.timeout_at(deadline):
-                    admitted = await self._admitted(conn, server_name_filter)
+                    admitted = await self._admitted(conn, server_name_filter, limits)
+                if isinstance(admitted, _Refused):
+                    await asyncio.sleep(limits.refused_name_delay)  # counted as its source's
+                    self._answer(conn, admitted)
+                    conn.close()
+                    return
                 if not admitted:
                     conn.close()
                     return
@@ -384,9 +441,12 @@ class Relay(Generic[T]):
             if self.sources[source] <= 0:
                 del self.sources[source]
 
-    async def _admitted(self, conn: socket.socket, server_name_filter: ServerNameFilter) -> bool:
+    async def _admitted(
+        self, conn: socket.socket, server_name_filter: ServerNameFilter, limits: RelayLimits
+    ) -> bool | _Refused:
         """Wait for the ClientHello and peek at it: False (answered, to be closed) when its
-        server name is refused or it is no TLS; True to go on with the full handshake."""
+        server name is refused or it is no TLS, or the refusal to answer after the delay;
+        True to go on with the full handshake."""
         loop = asyncio.get_running_loop()
         while True:
             readable = loop.create_future()
@@ -399,15 +459,28 @@ class Relay(Generic[T]):
                 data = conn.recv(clienthello.MAX_PEEK, socket.MSG_PEEK)
             except (BlockingIOError, InterruptedError):
                 continue
-            decision = self._decide(conn, data, server_name_filter)
+            decision = self._decide(conn, data, server_name_filter, limits)
             if decision is not None:
                 return decision
             await asyncio.sleep(_PEEK_AGAIN_SECONDS)  # split over TCP segments: the rest
 
+    def _refused(self, conn: socket.socket, reason: str) -> None:
+        """Close a connection refused at accept (a reset: no TLS, no lingering state)."""
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        if self.on_refused is not None:
+            self.on_refused(reason)
+
     def _decide(
-        self, conn: socket.socket, data: bytes, server_name_filter: ServerNameFilter
-    ) -> bool | None:
-        """What the peeked bytes say: True go on, False refused (answered), None wait."""
+        self,
+        conn: socket.socket,
+        data: bytes,
+        server_name_filter: ServerNameFilter,
+        limits: RelayLimits,
+    ) -> bool | _Refused | None:
+        """What the peeked bytes say: True go on, False refused (answered), None wait; a
+        refusal to answer after `limits.refused_name_delay` (`_Refused`, not answered yet)."""
         if not data:
             return False  # closed before it said anything
         name = clienthello.server_name(data)
@@ -418,15 +491,37 @@ class Relay(Generic[T]):
         refuse = name in (clienthello.NOT_TLS, clienthello.NOT_A_NAME)
         if not refuse and server_name_filter(name):
             return True
+        refused = _Refused(len(data), tls=name != clienthello.NOT_TLS)
+        if refused.tls and limits.refused_name_delay > 0 and len(self._held) < MAX_HELD_REFUSALS:
+            return refused
+        self._answer(conn, refused)
+        return False
+
+    def _answer(self, conn: socket.socket, refused: _Refused) -> None:
+        """Answer a refused ClientHello as a TLS server does (bytes that are no TLS get no
+        answer), after reading what was peeked: closing with unread bytes would reset the
+        connection before the client reads the answer."""
         with contextlib.suppress(OSError):
-            # Read what was peeked (closing with unread bytes would reset the connection
-            # before the client reads the answer), then answer a ClientHello as a TLS server
-            # does; bytes that are no TLS get no answer.
-            conn.recv(len(data))
-            if name != clienthello.NOT_TLS:
+            conn.recv(refused.peeked)
+            if refused.tls:
                 self.refused_names += 1
                 conn.send(clienthello.UNRECOGNIZED_NAME_ALERT)
-        return False
+        if refused.tls and self.on_refused is not None:
+            self.on_refused(REFUSED_SERVER_NAME)
+
+    def _hold(self, conn: socket.socket, source: str, refused: _Refused, delay: float) -> None:
+        """Answer `refused` after `delay`: a timer, and a connection of its source meanwhile."""
+        self.sources[source] += 1
+
+        def answer() -> None:
+            self._held.pop(conn, None)
+            self._answer(conn, refused)
+            conn.close()
+            self.sources[source] -= 1
+            if self.sources[source] <= 0:
+                del self.sources[source]
+
+        self._held[conn] = asyncio.get_running_loop().call_later(delay, answer)
 
     async def stop_accepting(self) -> None:
         """Close the listeners; connections already relayed go on (a graceful drain's start).
@@ -446,6 +541,10 @@ class Relay(Generic[T]):
             server.close()
 
     async def close(self) -> None:
+        for conn, timer in list(self._held.items()):
+            timer.cancel()
+            conn.close()
+        self._held.clear()
         for task in list(self._accepting):
             task.cancel()
         for listener in self._listeners:
@@ -480,7 +579,14 @@ class Relay(Generic[T]):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(address)  # a leftover of a crashed process: the directory is ours
             inner.bind(address)
-            self.registry._register(address, info)
+
+            def close() -> None:
+                for w in (inner_writer, writer):
+                    if w is not None:
+                        with contextlib.suppress(Exception):
+                            w.close()
+
+            self.registry._register(address, info, close)
             inner.setblocking(False)
             await asyncio.get_running_loop().sock_connect(inner, self.inner_path)
             inner_reader, inner_writer = await asyncio.open_unix_connection(sock=inner)

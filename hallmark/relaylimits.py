@@ -26,12 +26,16 @@ class RelayLimits:
     max_connections_per_source: int = 128
     idle_timeout: float = 900.0
     handshake_timeout: float = 10.0
+    # Seconds a ClientHello whose server name is refused waits for its answer (0: at once).
+    refused_name_delay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_connections_per_source < 1:
             raise RelayLimitsError("max_connections_per_source must be 1 or more")
         if self.idle_timeout <= 0 or self.handshake_timeout <= 0:
             raise RelayLimitsError("idle_timeout and handshake_timeout must be positive")
+        if self.refused_name_delay < 0:
+            raise RelayLimitsError("refused_name_delay must be 0 or more")
 
 
 def source_of(host: str) -> str:

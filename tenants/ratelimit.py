@@ -35,6 +35,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
 
+from tenants import signupgate
 from tenants.api.errors import ApiError
 from tenants.events import shared_redis
 
@@ -146,7 +147,9 @@ ADMITTED = "hallmark_signup_admitted"  # set on a request this middleware counte
 
 
 class SignupRateLimitMiddleware:
-    """Counts `POST /api/v1/signup` per client and answers past the limit at once.
+    """Counts `POST /api/v1/signup` per client and answers past the limit at once; an
+    admitted signup then waits for one of the platform's signup slots (tenants.signupgate)
+    or is answered 503 `busy`.
 
     It sits before the session, CSRF, authentication and metering middleware and DRF
     (config.settings.MIDDLEWARE): a flood of refused signups reaches none of them. The view
@@ -163,7 +166,17 @@ class SignupRateLimitMiddleware:
             refused = admit("signup", request, limit=settings.SIGNUP_RATE_LIMIT)
             if refused is not None:
                 return refused
+            # Then a platform-wide slot (tenants.signupgate), still before the body is read.
+            slot = signupgate.acquire(
+                slots=settings.SIGNUP_CONCURRENCY, wait=settings.SIGNUP_WAIT_SECONDS
+            )
+            if slot is None:
+                return signupgate.busy_response()
             setattr(request, ADMITTED, True)
+            try:
+                return self.get_response(request)
+            finally:
+                signupgate.release(slot)
         return self.get_response(request)
 
 

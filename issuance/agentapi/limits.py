@@ -21,10 +21,12 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import redis
 
 Clock = Callable[[], float]
+A = TypeVar("A")
 log = logging.getLogger(__name__)
 
 
@@ -119,6 +121,12 @@ class FailureWindow:
     count: int = 0
     logged: int = 0  # how many of them already have their own audit row
     codes: dict[str, int] = field(default_factory=dict)
+    connections_refused: int = 0  # new connections closed at accept while it was over the limit
+
+    @property
+    def unrecorded(self) -> bool:
+        """Whether anything of it still needs the aggregated audit row."""
+        return self.count > self.logged or self.connections_refused > 0
 
 
 # INCR and set the expiry on the first failure of a window, in one round trip (a fixed
@@ -151,12 +159,26 @@ class SharedFailureCount:
         """Failures of `source` in its current window; None when Redis cannot say."""
         return self._ask(lambda r: int(r.get(self.KEY.format(source=source)) or 0))
 
+    def count_and_left(self, source: str) -> tuple[int, float] | None:
+        """Failures of `source` in its window and the seconds left in it (one round trip);
+        None when Redis cannot say."""
+        key = self.KEY.format(source=source)
+
+        def ask(r: redis.Redis) -> tuple[int, float]:
+            pipe = r.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.ttl(key)
+            count, ttl = pipe.execute()
+            return int(count or 0), float(ttl if ttl and ttl > 0 else self.window)
+
+        return self._ask(ask)
+
     def add(self, source: str) -> int | None:
         """Count one failure; the count in this window, or None when Redis cannot say."""
         key = self.KEY.format(source=source)
         return self._ask(lambda r: int(r.eval(_HIT, 1, key, self.window)))
 
-    def _ask(self, call: Callable[[redis.Redis], int]) -> int | None:
+    def _ask(self, call: Callable[[redis.Redis], A]) -> A | None:
         if self._down.waiting("redis"):
             return None
         try:
@@ -181,7 +203,9 @@ class AttestationFailures:
     """Per-source limit on failed attestations, and their audit rows aggregated per window.
 
     A source (IPv4 address or IPv6 /64) with `limit` failures in the current window is
-    refused until the window ends, before any database work. The count is `shared` by every
+    refused until the window ends, before any database work; its new connections are closed
+    at accept, before the TLS handshake (`refuses_connection`, asked by the relay), and
+    counted into the audit aggregate of the tenant it last failed at. The count is `shared` by every
     agent-API process when a shared counter is given and reachable; this process's own count
     is always kept too and is what holds when it is not (see the module docstring). Per tenant
     and source, the first failure of a window gets its own audit row (who, what code, at
@@ -205,6 +229,8 @@ class AttestationFailures:
         self.shared = shared
         self._clock, self._wall = clock, wall_clock
         self._sources: OrderedDict[str, tuple[float, int]] = OrderedDict()  # start, failures
+        # sources over the limit: until when (monotonic), and the tenant they last failed at
+        self._over: OrderedDict[str, tuple[float, uuid.UUID | None]] = OrderedDict()
         self._windows: dict[tuple[uuid.UUID, str], FailureWindow] = {}
         self._lock = threading.Lock()  # the event loop asks; ORM worker threads count
 
@@ -212,8 +238,41 @@ class AttestationFailures:
         """Whether `source` used up its failures in this window (in any process)."""
         if self._locally_blocked(source):
             return True
-        shared = self.shared.count(source) if self.shared is not None else None
-        return shared is not None and shared >= self.limit
+        shared = self.shared.count_and_left(source) if self.shared is not None else None
+        if shared is None or shared[0] < self.limit:
+            return False
+        with self._lock:  # known here now: its connections are refused at accept too
+            self._mark_over(source, self._clock() + shared[1], None)
+        return True
+
+    def refuses_connection(self, source: str) -> bool:
+        """Whether a new connection from `source` is to be closed at accept: it is over the
+        limit for the rest of its window, as this process knows (never asks Redis: callable
+        on the event loop, for every accepted connection). A refusal is counted into the
+        audit aggregate of the tenant the source last failed at."""
+        if not self._over:
+            return False
+        with self._lock:
+            over = self._over.get(source)
+            if over is None:
+                return False
+            until, tenant_id = over
+            if self._clock() >= until:
+                del self._over[source]
+                return False
+            if tenant_id is not None:
+                window = self._window(tenant_id, source)
+                if window is not None:
+                    window.connections_refused += 1
+            return True
+
+    def _mark_over(self, source: str, until: float, tenant_id: uuid.UUID | None) -> None:
+        previous = self._over.pop(source, None)
+        if tenant_id is None and previous is not None:
+            tenant_id = previous[1]
+        self._over[source] = (until, tenant_id)
+        while len(self._over) > self.max_sources:
+            self._over.popitem(last=False)
 
     def blocked_here(self, source: str) -> bool:
         """Whether this process's own count has `source` over the limit (never asks Redis:
@@ -245,18 +304,29 @@ class AttestationFailures:
         self._sources[source] = (start, failures + 1)
         while len(self._sources) > self.max_sources:
             self._sources.popitem(last=False)
-        key = (tenant_id, source)
-        current = self._windows.get(key)
+        if failures + 1 >= self.limit:
+            self._mark_over(source, start + self.window, tenant_id)
+        elif source in self._over:
+            self._mark_over(source, self._over[source][0], tenant_id)
+        current = self._window(tenant_id, source)
         if current is None:
-            if len(self._windows) >= self.max_sources:
-                return False  # counted for the limit; the audit aggregate is full until flushed
-            current = self._windows[key] = FailureWindow(tenant_id, source, self._wall())
+            return False  # counted for the limit; the audit aggregate is full until flushed
         current.count += 1
         current.codes[code] = current.codes.get(code, 0) + 1
         if current.logged == 0:
             current.logged = 1
             return True
         return False
+
+    def _window(self, tenant_id: uuid.UUID, source: str) -> FailureWindow | None:
+        """The open audit window of (tenant, source), made if there is room (lock held)."""
+        key = (tenant_id, source)
+        current = self._windows.get(key)
+        if current is None:
+            if len(self._windows) >= self.max_sources:
+                return None
+            current = self._windows[key] = FailureWindow(tenant_id, source, self._wall())
+        return current
 
     def due(self, *, everything: bool = False) -> list[FailureWindow]:
         """Windows that ended (all of them with `everything`), removed from the table; only
@@ -270,4 +340,4 @@ class AttestationFailures:
             key for key, w in self._windows.items() if everything or now - w.started >= self.window
         ]
         windows = [self._windows.pop(key) for key in ended]
-        return [w for w in windows if w.count > w.logged]
+        return [w for w in windows if w.unrecorded]

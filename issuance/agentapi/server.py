@@ -66,7 +66,11 @@ class AgentApiServer:
             shared=SharedFailureCount(_shared_redis, window=window),
         )
         self.servicer = AgentApiServicer(
-            self.registry, self.threads, self.hub, self.attestation_failures
+            self.registry,
+            self.threads,
+            self.hub,
+            self.attestation_failures,
+            refusal_delay=settings.ATTEST_REFUSAL_DELAY_MS / 1000,
         )
         self._grpc: Any = None
         self._relay: Relay[AgentPeer] | None = None
@@ -92,10 +96,12 @@ class AgentApiServer:
         context = base_context()
         context.sni_callback = self.credentials.sni_callback
         self._relay = Relay(inner, self.registry, self._identify)
+        self._relay.on_refused = _count_refused_connection
         limits = RelayLimits(
             max_connections_per_source=settings.AGENT_API_MAX_CONNECTIONS_PER_SOURCE,
             idle_timeout=float(settings.AGENT_API_IDLE_TIMEOUT),
             handshake_timeout=float(settings.AGENT_API_HANDSHAKE_TIMEOUT),
+            refused_name_delay=settings.AGENT_API_REFUSED_NAME_DELAY_MS / 1000,
         )
         self.port = await self._relay.serve_tls(
             host,
@@ -104,11 +110,16 @@ class AgentApiServer:
             reuse_port=reuse_port,
             limits=limits,
             server_name_filter=self.credentials.admits,  # unknown names refused before TLS
+            # sources over their failed-attestation limit: closed at accept, before TLS
+            source_filter=self._may_connect,
         )
         self._flusher = asyncio.create_task(self._flush_periodically())
         shared = " (port shared with peer processes)" if reuse_port else ""
         log.info("agent API pid %d listening on %s:%d%s", os.getpid(), host, self.port, shared)
         return self.port
+
+    def _may_connect(self, source: str) -> bool:
+        return not self.attestation_failures.refuses_connection(source)
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -189,6 +200,12 @@ def _shared_redis() -> Any:
     return shared_redis()
 
 
+def _count_refused_connection(reason: str) -> None:
+    from config import metrics
+
+    metrics.AGENT_API_REFUSED_CONNECTIONS.labels(reason).inc()
+
+
 def _write_failures(tenant: Any, *, window: FailureWindow, seconds: float) -> None:
     from issuance.services import record_failed_attestations
 
@@ -199,6 +216,7 @@ def _write_failures(tenant: Any, *, window: FailureWindow, seconds: float) -> No
         codes=window.codes,
         window_start=dt.datetime.fromtimestamp(window.started, tz=dt.UTC),
         window_seconds=seconds,
+        connections_refused=window.connections_refused,
     )
 
 

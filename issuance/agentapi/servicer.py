@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -50,6 +51,11 @@ MAX_DETAIL_CHARS = 512
 WATCH_KEEPALIVE_SECONDS = 30.0
 # How long an attesting agent may take to send a message (its request, a challenge's answer).
 CHALLENGE_TIMEOUT_SECONDS = 30.0
+# Refused attestations (`rate_limited`) one source may have waiting out their delay at once
+# in this process; one more, and that one is answered at once and its connection closed.
+MAX_HELD_REFUSALS_PER_SOURCE = 8
+# After a refusal that closes its connection, how long the answer has to leave first.
+CLOSE_AFTER_REFUSAL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -117,11 +123,15 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         threads: OrmThreads,
         hub: ChangeHub,
         attestation_failures: AttestationFailures,
+        *,
+        refusal_delay: float = 0.0,
     ) -> None:
         self.registry = registry
         self.threads = threads
         self.hub = hub
         self.attestation_failures = attestation_failures
+        self.refusal_delay = refusal_delay
+        self.held_refusals: Counter[str] = Counter()  # per source, waiting out their delay
         self.calls = 0  # calls received by this process, logged when it stops
 
     # -- boundary ----------------------------------------------------------------------------
@@ -208,6 +218,7 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
                         tenant=tenant, source=peer.address, error=refused, outcome="denied"
                     ),
                 )
+            await self._hold_refusal(context, source)
             await self._abort(context, status_of(refused), refused.code, refused.detail)
 
         request = await self._next_message(context, request_iterator, "the attestation request")
@@ -260,6 +271,30 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
             )
 
         yield await self._call(context, peer, attest)
+
+    async def _hold_refusal(self, context: Any, source: str) -> None:
+        """Answer a refused attestation only after `refusal_delay` (a tarpit): a client that
+        waits for each answer, as a flood loop or a retrying agent does, gets one refusal a
+        delay, and the plane holds a sleeping coroutine meanwhile, not a busy core. A source
+        with MAX_HELD_REFUSALS_PER_SOURCE already waiting is sending without waiting for
+        answers: it is answered at once and its connection is closed, and its new connections
+        are closed at accept until its window ends (AttestationFailures.refuses_connection).
+        """
+        if self.refusal_delay <= 0:
+            return
+        if self.held_refusals[source] >= MAX_HELD_REFUSALS_PER_SOURCE:
+            grpc_peer = context.peer()
+            asyncio.get_running_loop().call_later(
+                CLOSE_AFTER_REFUSAL_SECONDS, self.registry.disconnect, grpc_peer
+            )
+            return
+        self.held_refusals[source] += 1
+        try:
+            await asyncio.sleep(self.refusal_delay)
+        finally:
+            self.held_refusals[source] -= 1
+            if self.held_refusals[source] <= 0:
+                del self.held_refusals[source]
 
     async def _next_message(
         self,

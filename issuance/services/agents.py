@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from django.conf import settings
@@ -168,8 +168,13 @@ def record_failed_attestations(  # noqa: PLR0913 - one aggregated audit row's fi
     codes: dict[str, int],
     window_start: dt.datetime,
     window_seconds: float,
+    connections_refused: int = 0,
 ) -> None:
-    """One audit row for `count` failed attestations from `source` in one time window."""
+    """One audit row for `count` failed attestations from `source` in one time window (and
+    the `connections_refused` at accept while the source was over its limit)."""
+    detail: dict[str, Any] = {}
+    if connections_refused:
+        detail["connections_refused"] = connections_refused
     with transaction.atomic():
         record_audit(
             tenant=tenant,
@@ -183,6 +188,7 @@ def record_failed_attestations(  # noqa: PLR0913 - one aggregated audit row's fi
                 "codes": dict(sorted(codes.items())[:20]),
                 "window_start": window_start.isoformat(),
                 "window_seconds": window_seconds,
+                **detail,
             },
         )
 

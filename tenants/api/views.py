@@ -9,14 +9,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tenants import ratelimit, services
+from tenants import ratelimit, services, signupgate
 from tenants.api.serializers import SignupSerializer
 
 
 class SignupView(APIView):
     """`POST /api/v1/signup`: a new tenant with its trust domain, CA and first API token.
 
-    Rate-limited per client address (429 `rate_limited` with `Retry-After`); a reserved trust
+    Rate-limited per client address (429 `rate_limited` with `Retry-After`), and provisioned
+    a few at a time across the platform (503 `busy` with `Retry-After`); a reserved trust
     domain is 400 `trust_domain_reserved`; an email that already has an account answers as a
     new one does (see `services.signup`), so signup does not tell who has an account.
     """
@@ -30,6 +31,11 @@ class SignupView(APIView):
         # it ahead of DRF; here only when that middleware is not installed.
         if not getattr(request._request, ratelimit.ADMITTED, False):
             ratelimit.enforce("signup", request._request, limit=settings.SIGNUP_RATE_LIMIT)
+            with signupgate.signup_slot():  # 503 busy while the platform's slots are taken
+                return self._signup(request)
+        return self._signup(request)
+
+    def _signup(self, request: Request) -> Response:
         serializer = SignupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = services.signup(

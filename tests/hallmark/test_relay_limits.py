@@ -9,7 +9,13 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from hallmark.relay import PeerRegistry, Relay, RelayLimits, private_socket_path
+from hallmark.relay import (
+    REFUSED_SOURCE,
+    PeerRegistry,
+    Relay,
+    RelayLimits,
+    private_socket_path,
+)
 from tests.hallmark.relay_helpers import client_context, round_trip, server_context, start_echo
 
 FLOODER, OTHER = "127.0.0.1", "127.0.0.2"
@@ -130,3 +136,81 @@ def test_an_ipv6_host_counts_as_its_whole_64() -> None:
     assert source_of("2001:db8:1:3::1") != source_of("2001:db8:1:2::1")
     assert source_of("::ffff:192.0.2.7") == source_of("192.0.2.7") == "192.0.2.7"
     assert source_of("192.0.2.8") != source_of("192.0.2.7")
+
+
+def test_a_source_the_filter_refuses_is_closed_at_accept_and_others_are_served(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        inner = private_socket_path(str(tmp_path / "private"))
+        echo = await start_echo(inner)
+
+        async def identify(writer: asyncio.StreamWriter) -> str:
+            return "peer"
+
+        relay: Relay[str] = Relay(inner, PeerRegistry(), identify)
+        reasons: list[str] = []
+        relay.on_refused = reasons.append
+        port = await relay.serve_tls(
+            "127.0.0.1", 0, server_context(tmp_path), source_filter=lambda s: s != FLOODER
+        )
+        try:
+            # when the refused source connects, TLS or not
+            for _ in range(3):
+                # then it is closed before any byte is read or sent (reset, maybe even before
+                # the client saw its connect complete)
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                except ConnectionError:
+                    continue
+                assert await _closed_by_server(reader)
+                writer.close()
+            try:
+                await _tls(port, FLOODER)
+                handshake = "completed"
+            except (ConnectionError, OSError):
+                handshake = "refused"
+            assert handshake == "refused"
+            # and counted, with its reason; another source is relayed as always
+            assert relay.refused_sources == 4
+            assert reasons == [REFUSED_SOURCE] * 4
+            reader, writer = await _tls(port, OTHER)
+            assert await round_trip(reader, writer) == b"ping"
+            writer.close()
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_disconnect_closes_the_relayed_connection_behind_a_peer(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        relay, port, echo = await _relay(tmp_path, RelayLimits())
+        try:
+            # given two relayed connections
+            first = await _tls(port, FLOODER)
+            second = await _tls(port, OTHER)
+            for reader, writer in (first, second):
+                assert await round_trip(reader, writer) == b"ping"
+            [address, _] = list(relay.registry._peers)
+
+            # when the server side disconnects the first (as grpc names it: unix:<address>)
+            assert relay.registry.disconnect(f"unix:{address}")
+
+            # then that client is closed and the other still served; a gone peer is False
+            assert await _closed_by_server(first[0])
+            assert await round_trip(*second) == b"ping"
+            for _ in range(100):
+                if address not in relay.registry._peers:
+                    break
+                await asyncio.sleep(0.05)
+            assert not relay.registry.disconnect(f"unix:{address}")
+            for _, writer in (first, second):
+                with contextlib.suppress(Exception):
+                    writer.close()
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())

@@ -132,3 +132,89 @@ def test_bytes_that_are_no_tls_are_closed_without_tls(tmp_path: Path) -> None:
             echo.close()  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
+
+
+async def _tarpit_relay(
+    tmp_path: Path, limits: RelayLimits, reached_tls: list[str]
+) -> tuple[Relay[str], int, object]:
+    inner = private_socket_path(str(tmp_path / "private"))
+    echo = await start_echo(inner)
+    context = server_context(tmp_path)
+
+    def sni(_obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        reached_tls.append(name or "")
+        return None
+
+    context.sni_callback = sni
+
+    async def identify(writer: asyncio.StreamWriter) -> str:
+        return "peer"
+
+    relay: Relay[str] = Relay(inner, PeerRegistry(), identify)
+    port = await relay.serve_tls(
+        "127.0.0.1", 0, context, limits=limits, server_name_filter=lambda name: name == KNOWN
+    )
+    return relay, port, echo
+
+
+def test_a_refused_name_waits_for_its_answer_as_a_connection_of_its_source(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        limits = RelayLimits(max_connections_per_source=3, refused_name_delay=600)
+        relay, port, echo = await _tarpit_relay(tmp_path, limits, reached_tls)
+        held: list[socket.socket] = []
+        try:
+            # when one source sends three ClientHellos naming trust domains nobody has (one
+            # of them in pieces, so it is decided after the accept)
+            for i in range(3):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                hello = client_hello(f"nx-{i}.flood.test")
+                if i == 2:
+                    sock.sendall(hello[:3])
+                    await asyncio.sleep(0.05)
+                    sock.sendall(hello[3:])
+                else:
+                    sock.sendall(hello)
+                held.append(sock)
+            for _ in range(200):
+                if relay.sources.get("127.0.0.1") == 3:
+                    break
+                await asyncio.sleep(0.05)
+
+            # then none is answered yet: each waits as one of its source's connections, so
+            # its next connection is refused at accept; another source is served meanwhile
+            assert relay.sources["127.0.0.1"] == 3 and relay.refused_names == 0
+            assert await _handshake(port, "nx-more.flood.test") in {
+                "ConnectionResetError",
+                "UNEXPECTED_EOF_WHILE_READING",
+                "EOF occurred in violation of protocol",
+            }
+            assert relay.refused == 1
+            assert reached_tls == []
+        finally:
+            for sock in held:
+                sock.close()
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_a_held_refusal_is_answered_with_the_alert_after_its_delay(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        relay, port, echo = await _tarpit_relay(
+            tmp_path, RelayLimits(refused_name_delay=0.2), reached_tls
+        )
+        try:
+            refused = [await _handshake(port, f"nx-{i}.flood.test") for i in range(2)]
+            assert refused == ["TLSV1_UNRECOGNIZED_NAME"] * 2
+            assert relay.refused_names == 2 and reached_tls == [] and not relay.sources
+            assert await _handshake(port, KNOWN) == "echoed"
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())

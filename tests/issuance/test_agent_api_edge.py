@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 import threading
+from collections import Counter
 
 import grpc
 import pytest
@@ -244,6 +245,7 @@ def attest_failures(handle) -> list[AuditEvent]:
 
 def test_an_attestation_failure_flood_is_rate_limited_and_aggregated(settings, tenant_a, tenant_b):
     settings.ATTEST_FAILURE_LIMIT = 5
+    settings.ATTEST_REFUSAL_DELAY_MS = 0  # every refusal at once: 27 of them on one connection
     with running_server() as server:
         # given a real attestation of A, then a flood of 30 bad join tokens from one address
         identity, _, good = attested(server, tenant_a)
@@ -316,3 +318,111 @@ def test_oversized_attestation_data_is_refused_with_a_code(agent_api, tenant_a):
         assert JoinToken.objects.get(pk=token["id"]).used_at is None
     [row] = attest_failures(tenant_a)
     assert row.detail["code"] == "attestation_data_too_large"
+
+
+def _raw_handshake(port: int, server_name: str) -> str:
+    """One TLS handshake with SNI `server_name`: "accepted", "tls alert" (the server spoke
+    TLS and refused), or "closed before tls" (reset or closed with no TLS byte sent)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname=server_name),
+        ):
+            return "accepted"
+    except ssl.SSLEOFError:
+        return "closed before tls"
+    except ssl.SSLError:
+        return "tls alert"
+    except ConnectionError:
+        return "closed before tls"
+
+
+def test_a_source_over_its_failure_limit_is_refused_at_accept_and_counted(settings, tenant_a):
+    settings.ATTEST_FAILURE_LIMIT = 3
+    settings.ATTEST_REFUSAL_DELAY_MS = 0
+    with running_server() as server:
+        # given a legitimate agent's open connection, and a source (this address) whose
+        # connections complete their handshakes
+        identity, _, agent = attested(server, tenant_a)
+        assert _raw_handshake(server.port, tenant_a.trust_domain) == "accepted"
+        relay = server.server._relay
+        client = AgentApiClient(
+            server.port, server_name=tenant_a.trust_domain, roots_pem=bundle_pem(tenant_a)
+        )
+        try:
+            # when the source fails its attestations up to the limit
+            for i in range(3):
+                with pytest.raises(grpc.RpcError) as failure:
+                    attest_raw(client, tenant_a.trust_domain, join_token.attestation_data(f"x{i}"))
+                assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+            # then its new connections are closed at accept, before any TLS byte, and counted
+            refused_before = relay.refused_sources
+            assert [_raw_handshake(server.port, tenant_a.trust_domain) for _ in range(3)] == [
+                "closed before tls"
+            ] * 3
+            assert relay.refused_sources - refused_before == 3
+            # while connections it already holds go on: the agent's calls are answered
+            response = agent.stub.SyncAuthorizedEntries(
+                agent_pb2.SyncAuthorizedEntriesRequest(), metadata=agent.metadata, timeout=TIMEOUT
+            )
+            assert response.agent_id == identity.spiffe_id
+        finally:
+            client.close()
+            agent.close()
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(
+            server.server.flush_attestation_failures(everything=True), server.loop
+        ).result(timeout=TIMEOUT)
+
+    # and the tenant's aggregated audit row counts the connections refused at accept
+    aggregates = [r for r in attest_failures(tenant_a) if r.detail.get("aggregated")]
+    assert sum(r.detail.get("connections_refused", 0) for r in aggregates) == 3
+
+
+def test_a_source_that_does_not_wait_for_its_refusals_is_disconnected(settings, tenant_a):
+    from issuance.agentapi.servicer import MAX_HELD_REFUSALS_PER_SOURCE
+
+    settings.ATTEST_FAILURE_LIMIT = 1
+    settings.ATTEST_REFUSAL_DELAY_MS = 600_000  # held refusals never answer within the test
+    with running_server() as server:
+        client = AgentApiClient(
+            server.port, server_name=tenant_a.trust_domain, roots_pem=bundle_pem(tenant_a)
+        )
+        try:
+            # given a source over its limit
+            with pytest.raises(grpc.RpcError) as failure:
+                attest_raw(client, tenant_a.trust_domain, join_token.attestation_data("x"))
+            assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+            # when it sends one attestation more than may wait out their delay, at once
+            def attempt(i: int) -> tuple[grpc.StatusCode, str]:
+                try:
+                    attest_raw(client, tenant_a.trust_domain, join_token.attestation_data(f"y{i}"))
+                except grpc.RpcError as error:
+                    return error.code(), (error.details() or "").split(":")[0]
+                return grpc.StatusCode.OK, "attested"
+
+            count = MAX_HELD_REFUSALS_PER_SOURCE + 1
+            with concurrent.futures.ThreadPoolExecutor(count) as pool:
+                answers = list(pool.map(attempt, range(count)))
+        finally:
+            client.close()
+
+    # then the one past the cap is refused at once and its connection closed, which ends the
+    # held ones (without the close they would wait out the delay, past the call timeout;
+    # without the delay all would be refused at once); a call that the client sent after the
+    # close finds the source refused at accept
+    limited = (grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
+    codes = Counter(code for code, _ in answers)
+    assert answers.count(limited) <= 1, answers
+    assert codes[grpc.StatusCode.UNAVAILABLE] >= 1, answers
+    assert set(codes) <= {
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }, answers

@@ -56,6 +56,10 @@ class CountingShared:
         self.asked += 1
         return 1_000
 
+    def count_and_left(self, source: str) -> tuple[int, float]:
+        self.asked += 1
+        return 1_000, 30.0
+
     def add(self, source: str) -> int:
         return 1_000
 
@@ -117,6 +121,48 @@ def test_failed_attestations_block_a_source_and_aggregate_per_tenant_and_window(
     assert failures.due(everything=True) == []
     # and a new window starts unblocked
     assert not failures.blocked("198.51.100.7")
+
+
+def test_a_source_over_the_limit_has_its_connections_refused_until_its_window_ends():
+    clock, wall = Clock(), Clock()
+    failures = AttestationFailures(limit=3, window=60, clock=clock, wall_clock=wall)
+    tenant = uuid.uuid4()
+    # under the limit, its connections are let in
+    for _ in range(2):
+        failures.failed(tenant, "198.51.100.7", "join_token_invalid")
+    assert not failures.refuses_connection("198.51.100.7")
+    # at the limit, they are refused (and counted for the tenant it failed at); others are not
+    failures.failed(tenant, "198.51.100.7", "join_token_invalid")
+    assert failures.refuses_connection("198.51.100.7")
+    assert failures.refuses_connection("198.51.100.7")
+    assert not failures.refuses_connection("203.0.113.9")
+    # until its window ends
+    clock.now += 60
+    assert not failures.refuses_connection("198.51.100.7")
+    [window] = failures.due(everything=True)
+    assert (window.tenant_id, window.count, window.connections_refused) == (tenant, 3, 2)
+
+
+def test_a_source_the_shared_count_blocks_is_refused_at_accept_for_its_time_left():
+    clock = Clock()
+    failures = AttestationFailures(limit=3, window=60, shared=CountingShared(), clock=clock)  # type: ignore[arg-type]
+    # not known here until the shared count is asked (off the event loop)
+    assert not failures.refuses_connection("192.0.2.1")
+    assert failures.blocked("192.0.2.1")
+    # then known here for the 30 s the shared window has left
+    assert failures.refuses_connection("192.0.2.1")
+    clock.now += 30
+    assert not failures.refuses_connection("192.0.2.1")
+
+
+def test_only_connection_refusals_still_make_an_aggregate_row():
+    clock, wall = Clock(), Clock()
+    failures = AttestationFailures(limit=1, window=60, clock=clock, wall_clock=wall)
+    tenant = uuid.uuid4()
+    assert failures.failed(tenant, "198.51.100.7", "join_token_invalid") is True  # own row
+    assert failures.refuses_connection("198.51.100.7")
+    [window] = failures.due(everything=True)
+    assert (window.count, window.logged, window.connections_refused) == (1, 1, 1)
 
 
 def test_the_source_table_is_bounded():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -13,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.response import Response
 
-from tenants import ratelimit
+from tenants import ratelimit, signupgate
 from tenants.models import ApiToken, Membership, Tenant
 
 PASSWORD = "correct horse battery staple"
@@ -254,3 +256,62 @@ def test_the_slug_is_chosen_in_one_query_however_many_tenants_share_the_name() -
     assert slug == f"{base}-4"
     selects = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
     assert len(selects) == 1, selects
+
+
+@contextlib.contextmanager
+def _all_signup_slots_taken(slots: int) -> Iterator[None]:
+    """Another database session (another web replica, say) holds every signup slot."""
+    import psycopg
+    from django.db import connection as django_connection
+
+    params = django_connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as other:
+        for slot in range(slots):
+            other.execute("SELECT pg_advisory_lock(%s, %s)", [signupgate.LOCK_CLASS, slot])
+        yield
+
+
+def test_a_signup_while_every_slot_is_taken_is_503_busy_before_its_body_is_read(
+    api, settings
+) -> None:
+    settings.SIGNUP_CONCURRENCY = 2
+    settings.SIGNUP_WAIT_SECONDS = 0
+    tenants, address = Tenant.objects.count(), _address()
+    with _all_signup_slots_taken(2):
+        # when signups arrive, one of them not even JSON
+        busy = _signup(api, _body(), address)
+        garbled = api.post(
+            "/api/v1/signup", "{not json", content_type="application/json", REMOTE_ADDR=address
+        )
+    # then both are 503 busy with Retry-After (the garbled one too: its body was never read)
+    for answer in (busy, garbled):
+        assert answer.status_code == 503, answer.content
+        assert answer.json()["code"] == "busy"
+        assert int(answer["Retry-After"]) >= 1
+    assert Tenant.objects.count() == tenants
+    # and once a slot is free, a signup is provisioned
+    made = _signup(api, _body(), address)
+    assert made.status_code == 201, made.content
+    assert Tenant.objects.count() == tenants + 1
+
+
+def test_a_busy_answer_counts_against_the_address_rate_limit(api, settings) -> None:
+    settings.SIGNUP_RATE_LIMIT = "2/3600"
+    settings.SIGNUP_WAIT_SECONDS = 0
+    address = _address()
+    with _all_signup_slots_taken(settings.SIGNUP_CONCURRENCY):
+        answers = [_signup(api, _body(), address).status_code for _ in range(2)]
+    assert answers == [503, 503]
+    # every attempt counts: a flood retrying on busy spends its allowance on refusals
+    assert _signup(api, _body(), address).status_code == 429
+
+
+def test_the_view_takes_a_slot_when_the_middleware_is_not_installed(api, settings) -> None:
+    settings.MIDDLEWARE = [
+        m for m in settings.MIDDLEWARE if m != "tenants.ratelimit.SignupRateLimitMiddleware"
+    ]
+    settings.SIGNUP_WAIT_SECONDS = 0
+    with _all_signup_slots_taken(settings.SIGNUP_CONCURRENCY):
+        answer = _signup(api, _body(), _address())
+    assert answer.status_code == 503 and answer.json()["code"] == "busy"
+    assert int(answer["Retry-After"]) >= 1
