@@ -32,11 +32,12 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
 
 from tenants import signupgate
-from tenants.api.errors import ApiError
+from tenants.api.errors import DATABASE_UNAVAILABLE, ApiError
 from tenants.events import shared_redis
 
 log = logging.getLogger(__name__)
@@ -167,9 +168,14 @@ class SignupRateLimitMiddleware:
             if refused is not None:
                 return refused
             # Then a platform-wide slot (tenants.signupgate), still before the body is read.
-            slot = signupgate.acquire(
-                slots=settings.SIGNUP_CONCURRENCY, wait=settings.SIGNUP_WAIT_SECONDS
-            )
+            try:
+                slot = signupgate.acquire(
+                    slots=settings.SIGNUP_CONCURRENCY, wait=settings.SIGNUP_WAIT_SECONDS
+                )
+            except (OperationalError, InterfaceError):
+                # Django turns a middleware's exception into a 500 before the outer
+                # DatabaseUnavailableMiddleware sees it: answer its 503 here.
+                return JsonResponse(DATABASE_UNAVAILABLE, status=503)
             if slot is None:
                 return signupgate.busy_response()
             setattr(request, ADMITTED, True)
