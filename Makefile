@@ -23,7 +23,7 @@ up: $(STAMP)
 
 ## test: the whole suite against real PostgreSQL, Redis, OpenBao, gRPC and py-spiffe,
 ## on TEST_WORKERS parallel workers (pytest-xdist; tests/conftest.py groups and orders them).
-# 2 on 2 cores (9m38s of tests on a quiet machine). 3 was 30-40 s faster but made SoftHSM2
+# 2 on 2 cores (9m10s of tests from a fresh clone, 2026-11-30). 3 was 30-40 s faster but made SoftHSM2
 # and port races show up (seen once each in four runs): try TEST_WORKERS=3 locally.
 TEST_WORKERS ?= 2
 test: $(STAMP) softhsm chromium tpm
