@@ -437,9 +437,7 @@ class Relay(Generic[T]):
         except asyncio.CancelledError:
             conn.close()
         finally:
-            self.sources[source] -= 1
-            if self.sources[source] <= 0:
-                del self.sources[source]
+            self._release_source(source)
 
     async def _admitted(
         self, conn: socket.socket, server_name_filter: ServerNameFilter, limits: RelayLimits
@@ -517,11 +515,15 @@ class Relay(Generic[T]):
             self._held.pop(conn, None)
             self._answer(conn, refused)
             conn.close()
-            self.sources[source] -= 1
-            if self.sources[source] <= 0:
-                del self.sources[source]
+            self._release_source(source)
 
         self._held[conn] = asyncio.get_running_loop().call_later(delay, answer)
+
+    def _release_source(self, source: str) -> None:
+        """One connection of `source` fewer (counted from accept, or from a held refusal)."""
+        self.sources[source] -= 1
+        if self.sources[source] <= 0:
+            del self.sources[source]
 
     async def stop_accepting(self) -> None:
         """Close the listeners; connections already relayed go on (a graceful drain's start).

@@ -18,7 +18,9 @@ from tests.hallmark.test_clienthello import client_hello
 KNOWN = "known.test"
 
 
-async def _relay(tmp_path: Path, reached_tls: list[str]) -> tuple[Relay[str], int, object]:
+async def _relay(
+    tmp_path: Path, reached_tls: list[str], limits: RelayLimits | None = None
+) -> tuple[Relay[str], int, object]:
     inner = private_socket_path(str(tmp_path / "private"))
     echo = await start_echo(inner)
     context = server_context(tmp_path)
@@ -37,7 +39,7 @@ async def _relay(tmp_path: Path, reached_tls: list[str]) -> tuple[Relay[str], in
         "127.0.0.1",
         0,
         context,
-        limits=RelayLimits(handshake_timeout=10),
+        limits=limits or RelayLimits(handshake_timeout=10),
         server_name_filter=lambda name: name == KNOWN,
     )
     return relay, port, echo
@@ -134,36 +136,13 @@ def test_bytes_that_are_no_tls_are_closed_without_tls(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-async def _tarpit_relay(
-    tmp_path: Path, limits: RelayLimits, reached_tls: list[str]
-) -> tuple[Relay[str], int, object]:
-    inner = private_socket_path(str(tmp_path / "private"))
-    echo = await start_echo(inner)
-    context = server_context(tmp_path)
-
-    def sni(_obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
-        reached_tls.append(name or "")
-        return None
-
-    context.sni_callback = sni
-
-    async def identify(writer: asyncio.StreamWriter) -> str:
-        return "peer"
-
-    relay: Relay[str] = Relay(inner, PeerRegistry(), identify)
-    port = await relay.serve_tls(
-        "127.0.0.1", 0, context, limits=limits, server_name_filter=lambda name: name == KNOWN
-    )
-    return relay, port, echo
-
-
 def test_a_refused_name_waits_for_its_answer_as_a_connection_of_its_source(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
         reached_tls: list[str] = []
         limits = RelayLimits(max_connections_per_source=3, refused_name_delay=600)
-        relay, port, echo = await _tarpit_relay(tmp_path, limits, reached_tls)
+        relay, port, echo = await _relay(tmp_path, reached_tls, limits)
         held: list[socket.socket] = []
         try:
             # when one source sends three ClientHellos naming trust domains nobody has (one
@@ -205,9 +184,7 @@ def test_a_refused_name_waits_for_its_answer_as_a_connection_of_its_source(
 def test_a_held_refusal_is_answered_with_the_alert_after_its_delay(tmp_path: Path) -> None:
     async def scenario() -> None:
         reached_tls: list[str] = []
-        relay, port, echo = await _tarpit_relay(
-            tmp_path, RelayLimits(refused_name_delay=0.2), reached_tls
-        )
+        relay, port, echo = await _relay(tmp_path, reached_tls, RelayLimits(refused_name_delay=0.2))
         try:
             refused = [await _handshake(port, f"nx-{i}.flood.test") for i in range(2)]
             assert refused == ["TLSV1_UNRECOGNIZED_NAME"] * 2
