@@ -210,6 +210,40 @@ TARGETS: tuple[Target, ...] = (
         timeout=120,
     ),
     Target(
+        name="relay-edge-refusals",
+        path="hallmark/relay.py",
+        tests=(
+            "tests/hallmark/test_relay_server_names.py",
+            "tests/hallmark/test_relay_limits.py",
+            "tests/hallmark/test_relay_peers.py",
+        ),
+        # what the agent API's public listener refuses before TLS: a source over its limits,
+        # a refused source, an unknown server name (answered at once or after the tarpit)
+        functions=("Relay._accepted", "Relay._decide", "Relay._hold", "PeerRegistry.disconnect"),
+        timeout=120,
+    ),
+    Target(
+        name="attestation-failure-limits",
+        path="issuance/agentapi/limits.py",
+        tests=("tests/issuance/test_agentapi_limits.py", "tests/hallmark/test_relay_limits.py"),
+        functions=(
+            "AttestationFailures.blocked",
+            "AttestationFailures.refuses_connection",
+            "AttestationFailures._mark_over",
+            "AttestationFailures._locally_blocked",
+            "AttestationFailures._count",
+        ),
+        timeout=120,
+    ),
+    Target(
+        name="workload-grpc-connection",
+        path="agent/workload/grpcserver.py",
+        tests=("tests/agent/test_workload_grpc_server.py", "tests/agent/test_workload_binding.py"),
+        # the caller bound at connect time, and what one connection's requests may hold
+        functions=("_Connection.connection_made", "_Connection._request", "_Connection._data"),
+        timeout=120,
+    ),
+    Target(
         name="socket-directory",
         path="agent/workload/socketdir.py",
         tests=("tests/agent/test_socket_dir_edges.py", "tests/agent/test_socket_dir.py"),
