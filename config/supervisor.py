@@ -179,9 +179,7 @@ class ControlPlane:
             from django.conf import settings
 
             count = int(settings.AGENT_API_PROCESSES)
-        if count < 1:
-            raise SystemExit(f"hallmark: HALLMARK_AGENT_API_PROCESSES={count}; it must be >= 1")
-        self.agent_api_processes = count
+        self.agent_api_processes = _at_least_one("HALLMARK_AGENT_API_PROCESSES", count)
         argv = [python, "-m", "config.cli", "agent-api", "--listen", self.grpc_address]
         for number in range(1, count + 1):
             self._spawn(f"agent-api-{number}", [*argv, "--reuse-port"])
