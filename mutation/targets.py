@@ -74,6 +74,7 @@ TARGETS: tuple[Target, ...] = (
         path="attestors/workload/unix.py",
         tests=(
             "tests/attestors/test_unix_edges.py",
+            "tests/attestors/test_exe_hash_cache.py",
             "tests/attestors/test_unix.py",
             "tests/agent/test_workload_api.py",
         ),

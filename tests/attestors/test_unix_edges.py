@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from attestors.workload.unix import WorkloadAttestationError, attest
+from attestors.workload.unix import _READ_SIZE as READ_SIZE
+from attestors.workload.unix import WorkloadAttestationError, attest, read_proc_file
 from hallmark.selectors import Selector
 
 PID = 4321
@@ -160,3 +161,25 @@ def test_pid_1_is_a_caller_like_any_other(tmp_path: Path) -> None:
     (tmp_path / "1" / "status").write_text(_status())
 
     assert "uid:1000" in _values(attest(1, 1000, 1000, proc=str(tmp_path)))
+
+
+@pytest.mark.parametrize("size", [READ_SIZE - 1, READ_SIZE, 2 * READ_SIZE, 2 * READ_SIZE + 7])
+def test_a_proc_file_is_read_whole_whatever_its_size(tmp_path: Path, size: int) -> None:
+    # a status far longer than usual (thousands of supplementary groups), at and around the
+    # read size: every byte comes back, none twice
+    content = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    path = tmp_path / "status"
+    path.write_bytes(content)
+
+    assert read_proc_file(str(path)) == content
+
+
+def test_reading_a_proc_file_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    path = tmp_path / "status"
+    path.write_bytes(b"Uid:\t0 0 0 0\n")
+    before = len(os.listdir("/proc/self/fd"))
+
+    for _ in range(50):
+        read_proc_file(str(path))
+
+    assert len(os.listdir("/proc/self/fd")) == before
