@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import hvac
@@ -15,6 +18,18 @@ from config.embedded import MAX_CONNECTIONS, EmbeddedServers
 
 pytestmark = pytest.mark.slow
 SERVER_VARIABLES = ("HALLMARK_DATABASE_URL", "HALLMARK_REDIS_URL", "HALLMARK_VAULT_ADDR")
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A data dir outside pytest's own temporary root. As root, pgserver runs PostgreSQL as
+    the user "pgserver", who must pass through every parent; pytest sets its root
+    (/tmp/pytest-of-<user>) back to 0700 whenever another pytest session starts, so a second
+    session on the machine (`make test-fast`, a mutation run) made these tests fail."""
+    path = Path(tempfile.mkdtemp(prefix="hallmark-embedded-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
