@@ -183,3 +183,15 @@ def test_reading_a_proc_file_leaves_no_descriptor_open(tmp_path: Path) -> None:
         read_proc_file(str(path))
 
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_user_and_group_names_are_selectors_without_a_cache_too() -> None:
+    # the test process itself, attested with no hash cache: names come from the system's
+    # user and group databases at once
+    import grp
+    import pwd
+
+    values = _values(attest(os.getpid(), os.geteuid(), os.getegid()))
+
+    assert f"user:{pwd.getpwuid(os.geteuid()).pw_name}" in values
+    assert f"group:{grp.getgrgid(os.getegid()).gr_name}" in values
