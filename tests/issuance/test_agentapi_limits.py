@@ -138,7 +138,7 @@ def test_a_source_over_the_limit_has_its_connections_refused_until_its_window_en
     assert not failures.refuses_connection("203.0.113.9")
     # until its window ends
     clock.now += 60
-    assert not failures.refuses_connection("198.51.100.7")
+    assert failures.refuses_connection("198.51.100.7") is False
     [window] = failures.due(everything=True)
     assert (window.tenant_id, window.count, window.connections_refused) == (tenant, 3, 2)
 
@@ -153,6 +153,47 @@ def test_a_source_the_shared_count_blocks_is_refused_at_accept_for_its_time_left
     assert failures.refuses_connection("192.0.2.1")
     clock.now += 30
     assert not failures.refuses_connection("192.0.2.1")
+
+
+class FixedShared:
+    """A shared count that says `count` failures with `left` seconds of window left."""
+
+    def __init__(self, count: int, left: float) -> None:
+        self.answer = (count, left)
+
+    def count_and_left(self, source: str) -> tuple[int, float]:
+        return self.answer
+
+    def add(self, source: str) -> int:
+        return self.answer[0]
+
+
+def test_the_shared_count_blocks_from_exactly_the_limit_on():
+    # the window's seconds left (60) exceed the limit (3): only the count may be compared
+    below = AttestationFailures(limit=3, window=60, shared=FixedShared(2, 60.0))  # type: ignore[arg-type]
+    at = AttestationFailures(limit=3, window=60, shared=FixedShared(3, 60.0))  # type: ignore[arg-type]
+
+    # (`is False`: a bool, not merely something falsy)
+    assert below.blocked("192.0.2.1") is False
+    assert below.refuses_connection("192.0.2.1") is False
+    assert at.blocked("192.0.2.1") is True
+    assert at.refuses_connection("192.0.2.1") is True
+    assert at.refuses_connection("192.0.2.9") is False
+
+
+def test_refusals_stay_counted_for_the_tenant_after_the_shared_count_confirms_the_source():
+    clock, wall = Clock(), Clock()
+    failures = AttestationFailures(
+        limit=1, window=60, shared=FixedShared(5, 60.0), clock=clock, wall_clock=wall
+    )  # type: ignore[arg-type]
+    tenant = uuid.uuid4()
+    failures.failed(tenant, "198.51.100.7", "join_token_invalid")  # over the limit at tenant
+    # when another call asks the shared count (which knows no tenant) about the same source
+    assert failures.blocked("198.51.100.7")
+    # then its refused connections still count in that tenant's aggregate row
+    assert failures.refuses_connection("198.51.100.7")
+    [window] = failures.due(everything=True)
+    assert (window.tenant_id, window.connections_refused) == (tenant, 1)
 
 
 def test_only_connection_refusals_still_make_an_aggregate_row():
