@@ -215,6 +215,32 @@ def test_the_source_table_is_bounded():
     assert len(failures._windows) <= 50
 
 
+def test_the_table_of_sources_over_the_limit_is_bounded_oldest_out():
+    failures = AttestationFailures(limit=1, window=60, max_sources=2, clock=Clock())
+    tenant = uuid.uuid4()
+    for source in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        failures.failed(tenant, source, "invalid_join_token")  # each over the limit at once
+    # the oldest was forgotten here (the shared count still knows it); the newest two are kept
+    assert failures.refuses_connection("192.0.2.1") is False
+    assert failures.refuses_connection("192.0.2.2") is True
+    assert failures.refuses_connection("192.0.2.3") is True
+
+
+def test_a_failure_exactly_a_window_later_starts_a_new_count():
+    clock = Clock()
+    failures = AttestationFailures(limit=2, window=60, clock=clock)
+    tenant = uuid.uuid4()
+    failures.failed(tenant, "198.51.100.7", "invalid_join_token")
+    clock.now += 60
+    failures.failed(tenant, "198.51.100.7", "invalid_join_token")
+    # one failure in this window: under the limit of two
+    assert failures.blocked_here("198.51.100.7") is False
+    assert failures.refuses_connection("198.51.100.7") is False
+    failures.failed(tenant, "198.51.100.7", "invalid_join_token")
+    assert failures.blocked_here("198.51.100.7") is True
+    assert failures.blocked_here("203.0.113.9") is False  # a source never seen
+
+
 def test_a_server_svid_capped_by_its_ca_is_served_until_it_expires():
     # given a tenant whose server SVID ends with its CA in 20 s (past half-life: renewal could
     # not move it further out until the next CA is active)
