@@ -446,3 +446,54 @@ def test_a_malformed_grpc_timeout_is_refused(harness: Harness) -> None:
 
 def test_a_ping_is_answered(harness: Harness) -> None:
     assert RawHttp2(harness.path).ping()
+
+
+def test_the_server_announces_its_stream_and_header_limits(harness: Harness) -> None:
+    # a client learns what one connection may hold from the server's SETTINGS (mutation
+    # testing: dropping them left every other test passing)
+    import h2.events
+    import h2.settings
+
+    from agent.workload.grpcserver import Limits
+
+    client = RawHttp2(harness.path)  # the harness's server runs at the default limits
+    settings: dict[int, int] = {}
+    while not settings:
+        chunk = client.sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        for event in client.h2.receive_data(chunk):
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                settings = {code: c.new_value for code, c in event.changed_settings.items()}
+
+    codes = h2.settings.SettingCodes
+    assert settings[codes.MAX_CONCURRENT_STREAMS] == Limits().max_concurrent_streams
+    assert settings[codes.MAX_HEADER_LIST_SIZE] == Limits().max_header_list_size
+
+
+def test_a_connection_whose_caller_cannot_be_read_is_closed_and_not_kept() -> None:
+    # the peer's credentials cannot be read (here: its socket is already gone), so no call
+    # on the connection could be attested: it is closed at once and never counted
+    from agent.workload.grpcserver import _Connection
+
+    class Transport(asyncio.Transport):
+        def __init__(self, sock: socket.socket) -> None:
+            super().__init__()
+            self.sock, self.closed = sock, False
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return self.sock if name == "socket" else default
+
+        def close(self) -> None:
+            self.closed = True
+
+    gone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    gone.close()
+    server = GrpcUnixServer({})
+    connection = _Connection(server)
+    transport = Transport(gone)
+
+    connection.connection_made(transport)
+
+    assert transport.closed
+    assert connection.caller is None
+    assert server.connections == 0

@@ -15,6 +15,7 @@ from hallmark.relaylimits import RelayLimits, RelayLimitsError, source_of
         {"idle_timeout": -1},
         {"handshake_timeout": 0},
         {"handshake_timeout": -0.5},
+        {"refused_name_delay": -1},
     ],
 )
 def test_limits_that_cannot_work_are_refused(settings: dict[str, float]) -> None:

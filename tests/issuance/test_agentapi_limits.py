@@ -241,6 +241,39 @@ def test_a_failure_exactly_a_window_later_starts_a_new_count():
     assert failures.blocked_here("203.0.113.9") is False  # a source never seen
 
 
+def test_the_table_of_counts_is_bounded_oldest_out():
+    failures = AttestationFailures(limit=2, window=60, max_sources=2, clock=Clock())
+    tenant = uuid.uuid4()
+    failures.failed(tenant, "192.0.2.1", "invalid_join_token")
+    failures.failed(tenant, "192.0.2.2", "invalid_join_token")
+    failures.failed(tenant, "192.0.2.3", "invalid_join_token")  # .1's count goes
+    failures.failed(tenant, "192.0.2.1", "invalid_join_token")  # so this is its first again
+    assert failures.blocked_here("192.0.2.1") is False
+    assert failures.blocked_here("192.0.2.3") is False
+
+
+def test_a_failure_of_a_source_the_shared_count_blocked_names_its_tenant_for_refusals():
+    clock, wall = Clock(), Clock()
+    failures = AttestationFailures(
+        limit=3, window=60, shared=FixedShared(5, 60.0), clock=clock, wall_clock=wall
+    )  # type: ignore[arg-type]
+    tenant = uuid.uuid4()
+    assert failures.blocked("198.51.100.7")  # over the limit elsewhere; no tenant known here
+    # a refused attempt at a tenant (one failure here: under the local limit)
+    failures.failed(tenant, "198.51.100.7", "rate_limited", refused=True)
+    # then the refusals at accept count in that tenant's aggregate row
+    assert failures.refuses_connection("198.51.100.7") is True
+    [window] = failures.due(everything=True)
+    assert (window.tenant_id, window.connections_refused) == (tenant, 1)
+
+
+def test_a_failure_past_the_room_for_audit_rows_is_counted_but_gets_no_row():
+    failures = AttestationFailures(limit=100, window=60, max_sources=1, clock=Clock())
+    tenant = uuid.uuid4()
+    assert failures.failed(tenant, "192.0.2.1", "invalid_join_token") is True  # its own row
+    assert failures.failed(tenant, "192.0.2.2", "invalid_join_token") is False  # no room
+
+
 def test_a_server_svid_capped_by_its_ca_is_served_until_it_expires():
     # given a tenant whose server SVID ends with its CA in 20 s (past half-life: renewal could
     # not move it further out until the next CA is active)
