@@ -205,7 +205,7 @@ def test_disconnect_closes_the_relayed_connection_behind_a_peer(tmp_path: Path) 
                 if address not in relay.registry._peers:
                     break
                 await asyncio.sleep(0.05)
-            assert not relay.registry.disconnect(f"unix:{address}")
+            assert relay.registry.disconnect(f"unix:{address}") is False
             for _, writer in (first, second):
                 with contextlib.suppress(Exception):
                     writer.close()
