@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from pathlib import Path
 
 from hallmark.relay import PeerRegistry, Relay, RelayLimits, private_socket_path
@@ -192,6 +193,74 @@ def test_a_held_refusal_is_answered_with_the_alert_after_its_delay(tmp_path: Pat
             assert await _handshake(port, KNOWN) == "echoed"
         finally:
             await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_client_hellos_already_queued_at_accept_are_decided_there(tmp_path: Path) -> None:
+    # The relay peeks at a connection as it accepts it; most tests' ClientHellos arrive a
+    # moment later, so they are decided by the handshake task instead. Here the event loop is
+    # held while two clients connect and send theirs: both are queued when accepted.
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        relay, port, echo = await _relay(tmp_path, reached_tls)
+        loop = asyncio.get_running_loop()
+        hello = client_hello("nx.flood.test")
+
+        def stranger() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(hello)
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+                return answer
+
+        def agent() -> bytes:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+                client_context().wrap_socket(raw, server_hostname=KNOWN) as tls,
+            ):
+                tls.sendall(b"ping")
+                return tls.recv(4)
+
+        try:
+            refused, admitted = (
+                loop.run_in_executor(None, stranger),
+                loop.run_in_executor(None, agent),
+            )
+            time.sleep(0.5)  # holds the loop: nothing is accepted meanwhile
+
+            # then the stranger is refused with the alert and the known name relayed
+            assert await refused == bytes([21, 3, 3, 0, 2, 2, 112])
+            assert await admitted == b"ping"
+            assert reached_tls == [KNOWN]
+            # and nothing of either connection is left behind
+            for _ in range(100):
+                if relay._accepting <= relay._accept_loops and not relay.sources:
+                    break
+                await asyncio.sleep(0.05)
+            assert relay._accepting <= relay._accept_loops and relay.sources == {}
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_closing_the_relay_ends_a_connection_still_waiting_for_its_client_hello(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        relay, port, echo = await _relay(tmp_path, [])
+        loop = asyncio.get_running_loop()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+                await asyncio.sleep(0.2)  # accepted; its handshake waits (10 s allowed)
+                await relay.close()
+                # then the connection ends now, not at the handshake timeout
+                assert await loop.run_in_executor(None, silent.recv, 1) == b""
+        finally:
             echo.close()  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
