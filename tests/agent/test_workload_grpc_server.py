@@ -497,3 +497,15 @@ def test_a_connection_whose_caller_cannot_be_read_is_closed_and_not_kept() -> No
     assert transport.closed
     assert connection.caller is None
     assert server.connections == 0
+
+
+def test_a_request_of_exactly_the_message_limit_is_served(harness: Harness) -> None:
+    from agent.workload.grpcserver import Limits
+
+    payload = b"y" * Limits().max_request_message
+    with harness.channel(
+        ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)
+    ) as channel:
+        answer = _unary(channel, "Echo")(payload, timeout=30)
+
+    assert answer.endswith(payload)
