@@ -264,3 +264,28 @@ def test_closing_the_relay_ends_a_connection_still_waiting_for_its_client_hello(
             echo.close()  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
+
+
+def test_a_client_hello_larger_than_one_record_takes_the_full_handshake(tmp_path: Path) -> None:
+    # a ClientHello over 16 KiB (a long ALPN list) spans two TLS records: the peek cannot read
+    # its name, so the full handshake decides, and a known name is served
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        relay, port, echo = await _relay(tmp_path, reached_tls)
+        context = client_context()
+        context.set_alpn_protocols([f"p{i:03d}-" + "x" * 190 for i in range(100)])
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=KNOWN),
+                10,
+            )
+            try:
+                assert await round_trip(reader, writer) == b"ping"
+            finally:
+                writer.close()
+            assert reached_tls == [KNOWN]
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
