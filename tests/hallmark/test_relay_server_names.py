@@ -289,3 +289,33 @@ def test_a_client_hello_larger_than_one_record_takes_the_full_handshake(tmp_path
             echo.close()  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
+
+
+def test_a_refusal_held_from_accept_is_answered_with_the_alert_after_its_delay(
+    tmp_path: Path,
+) -> None:
+    # the ClientHello is queued when the relay accepts (the loop is held meanwhile), so the
+    # refusal is held from accept (Relay._hold), not by a handshake task
+    async def scenario() -> None:
+        relay, port, echo = await _relay(tmp_path, [], RelayLimits(refused_name_delay=0.2))
+        loop = asyncio.get_running_loop()
+        hello = client_hello("nx.flood.test")
+
+        def stranger() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(hello)
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+                return answer
+
+        try:
+            refused = loop.run_in_executor(None, stranger)
+            time.sleep(0.5)  # holds the loop: nothing is accepted meanwhile
+            assert await refused == bytes([21, 3, 3, 0, 2, 2, 112])
+            assert relay.refused_names == 1 and relay.sources == {}
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
