@@ -250,3 +250,37 @@ def test_attest_connected_passes_its_hash_limit_through() -> None:
     assert (
         _digest_of(at) == hashlib.sha256(Path(f"/proc/{os.getpid()}/exe").read_bytes()).hexdigest()
     )
+
+
+def test_names_are_looked_up_once_then_served_without_blocking_oldest_out() -> None:
+    cache = ExeHashCache(2)
+    # not looked up yet: a caller that may not block is told so
+    with pytest.raises(WouldBlock):
+        cache.name("user", 0, may_block=False)
+    assert cache.name("user", 0, may_block=True) == "root"
+    assert cache.name("user", 1, may_block=True) is not None
+    # both held (the table holds two): served without a lookup
+    assert cache.name("user", 0, may_block=False) == "root"
+    assert cache.name("user", 1, may_block=False) is not None
+    # a third pushes the oldest out
+    cache.name("user", 2, may_block=True)
+    assert cache.name("user", 2, may_block=False) is not None
+    assert cache.name("user", 1, may_block=False) is not None
+    with pytest.raises(WouldBlock):
+        cache.name("user", 0, may_block=False)
+
+
+def test_a_file_whose_mtime_was_set_ahead_is_not_cached(tmp_path: Path) -> None:
+    # utime can put a file's mtime past its ctime: the newer of the two decides whether the
+    # file changed too recently to trust its digest
+    exe = tmp_path / "server"
+    exe.write_bytes(b"z" * 100)
+    ahead = time.time() + 3600
+    os.utime(exe, (ahead, ahead))
+    proc = str(_proc(tmp_path / "proc", PID, exe))
+    cache = _settled_cache()
+
+    selectors = attest(PID, 1000, 1000, proc=proc, hash_cache=cache)
+
+    assert _digest_of(selectors) == _sha256(exe)
+    assert len(cache) == 0

@@ -261,6 +261,8 @@ def test_a_failure_of_a_source_the_shared_count_blocked_names_its_tenant_for_ref
     assert failures.blocked("198.51.100.7")  # over the limit elsewhere; no tenant known here
     # a refused attempt at a tenant (one failure here: under the local limit)
     failures.failed(tenant, "198.51.100.7", "rate_limited", refused=True)
+    # and the shared count is asked again (it knows no tenant): the tenant is kept
+    assert failures.blocked("198.51.100.7")
     # then the refusals at accept count in that tenant's aggregate row
     assert failures.refuses_connection("198.51.100.7") is True
     [window] = failures.due(everything=True)
