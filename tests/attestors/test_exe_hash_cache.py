@@ -284,3 +284,15 @@ def test_a_file_whose_mtime_was_set_ahead_is_not_cached(tmp_path: Path) -> None:
 
     assert _digest_of(selectors) == _sha256(exe)
     assert len(cache) == 0
+
+
+def test_with_a_cache_the_caller_is_named_by_user_and_group_too() -> None:
+    import grp
+    import pwd
+
+    values = {
+        s.value for s in attest(os.getpid(), os.geteuid(), os.getegid(), hash_cache=ExeHashCache(4))
+    }
+
+    assert f"user:{pwd.getpwuid(os.geteuid()).pw_name}" in values
+    assert f"group:{grp.getgrgid(os.getegid()).gr_name}" in values
