@@ -314,6 +314,7 @@ def test_a_refusal_held_from_accept_is_answered_with_the_alert_after_its_delay(
             time.sleep(0.5)  # holds the loop: nothing is accepted meanwhile
             assert await refused == bytes([21, 3, 3, 0, 2, 2, 112])
             assert relay.refused_names == 1 and relay.sources == {}
+            assert relay._held == {}  # the answered refusal is no longer held
         finally:
             await relay.close()
             echo.close()  # type: ignore[attr-defined]
