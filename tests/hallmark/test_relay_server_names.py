@@ -78,6 +78,16 @@ async def _raw(port: int, *parts: bytes) -> bytes:
         return answer
 
 
+def _send_and_read(port: int, data: bytes) -> bytes:
+    """Send `data` on a blocking connection; all the server answered before closing."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        return answer
+
+
 def test_an_unknown_name_is_refused_before_tls_and_a_known_one_is_served(tmp_path: Path) -> None:
     async def scenario() -> None:
         reached_tls: list[str] = []
@@ -208,14 +218,6 @@ def test_client_hellos_already_queued_at_accept_are_decided_there(tmp_path: Path
         loop = asyncio.get_running_loop()
         hello = client_hello("nx.flood.test")
 
-        def stranger() -> bytes:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-                sock.sendall(hello)
-                answer = b""
-                while chunk := sock.recv(4096):
-                    answer += chunk
-                return answer
-
         def agent() -> bytes:
             with (
                 socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
@@ -226,7 +228,7 @@ def test_client_hellos_already_queued_at_accept_are_decided_there(tmp_path: Path
 
         try:
             refused, admitted = (
-                loop.run_in_executor(None, stranger),
+                loop.run_in_executor(None, _send_and_read, port, hello),
                 loop.run_in_executor(None, agent),
             )
             time.sleep(0.5)  # holds the loop: nothing is accepted meanwhile
@@ -301,16 +303,8 @@ def test_a_refusal_held_from_accept_is_answered_with_the_alert_after_its_delay(
         loop = asyncio.get_running_loop()
         hello = client_hello("nx.flood.test")
 
-        def stranger() -> bytes:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-                sock.sendall(hello)
-                answer = b""
-                while chunk := sock.recv(4096):
-                    answer += chunk
-                return answer
-
         try:
-            refused = loop.run_in_executor(None, stranger)
+            refused = loop.run_in_executor(None, _send_and_read, port, hello)
             time.sleep(0.5)  # holds the loop: nothing is accepted meanwhile
             assert await refused == bytes([21, 3, 3, 0, 2, 2, 112])
             assert relay.refused_names == 1 and relay.sources == {}
