@@ -171,6 +171,7 @@ class EmbeddedServers:
                 self._progress("stopping PostgreSQL")
                 with contextlib.suppress(Exception):
                     self._postgres.cleanup()
+                self._stop_postgres()
             self._postgres = None
 
     def _stop_redis(self) -> None:
@@ -196,6 +197,30 @@ class EmbeddedServers:
             self._redis._cleanup()
 
     # -- PostgreSQL ------------------------------------------------------------------------
+    def _stop_postgres(self) -> None:
+        """Stop the postmaster this process started, whatever pgserver's handles say.
+
+        pgserver stops the server only when its own record agrees: the postmaster it started
+        (gone after `_allow_connections` restarts it, so a fresh data dir's server was never
+        stopped) and a shared list of handle pids. The postmaster.pid file is the truth.
+        """
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
+
+        pid_file = self.data_dir / "postgres" / "postmaster.pid"
+        if not _pid_file_alive(pid_file):
+            return
+        try:
+            pg_ctl(
+                ["-w", "stop", "-m", "fast"],
+                pgdata=self._postgres.pgdata,
+                user=self._postgres.system_user,
+                timeout=60,
+            )
+        except Exception:  # noqa: BLE001 - a failed pg_ctl: end the postmaster by its pid
+            log.warning("pg_ctl could not stop the embedded PostgreSQL; terminating it")
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+
     def _start_postgres(self) -> str:
         import pgserver
 

@@ -87,6 +87,32 @@ def test_openbao_unseal_material_is_private_and_storage_is_persistent(
     assert 'storage "raft"' in config  # not the in-memory dev mode
 
 
+def test_stopping_the_servers_it_started_ends_their_postgresql(
+    tmp_path: Path, no_external_servers: None
+) -> None:
+    # given the servers of a fresh data dir (whose PostgreSQL is restarted once, for its
+    # connection limit, while starting)
+    servers, _ = _start(tmp_path)
+    postmaster = int((tmp_path / "postgres" / "postmaster.pid").read_text().split()[0])
+    assert _alive(postmaster)
+
+    # when the process that started them stops them
+    servers.stop()
+
+    # then no PostgreSQL is left running on the data dir (it was, before the fix)
+    assert not _alive(postmaster)
+    assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+
+
+def _alive(pid: int) -> bool:
+    """A running process (an exited one that nobody reaped yet, a zombie, is not)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rpartition(")")[2].split()[0] != "Z"
+
+
 def test_configured_external_servers_start_nothing_embedded(tmp_path: Path) -> None:
     assert all(os.environ.get(name) for name in SERVER_VARIABLES)  # the session's servers
 
