@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -341,13 +341,22 @@ class RawHttp2:
 
         stream_id = self.h2.get_next_available_stream_id()
         self.h2.send_headers(stream_id, headers, end_stream=not body)
-        if body:
-            self.h2.send_data(stream_id, body, end_stream=True)
-        self.sock.sendall(self.h2.data_to_send())
+        unsent = body
         response: dict[str, str] = {}
         trailers: dict[str, str] = {}
         data = b""
         while True:
+            # The body goes as the server's flow-control windows allow: a server that stops
+            # acknowledging what it received stalls this request (a socket timeout).
+            while unsent:
+                room = min(
+                    self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size
+                )
+                if room <= 0:
+                    break
+                self.h2.send_data(stream_id, unsent[:room], end_stream=len(unsent) <= room)
+                unsent = unsent[room:]
+            self.sock.sendall(self.h2.data_to_send())
             chunk = self.sock.recv(65536)
             assert chunk, "the server closed the connection"
             for event in self.h2.receive_data(chunk):
@@ -363,7 +372,6 @@ class RawHttp2:
                 elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
                     self.sock.sendall(self.h2.data_to_send())
                     return response, data, trailers
-            self.sock.sendall(self.h2.data_to_send())
 
     def ping(self) -> bool:
         import h2.events
@@ -511,3 +519,120 @@ def test_a_request_of_exactly_the_message_limit_is_served(harness: Harness) -> N
         answer = _unary(channel, "Echo")(payload, timeout=30)
 
     assert answer.endswith(payload)
+
+
+class LimitedServer:
+    """A GrpcUnixServer with small limits on its own loop thread (the harness's are the
+    defaults), so that a test reaches them with a few frames."""
+
+    def __init__(self, tmp_path: Path, **limits: int) -> None:
+        from agent.workload.grpcserver import Limits
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.path = str(tmp_path / "limited.sock")
+        self.server = GrpcUnixServer(_methods(Methods()), Limits(**limits))
+        asyncio.run_coroutine_threadsafe(self.server.serve_unix(self.path), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace=0.1), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_refused_oversize_requests_do_not_use_up_the_connections_window(
+    tmp_path: Path,
+) -> None:
+    # given a server refusing requests over 1 KiB, and one connection (its flow-control
+    # window: 65,535 bytes)
+    server = LimitedServer(tmp_path, max_request_message=1024)
+    try:
+        client = RawHttp2(server.path)
+        # when five requests are refused, each after a first frame of 16 KiB: four such
+        # frames left unacknowledged would be the whole window
+        for _ in range(5):
+            headers, _, _ = client.request(_grpc_request(), _message(b"x" * 20_000))
+            # trailers-only: the status comes in the answer's one HEADERS frame
+            assert headers["grpc-status"] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+
+        # then the connection still carries requests (their window was given back)
+        _, data, trailers = client.request(_grpc_request(), _message(b"y" * 1000))
+    finally:
+        server.close()
+    assert trailers["grpc-status"] == "0"
+    assert data.endswith(b"y" * 1000)
+
+
+def test_requests_held_past_the_buffer_limit_are_acknowledged_once_consumed(
+    tmp_path: Path,
+) -> None:
+    # given a server that acknowledges at most 16 KiB of unread requests a connection (it
+    # withholds the rest until a request is consumed, so the client waits)
+    server = LimitedServer(tmp_path, max_buffered_request_bytes=16 * 1024)
+    try:
+        client = RawHttp2(server.path)
+        # when request after request of ~60 KB goes over one connection: ~44 KB of each
+        # is withheld until its call starts, twice that is more than the window
+        answers = [client.request(_grpc_request(), _message(b"z" * 60_000)) for _ in range(4)]
+    finally:
+        server.close()
+
+    # then every one was served: what was withheld was acknowledged once consumed
+    assert [t["grpc-status"] for _, _, t in answers] == ["0"] * 4
+    assert all(data.endswith(b"z" * 60_000) for _, data, _ in answers)
+
+
+def _frames(sock: socket.socket, until: Callable[[int, int, bytes], bool]) -> list[tuple[int, int]]:
+    """Read raw HTTP/2 frames (type, stream id) until `until(type, stream, payload)`."""
+    frames, pending = [], b""
+    while True:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        pending += chunk
+        while len(pending) >= 9:
+            length = int.from_bytes(pending[:3], "big")
+            if len(pending) < 9 + length:
+                break
+            kind, stream = pending[3], int.from_bytes(pending[5:9], "big") & 0x7FFFFFFF
+            payload, pending = pending[9 : 9 + length], pending[9 + length :]
+            frames.append((kind, stream))
+            if until(kind, stream, payload):
+                return frames
+
+
+def test_a_call_opened_as_the_drain_begins_is_refused_at_once(harness: Harness) -> None:
+    # HTTP/2 frame types and the REFUSED_STREAM error code (RFC 9113)
+    headers_frame, rst_stream_frame, goaway_frame, refused_stream = 0x1, 0x3, 0x7, 0x7
+    client = RawHttp2(harness.path)
+    # given a call under way on a connection, which keeps the drain waiting
+    client.h2.send_headers(1, _grpc_request("/Test/Held"))
+    client.h2.send_data(1, _message(b""), end_stream=True)
+    client.sock.sendall(client.h2.data_to_send())
+    assert harness.methods.held_entered.wait(10)
+    stopping = harness.submit(harness.server.stop(grace=20))
+    try:
+        # and the server's GOAWAY, not yet seen by the client (read raw, h2 never hears it)
+        _frames(client.sock, lambda kind, stream, payload: kind == goaway_frame)
+
+        # when the client opens a call in that race
+        client.h2.send_headers(3, _grpc_request())
+        client.h2.send_data(3, _message(b"late"), end_stream=True)
+        client.sock.sendall(client.h2.data_to_send())
+
+        # then that call is refused with REFUSED_STREAM (safe to retry elsewhere), not run
+        refused: list[bytes] = []
+
+        def answered(kind: int, stream: int, payload: bytes) -> bool:
+            if kind == rst_stream_frame and stream == 3:
+                refused.append(payload)
+            return stream == 3 and kind in (headers_frame, rst_stream_frame)
+
+        frames = _frames(client.sock, answered)
+        assert (headers_frame, 3) not in frames
+        assert refused == [refused_stream.to_bytes(4, "big")]
+    finally:
+        assert harness.methods.release is not None
+        harness.loop.call_soon_threadsafe(harness.methods.release.set)
+        stopping.result(20)
