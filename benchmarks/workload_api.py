@@ -519,7 +519,9 @@ def main() -> None:
         help="registrations per run (p99 of fewer than 100 is the slowest one)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs against the same stack")
-    parser.add_argument("--large-mb", type=int, default=60, help="the large executable's size")
+    parser.add_argument(
+        "--large-mb", type=int, default=100, help="the large executable's size (MB)"
+    )
     parser.add_argument(
         "--registrations-only", action="store_true", help="time the registration path alone"
     )
