@@ -24,6 +24,7 @@ import contextlib
 import inspect
 import logging
 import struct
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -40,7 +41,14 @@ from hyperframe.frame import GoAwayFrame
 from attestors.workload import process
 from hallmark.relay import bind_unix_listener, peer_credentials
 
-__all__ = ["AbortError", "CallContext", "GrpcUnixServer", "Limits", "MethodHandler"]
+__all__ = [
+    "AbortError",
+    "CallContext",
+    "GrpcUnixServer",
+    "Limits",
+    "MethodHandler",
+    "connection_budget",
+]
 
 _log = logging.getLogger(__name__)
 _PREFIX = struct.Struct(">BI")
@@ -51,6 +59,7 @@ _TRANSPORT_HEADERS = frozenset(
 )
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 _RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+_REFUSAL_LOG_INTERVAL = 10.0  # seconds between two log lines about refused connections
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,28 @@ class Limits:
     max_request_message: int = 4 * 1024 * 1024
     max_buffered_request_bytes: int = 8 * 1024 * 1024
     max_header_list_size: int = 16 * 1024
+    # Connections open at once: from one uid (a local user cannot take the agent's
+    # descriptors from every other workload), and in all. A connection past either is
+    # closed as it is accepted; a gRPC client retries with back-off.
+    max_connections_per_uid: int = 256
+    max_connections: int = 4096
+
+
+def connection_budget(cap: int = Limits.max_connections, reserve: int = 256) -> int:
+    """How many Workload API connections this process can hold: its descriptor limit (the
+    soft one raised toward the hard one first) less `reserve` for everything else, at most
+    `cap`. Past the descriptor limit accept() would fail for every caller, not one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = cap + reserve if hard == resource.RLIM_INFINITY else min(hard, cap + reserve)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    if soft == resource.RLIM_INFINITY:
+        return cap
+    return max(1, min(cap, soft - reserve))
 
 
 class AbortError(Exception):
@@ -285,7 +316,10 @@ class _Connection(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
-        self.server._connections.add(self)
+        if not self.server._admit(self):
+            transport.close()
+            self.closed = True
+            return
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -316,7 +350,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server._connections.discard(self)
+        self.server._release(self)
         for stream in list(self.streams.values()):
             self._cancel(stream)
         for event in (self.writable, self.idle):
@@ -702,6 +736,9 @@ class GrpcUnixServer:
         self.limits = limits or Limits()
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[_Connection] = set()
+        self._per_uid: dict[int, int] = {}
+        self.refused_connections = 0
+        self._refusal_logged = -_REFUSAL_LOG_INTERVAL
 
     async def serve_unix(self, path: str, *, mode: int = 0o777) -> None:
         sock = bind_unix_listener(path, mode)
@@ -713,6 +750,46 @@ class GrpcUnixServer:
     @property
     def connections(self) -> int:
         return len(self._connections)
+
+    def _admit(self, connection: _Connection) -> bool:
+        """Count an accepted connection against its uid's and the server's limits."""
+        assert connection.caller is not None
+        uid = connection.caller.uid
+        held = self._per_uid.get(uid, 0)
+        if held >= self.limits.max_connections_per_uid or (
+            len(self._connections) >= self.limits.max_connections
+        ):
+            self.refused_connections += 1
+            now = time.monotonic()
+            if now - self._refusal_logged >= _REFUSAL_LOG_INTERVAL:
+                self._refusal_logged = now
+                _log.warning(
+                    "Workload API connection from uid %d (pid %d) closed: %d open from that "
+                    "uid (limit %d), %d in all (limit %d); %d refused so far",
+                    uid,
+                    connection.caller.pid,
+                    held,
+                    self.limits.max_connections_per_uid,
+                    len(self._connections),
+                    self.limits.max_connections,
+                    self.refused_connections,
+                )
+            return False
+        self._per_uid[uid] = held + 1
+        self._connections.add(connection)
+        return True
+
+    def _release(self, connection: _Connection) -> None:
+        if connection not in self._connections:
+            return  # refused at accept, or never admitted: it holds no count
+        self._connections.discard(connection)
+        assert connection.caller is not None
+        uid = connection.caller.uid
+        left = self._per_uid[uid] - 1
+        if left:
+            self._per_uid[uid] = left
+        else:
+            del self._per_uid[uid]
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, GOAWAY every connection, let calls finish for `grace` seconds."""

@@ -34,7 +34,13 @@ import grpc
 
 from agent.jwtcache import JwtSvidCache, MintedJwt
 from agent.state import AgentState, Entry, Snapshot
-from agent.workload.grpcserver import CallContext, GrpcUnixServer, method_handlers
+from agent.workload.grpcserver import (
+    CallContext,
+    GrpcUnixServer,
+    Limits,
+    connection_budget,
+    method_handlers,
+)
 from agent.workload.responses import (
     CallerViews,
     Denied,
@@ -403,7 +409,8 @@ class WorkloadApiServer:
         server = GrpcUnixServer(
             method_handlers(
                 workloadapi_pb2_grpc.add_SpiffeWorkloadAPIServicer_to_server, self._servicer
-            )
+            ),
+            Limits(max_connections=connection_budget()),
         )
         await server.serve_unix(self.socket_path, mode=0o777)
         self._server = server

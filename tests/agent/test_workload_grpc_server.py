@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -636,3 +638,124 @@ def test_a_call_opened_as_the_drain_begins_is_refused_at_once(harness: Harness) 
         assert harness.methods.release is not None
         harness.loop.call_soon_threadsafe(harness.methods.release.set)
         stopping.result(20)
+
+
+def _served(path: str) -> bool:
+    """Whether a new connection to `path` is served (a PING answered), not closed."""
+    try:
+        return RawHttp2(path).ping()
+    except OSError:  # reset by the server while the preface was sent
+        return False
+
+
+def test_one_uid_holds_at_most_its_connections_and_gets_one_back_when_one_closes(
+    tmp_path: Path,
+) -> None:
+    server = LimitedServer(tmp_path, max_connections_per_uid=2)
+    try:
+        # given two connections of this uid, served
+        first, second = RawHttp2(server.path), RawHttp2(server.path)
+        assert first.ping() and second.ping()
+
+        # when it opens a third, that one is closed at accept (the two go on)
+        assert not _served(server.path)
+        assert first.ping() and second.ping()
+        assert server.server.refused_connections >= 1
+
+        # and when one of its connections closes, a new one is served again
+        first.sock.close()
+        deadline = time.monotonic() + 10
+        while server.server.connections > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _served(server.path)
+    finally:
+        server.close()
+
+
+def test_a_uid_at_its_limit_leaves_other_uids_their_connections() -> None:
+    from tests.agent.conftest import run_as
+
+    # the socket where uid 65534 can reach it (pytest's tmp_path is root's alone)
+    public = Path(tempfile.mkdtemp(prefix="hallmark-wl-limit-"))
+    public.chmod(0o755)
+    server = LimitedServer(public, max_connections_per_uid=2)
+    try:
+        # given this uid (root) at its limit
+        held = [RawHttp2(server.path), RawHttp2(server.path)]
+        assert all(c.ping() for c in held)
+        assert not _served(server.path)
+
+        # when another uid connects, it is served
+        result = run_as(65534, _PING_AS_ANOTHER_UID, server.path)
+    finally:
+        server.close()
+        shutil.rmtree(public, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "served"
+
+
+_PING_AS_ANOTHER_UID = """
+import socket
+import tempfile
+import h2.config, h2.connection, h2.events
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.settimeout(10)
+sock.connect(sys.argv[1])
+conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+conn.initiate_connection()
+conn.ping(b"otheruid")
+sock.sendall(conn.data_to_send())
+answered = False
+while not answered and (chunk := sock.recv(65536)):
+    answered = any(isinstance(e, h2.events.PingAckReceived) for e in conn.receive_data(chunk))
+print("served" if answered else "closed")
+"""
+
+
+def test_connections_past_the_servers_total_are_closed_at_accept(tmp_path: Path) -> None:
+    server = LimitedServer(tmp_path, max_connections=2, max_connections_per_uid=100)
+    try:
+        held = [RawHttp2(server.path), RawHttp2(server.path)]
+        assert all(c.ping() for c in held)
+
+        assert not _served(server.path)
+        assert server.server.connections == 2
+    finally:
+        server.close()
+
+
+_BUDGET = """
+import resource, sys
+from agent.workload.grpcserver import connection_budget
+soft, hard = (int(v) for v in sys.argv[1:3])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+budget = connection_budget(cap=4096, reserve=256)
+print(budget, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "budget", "raised_to"),
+    [
+        (1024, 10_000, 4096, 4352),  # the soft limit raised toward the hard one
+        (1024, 2048, 1792, 2048),  # ... as far as the hard one allows
+        (300, 300, 44, 300),  # no room to raise: the limit less the reserve
+        (100, 100, 1, 100),  # below the reserve: still one connection
+        (8192, 8192, 4096, 8192),  # never more than the cap
+    ],
+)
+def test_the_connection_budget_follows_the_descriptor_limit(
+    soft: int, hard: int, budget: int, raised_to: int
+) -> None:
+    import subprocess
+    import sys
+
+    answer = subprocess.run(
+        [sys.executable, "-c", _BUDGET, str(soft), str(hard)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+
+    assert answer.stdout.split() == [str(budget), str(raised_to)]
