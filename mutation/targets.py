@@ -240,8 +240,17 @@ TARGETS: tuple[Target, ...] = (
         name="workload-grpc-connection",
         path="agent/workload/grpcserver.py",
         tests=("tests/agent/test_workload_grpc_server.py", "tests/agent/test_workload_binding.py"),
-        # the caller bound at connect time, and what one connection's requests may hold
-        functions=("_Connection.connection_made", "_Connection._request", "_Connection._data"),
+        # the caller bound at connect time, what one connection's requests may hold, and how
+        # many connections a uid and the agent may hold
+        functions=(
+            "_Connection.connection_made",
+            "_Connection.connection_lost",
+            "_Connection._request",
+            "_Connection._data",
+            "GrpcUnixServer._admit",
+            "GrpcUnixServer._release",
+            "connection_budget",
+        ),
         timeout=120,
     ),
     Target(
