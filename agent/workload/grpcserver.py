@@ -91,14 +91,13 @@ def connection_budget(cap: int = Limits.max_connections, reserve: int = 256) -> 
     `cap`. Past the descriptor limit accept() would fail for every caller, not one."""
     import resource
 
+    # Linux caps RLIMIT_NOFILE at fs.nr_open: neither limit is ever RLIM_INFINITY.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = cap + reserve if hard == resource.RLIM_INFINITY else min(hard, cap + reserve)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    wanted = min(hard, cap + reserve)
+    if soft < wanted:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
             soft = wanted
-    if soft == resource.RLIM_INFINITY:
-        return cap
     return max(1, min(cap, soft - reserve))
 
 

@@ -552,10 +552,11 @@ def test_refused_oversize_requests_do_not_use_up_the_connections_window(
     server = LimitedServer(tmp_path, max_request_message=1024)
     try:
         client = RawHttp2(server.path)
-        # when five requests are refused, each after a first frame of 16 KiB: four such
-        # frames left unacknowledged would be the whole window
+        # when five requests of ~60 KB are refused, each at its first frame of 16 KiB (the
+        # client has sent the rest by then): four such frames left unacknowledged, or the
+        # rest of two requests, would be the whole window
         for _ in range(5):
-            headers, _, _ = client.request(_grpc_request(), _message(b"x" * 20_000))
+            headers, _, _ = client.request(_grpc_request(), _message(b"x" * 60_000))
             # trailers-only: the status comes in the answer's one HEADERS frame
             assert headers["grpc-status"] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
 
@@ -641,11 +642,18 @@ def test_a_call_opened_as_the_drain_begins_is_refused_at_once(harness: Harness) 
 
 
 def _served(path: str) -> bool:
-    """Whether a new connection to `path` is served (a PING answered), not closed."""
+    """Whether a new connection to `path` is served (a PING answered); False when the server
+    closed it (end of stream or a reset), and a test failure when it was left open unserved."""
     try:
-        return RawHttp2(path).ping()
-    except OSError:  # reset by the server while the preface was sent
+        client = RawHttp2(path)
+    except ConnectionError:  # reset by the server while the preface was sent
         return False
+    try:
+        return client.ping()
+    except ConnectionError:
+        return False
+    except TimeoutError:
+        pytest.fail("the connection was neither served nor closed")
 
 
 def test_one_uid_holds_at_most_its_connections_and_gets_one_back_when_one_closes(
@@ -657,17 +665,23 @@ def test_one_uid_holds_at_most_its_connections_and_gets_one_back_when_one_closes
         first, second = RawHttp2(server.path), RawHttp2(server.path)
         assert first.ping() and second.ping()
 
-        # when it opens a third, that one is closed at accept (the two go on)
-        assert not _served(server.path)
+        # when it opens more, each is closed at accept (a refused connection gives back no
+        # count of the two that are open), and the two go on
+        assert [_served(server.path) for _ in range(3)] == [False] * 3
         assert first.ping() and second.ping()
-        assert server.server.refused_connections >= 1
+        assert server.server.refused_connections == 3
+        assert server.server.connections == 2
 
         # and when one of its connections closes, a new one is served again
         first.sock.close()
         deadline = time.monotonic() + 10
         while server.server.connections > 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert _served(server.path)
+        assert server.server.connections == 1
+        third = RawHttp2(server.path)
+        assert third.ping()
+        # (one, not more: the uid is at its limit again)
+        assert not _served(server.path)
     finally:
         server.close()
 
@@ -759,3 +773,40 @@ def test_the_connection_budget_follows_the_descriptor_limit(
     )
 
     assert answer.stdout.split() == [str(budget), str(raised_to)]
+
+
+def test_refused_connections_are_logged_once_in_ten_seconds_and_all_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = LimitedServer(tmp_path, max_connections_per_uid=1)
+    try:
+        held = RawHttp2(server.path)
+        assert held.ping()
+        with caplog.at_level("WARNING", logger="agent.workload.grpcserver"):
+            assert [_served(server.path) for _ in range(3)] == [False] * 3
+    finally:
+        server.close()
+    lines = [r.getMessage() for r in caplog.records if "connection from uid" in r.getMessage()]
+    assert len(lines) == 1
+    assert "1 open from that uid (limit 1)" in lines[0]
+    assert server.server.refused_connections == 3
+
+
+def test_a_client_that_leaves_during_the_drain_does_not_hold_it_for_its_grace(
+    harness: Harness,
+) -> None:
+    goaway_frame = 0x7
+    client = RawHttp2(harness.path)
+    # given a call under way, and the drain started with a long grace
+    client.h2.send_headers(1, _grpc_request("/Test/Held"))
+    client.h2.send_data(1, _message(b""), end_stream=True)
+    client.sock.sendall(client.h2.data_to_send())
+    assert harness.methods.held_entered.wait(10)
+    stopping = harness.submit(harness.server.stop(grace=600))
+    _frames(client.sock, lambda kind, stream, payload: kind == goaway_frame)
+
+    # when the client goes away
+    client.sock.close()
+
+    # then the drain ends without waiting out its grace (the call it held is gone)
+    stopping.result(60)
