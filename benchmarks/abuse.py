@@ -686,6 +686,11 @@ def main() -> None:
         "open-loop flood); default 0: each sends as fast as it gets answers",
     )
     parser.add_argument(
+        "--floods",
+        default="sni,idle,attest,signup",
+        help="the floods to run, comma-separated, of sni, idle, attest, signup (default: all)",
+    )
+    parser.add_argument(
         "--signup-limit",
         default="10/3600",
         help="HALLMARK_SIGNUP_RATE_LIMIT of the plane (default: the production default)",
@@ -719,11 +724,20 @@ def main() -> None:
                 **extra,
             )
 
+        chosen = set(filter(None, args.floods.split(",")))
         phases: list[tuple[str, list[Flood]]] = [
-            ("SNI flood", [flood("sni")] * args.sni_processes),
-            ("idle-connection flood", [flood("idle", connections=args.idle_connections)]),
-            ("attestation-failure flood", [flood("attest")] * args.attest_processes),
-            ("signup flood", [flood("signup", threads=args.signup_threads)]),
+            (label, floods)
+            for kind, label, floods in (
+                ("sni", "SNI flood", [flood("sni")] * args.sni_processes),
+                (
+                    "idle",
+                    "idle-connection flood",
+                    [flood("idle", connections=args.idle_connections)],
+                ),
+                ("attest", "attestation-failure flood", [flood("attest")] * args.attest_processes),
+                ("signup", "signup flood", [flood("signup", threads=args.signup_threads)]),
+            )
+            if kind in chosen
         ]
 
         def alone() -> Samples:
