@@ -1,4 +1,4 @@
-"""Refusals answered before Django: sources a rate limit already refused, until its window ends.
+"""Refusals answered before Django: clients a rate limit already refused, until its window ends.
 
 The per-client limits of the public edge are counted in Redis (tenants.ratelimit). Once
 Redis has said no to a client, the answer for that client stays no until its fixed window
@@ -6,8 +6,9 @@ ends: further attempts only raise a count that is already past the limit. This W
 in front of Django's application (config.wsgi), remembers such refusals in a small table of
 its own process and answers the next attempt from the same client the same 429
 `rate_limited` with `Retry-After` (the seconds left in the window), without Redis and without
-Django's middleware, URL resolver or view: a flood of refused signups costs the web tier
-little more than gunicorn's parse of each request.
+Django's middleware, URL resolver or view: a flood of refused signups (or of API logins from
+an address past its failed-login limit) costs the web tier little more than gunicorn's
+handling of each request.
 
 The table only ever holds refusals Redis gave, so it refuses nothing Redis would not
 (a client is never refused for longer than Redis's window, and a client's first attempts
@@ -25,6 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from config import metrics
@@ -32,19 +34,49 @@ from console.middleware import CONTENT_SECURITY_POLICY
 from tenants.audit.context import accepted
 
 MAX_SOURCES = 10_000
-SCOPES = frozenset({"signup"})  # the limits whose refusals this layer answers
-SIGNUP_PATH = "/api/v1/signup"
-SIGNUP_ROUTE = "api/v1/signup"  # the route label the request metrics give the view
 # What Django's middleware would have added to the same answer (SecurityMiddleware's and
 # console.middleware's headers); the body, Retry-After and X-Request-Id are per answer.
-_HEADERS = [
+_HEADERS = (
     ("Content-Type", "application/json"),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "same-origin"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Frame-Options", "DENY"),
-]
+)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A limit whose refusals this layer answers: for `POST path`, what Django's 429 says."""
+
+    scope: str  # the limit's scope in tenants.ratelimit (its Redis key)
+    route: str  # the route label the request metrics give the view
+    detail: str  # the 429's detail, before DRF adds the wait
+    headers: tuple[tuple[str, str], ...] = ()  # what the view's answer adds (DRF's)
+    # Answered by DRF's view and exception handler (tenants.api.errors): compact JSON, and
+    # the detail as flatten_detail words DRF's {"detail": ...}; else by the signup middleware
+    # (Django's JsonResponse). tests/tenants/test_edge_refusals.py holds both to Django's.
+    by_drf: bool = False
+
+
+SIGNUP_PATH = "/api/v1/signup"
+LOGIN_PATH = "/api/v1/auth/login"
+REFUSALS = {
+    SIGNUP_PATH: Refusal(
+        "signup", "api/v1/signup", "too many requests from this address; retry later"
+    ),
+    # the address's count of failed logins (tenants.accounts); the per-account count needs
+    # the body, and stays Django's
+    LOGIN_PATH: Refusal(
+        "login-address",
+        "api/v1/auth/login",
+        "too many failed logins; retry later",
+        (("Allow", "POST, OPTIONS"),),
+        by_drf=True,
+    ),
+}
+SCOPES = frozenset(refusal.scope for refusal in REFUSALS.values())
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -99,8 +131,8 @@ refusals = RefusalTable()
 
 
 class EdgeRefusals:
-    """WSGI middleware: answer a signup from a client in `refusals` at once (see the module
-    docstring); everything else goes to the wrapped application untouched."""
+    """WSGI middleware: answer a signup or an API login from a client in `refusals` at once
+    (see the module docstring); everything else goes to the wrapped application untouched."""
 
     def __init__(self, app: WsgiApp, table: RefusalTable | None = None) -> None:
         from tenants.ratelimit import client_of  # it imports this module's table
@@ -110,34 +142,40 @@ class EdgeRefusals:
         self.client_of = client_of
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO") == SIGNUP_PATH:
-            left = self.table.seconds_left("signup", self.client_of(environ))
-            if left > 0:
-                return self._refuse(environ, start_response, left)
+        if environ.get("REQUEST_METHOD") == "POST":
+            refusal = REFUSALS.get(environ.get("PATH_INFO", ""))
+            if refusal is not None:
+                left = self.table.seconds_left(refusal.scope, self.client_of(environ))
+                if left > 0:
+                    return self._refuse(refusal, environ, start_response, left)
         return self.app(environ, start_response)
 
     @staticmethod
     def _refuse(
-        environ: dict[str, Any], start_response: StartResponse, left: float
+        refusal: Refusal, environ: dict[str, Any], start_response: StartResponse, left: float
     ) -> Iterable[bytes]:
         wait = max(1, math.ceil(left))
-        body = _body(wait)
+        body = _body(refusal.detail, wait, by_drf=refusal.by_drf)
         headers = [
             *_HEADERS,
+            *refusal.headers,
             ("Content-Length", str(len(body))),
             ("Retry-After", str(wait)),
             ("X-Request-Id", accepted(environ.get("HTTP_X_REQUEST_ID"))),
         ]
         start_response("429 Too Many Requests", headers)
-        metrics.HTTP_REQUESTS.labels("POST", SIGNUP_ROUTE, "429").inc()
+        metrics.HTTP_REQUESTS.labels("POST", refusal.route, "429").inc()
         return [body]
 
 
 @functools.lru_cache(maxsize=4096)
-def _body(wait: int) -> bytes:
-    """The JSON of tenants.ratelimit's 429 for this wait, word for word (DRF's Throttled
+def _body(detail: str, wait: int, *, by_drf: bool) -> bytes:
+    """The JSON of Django's 429 with this detail and wait, word for word (DRF's Throttled
     adds the wait to the detail)."""
     from tenants.ratelimit import RateLimited
 
-    detail = str(RateLimited(wait=wait).detail)
-    return json.dumps({"code": "rate_limited", "detail": detail}).encode()
+    text = str(RateLimited(detail=detail, wait=wait).detail)
+    if by_drf:
+        answer = {"code": "rate_limited", "detail": f"detail: {text}"}
+        return json.dumps(answer, separators=(",", ":")).encode()
+    return json.dumps({"code": "rate_limited", "detail": text}).encode()

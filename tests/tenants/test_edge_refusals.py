@@ -1,4 +1,5 @@
-"""Signups from a client its rate limit refused are answered before Django (tenants.edgerefusals).
+"""Signups (and API logins) from a client its limit refused are answered before Django
+(tenants.edgerefusals).
 
 Requests go through the web tier's real WSGI application (config.wsgi, as gunicorn serves it)
 and its real Redis; Django's `request_started` signal tells which ones reached Django.
@@ -192,6 +193,39 @@ def test_once_the_window_ends_the_client_is_counted_by_redis_again(
     assert _signup(address).status_code == 400
     assert len(reaching_django) == reached + 1
     assert int(_redis().get(_key(address))) == 1
+
+
+def test_an_address_past_its_failed_login_limit_is_refused_before_django(
+    settings, reaching_django
+) -> None:
+    # given an address whose failed logins reached the limit, refused once by Django
+    settings.LOGIN_RATE_LIMIT = "2/600"
+    address = _address()
+    _redis().delete(ratelimit.KEY.format(scope="login-address", client=address))
+
+    def login() -> Answer:
+        body = {"email": f"nobody-{random.randrange(10**9)}@example.com", "password": "no"}
+        return _call("POST", "/api/v1/auth/login", address, json.dumps(body).encode())
+
+    assert [login().status_code for _ in range(2)] == [401, 401]
+    by_django = login()
+    assert by_django.status_code == 429
+    reached = len(reaching_django)
+
+    # when it tries again
+    before_django = login()
+
+    # then the answer is Django's, word for word but for its wait, and Django never saw it
+    assert len(reaching_django) == reached
+    assert before_django.status_code == 429
+    assert set(before_django.headers) == set(by_django.headers)
+    for name, value in by_django.headers.items():
+        if name not in ("retry-after", "x-request-id", "content-length"):
+            assert before_django.headers[name] == value, name
+    wait = before_django.headers["retry-after"]
+    assert before_django.body == by_django.body.replace(
+        by_django.headers["retry-after"].encode(), wait.encode()
+    )
 
 
 def test_the_table_is_bounded_and_keeps_the_refusals_that_end_last() -> None:
