@@ -23,7 +23,7 @@ from django.db import connection
 from django.http import HttpRequest
 from django.utils import timezone
 
-from tenants import ratelimit
+from tenants import edgerefusals, ratelimit
 from tenants.api.errors import ApiError
 from tenants.events import shared_redis
 from tenants.models import ApiToken, Membership, Tenant
@@ -69,6 +69,9 @@ def check_not_limited(email: str, request: HttpRequest) -> None:
             count = int(client.get(key) or 0)
             if count >= rate.count:
                 ttl = int(client.ttl(key))
+                if scope in edgerefusals.SCOPES:
+                    # the address's next API logins this window are refused before Django
+                    edgerefusals.refusals.remember(scope, who, ttl)
                 raise ratelimit.RateLimited(
                     detail="too many failed logins; retry later", wait=max(1, math.ceil(ttl))
                 )

@@ -18,7 +18,9 @@ unbounded signup path during an outage is exactly the abuse window the limit clo
 
 Signup is counted by `SignupRateLimitMiddleware`, ahead of sessions, CSRF, authentication and
 DRF, so a refused signup costs a Redis round trip and a small JSON answer, not the request's
-way through the framework.
+way through the framework. Once Redis has refused a client's signup, the web process answers
+its next ones until the window ends before Django, from a table of its own
+(tenants.edgerefusals, in front of the application in config.wsgi): no Redis, no middleware.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -36,7 +39,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
 
-from tenants import signupgate
+from tenants import edgerefusals, signupgate
 from tenants.api.errors import DATABASE_UNAVAILABLE, ApiError
 from tenants.events import shared_redis
 
@@ -82,12 +85,15 @@ class RateLimited(exceptions.Throttled):
 
 def client_address(request: HttpRequest) -> str:
     """The client as limits count it (see the module docstring)."""
-    address = str(request.META.get("REMOTE_ADDR", ""))
+    return client_of(request.META)
+
+
+def client_of(meta: Mapping[str, Any]) -> str:
+    """`client_address` from a request's META, or a WSGI environ (tenants.edgerefusals)."""
+    address = str(meta.get("REMOTE_ADDR", ""))
     proxies = int(getattr(settings, "TRUSTED_PROXY_COUNT", 0))
     if proxies > 0:
-        forwarded = [
-            a.strip() for a in str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",")
-        ]
+        forwarded = [a.strip() for a in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
         forwarded = [a for a in forwarded if a]
         if len(forwarded) >= proxies:
             address = forwarded[-proxies]
@@ -121,6 +127,9 @@ def enforce(scope: str, request: HttpRequest, *, limit: str | Rate) -> None:
     if count > rate.count:
         if count == rate.count + 1:  # once a window: a flood buys no log line per request
             log.info("rate limit of %s reached by %s", scope, client)
+        if scope in edgerefusals.SCOPES:
+            # the rest of the window is refused before Django, by this process's table
+            edgerefusals.refusals.remember(scope, client, ttl)
         raise RateLimited(wait=max(1, math.ceil(ttl)))
 
 
