@@ -810,3 +810,41 @@ def test_a_client_that_leaves_during_the_drain_does_not_hold_it_for_its_grace(
 
     # then the drain ends without waiting out its grace (the call it held is gone)
     stopping.result(60)
+
+
+def test_a_client_that_closes_its_socket_without_a_reset_ends_its_stream_handler(
+    harness: Harness,
+) -> None:
+    # given a server stream under way on a raw connection (grpcio resets its streams before
+    # it closes; this client just goes)
+    client = RawHttp2(harness.path)
+    client.h2.send_headers(1, _grpc_request("/Test/Forever"))
+    client.h2.send_data(1, _message(b""), end_stream=True)
+    client.sock.sendall(client.h2.data_to_send())
+    data_frame = 0x0
+    _frames(client.sock, lambda kind, stream, payload: kind == data_frame and stream == 1)
+
+    # when the socket closes
+    client.sock.close()
+
+    # then the handler is cancelled
+    assert harness.methods.stream_ended.wait(10)
+
+
+def test_bodies_sent_with_requests_answered_405_or_415_do_not_use_up_the_window(
+    harness: Harness,
+) -> None:
+    client = RawHttp2(harness.path)
+    # when requests that are no gRPC calls arrive with bodies of ~60 KB (answered from their
+    # headers; the client has sent the body by then), three of them: twice that is more
+    # than the connection's window
+    for _ in range(3):
+        headers, _, _ = client.request(
+            [*_grpc_request()[:4], ("content-type", "text/plain")], b"b" * 60_000
+        )
+        assert headers[":status"] == "415"
+
+    # then the connection still carries a call
+    _, data, trailers = client.request(_grpc_request(), _message(b"after"))
+    assert trailers["grpc-status"] == "0"
+    assert data.endswith(b"after")
