@@ -258,7 +258,7 @@ def test_the_deadline_reaches_the_handler_and_ends_the_call(harness: Harness) ->
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     (remaining,) = harness.methods.deadline_seen
     assert remaining is not None
-    assert 0 < remaining <= 1.0
+    assert 0 < remaining <= 1.1  # what grpc sent: its timeout, rounded up to its units
 
 
 def test_a_compressed_request_is_refused_as_unimplemented(harness: Harness) -> None:
