@@ -187,6 +187,7 @@ class AgentApiServer:
             await self._grpc.stop(grace=float(settings.SHUTDOWN_GRACE_SECONDS))
         if self._relay is not None:
             await self._relay.close()
+        await self.servicer.rechecks.close()
         await self.flush_attestation_failures(everything=True)
         await self.hub.close()
         await asyncio.to_thread(self.credentials.close)
