@@ -184,6 +184,15 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes used so far."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
@@ -208,21 +217,33 @@ def _report_memory(
     print(f"agent-API RSS grew {grown:.1f} MiB: {grown * 1024 / max(opened, 1):.1f} KiB a stream")
 
 
+def _hold(servers: list[int], seconds: float) -> None:
+    """Hold the streams idle for `seconds`: each stream's keepalive notice (and its agent
+    re-checked) every WATCH_KEEPALIVE_SECONDS is all the agent-API processes do."""
+    if seconds <= 0:
+        return
+    cpu, began = _cpu_seconds(servers), time.monotonic()
+    time.sleep(seconds)
+    cores = (_cpu_seconds(servers) - cpu) / (time.monotonic() - began)
+    print(f"holding the streams idle for {seconds:.0f} s: agent-API cores busy {cores:.2f}")
+
+
 def _fan_out(
     url: str,
     headers: dict[str, str],
     trust_domain: str,
     alias: str,
     *,
+    servers: list[int],
     clients: int,
     results: Any,
     rounds: int,
 ) -> None:
     """`rounds` registrations, one at a time; each one's notice times across every stream."""
     print("\nfan-out: registration call started -> notice read, per stream (ms)")
-    print("round  notified/open   p50      p99      max   ended so far")
+    print("round  notified/open   p50      p99      max   cores  ended so far")
     for number in range(rounds):
-        sent = time.time()
+        sent, cpu = time.time(), _cpu_seconds(servers)
         requests.post(
             f"{url}/api/v1/entries",
             headers=headers,
@@ -234,6 +255,7 @@ def _fan_out(
             },
         ).raise_for_status()
         reports = [results.get(timeout=ROUND_TIMEOUT + 60) for _ in range(clients)]
+        cores = (_cpu_seconds(servers) - cpu) / (time.time() - sent)
         latencies = [(t - sent) * 1000 for r in reports for t in r["arrivals"]]
         still_open = sum(r["open"] for r in reports)
         ended: Counter[str] = Counter()
@@ -246,7 +268,7 @@ def _fan_out(
                 f"{max(latencies):7.1f}"
             )
         print(
-            f"{number + 1:5d}  {len(latencies):6d}/{still_open:<6d}  {figures}  "
+            f"{number + 1:5d}  {len(latencies):6d}/{still_open:<6d}  {figures}  {cores:5.2f}  "
             f"{dict(ended) or ''}",
             flush=True,
         )
@@ -260,6 +282,7 @@ def main() -> None:
     parser.add_argument("--agent-api-processes", type=int, default=2)
     parser.add_argument("--client-processes", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--hold", type=float, default=35.0, help="seconds held idle, measured")
     args = parser.parse_args()
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)
     print(f"file descriptor limit (soft, hard): {limit}", flush=True)
@@ -277,7 +300,7 @@ def main() -> None:
         ready, results = context.Queue(), context.Queue()
         share = [args.streams // args.client_processes] * args.client_processes
         share[0] += args.streams - sum(share)
-        started = time.monotonic()
+        started, opening_cpu = time.monotonic(), _cpu_seconds(servers)
         for count in share:
             process = context.Process(
                 target=_client, args=(_job(agent), count, args.rounds, ready, results), daemon=True
@@ -290,16 +313,20 @@ def main() -> None:
             opened += count
             failed.update(reasons)
         opening = time.monotonic() - started
+        opening_cores = (_cpu_seconds(servers) - opening_cpu) / opening
         if failed:
             print(f"{sum(failed.values())} streams not opened: {dict(failed)}")
         time.sleep(2)
         _report_memory(servers, before, opened, opening)
+        print(f"agent-API cores busy while opening: {opening_cores:.2f}")
         print(f"load average: {os.getloadavg()}")
+        _hold(servers, args.hold)
         _fan_out(
             url,
             headers,
             agent.trust_domain,
             alias,
+            servers=servers,
             clients=len(clients),
             results=results,
             rounds=args.rounds,
