@@ -235,15 +235,15 @@ def _fan_out(
     alias: str,
     *,
     servers: list[int],
-    clients: int,
+    clients: list[int],
     results: Any,
     rounds: int,
 ) -> None:
     """`rounds` registrations, one at a time; each one's notice times across every stream."""
     print("\nfan-out: registration call started -> notice read, per stream (ms)")
-    print("round  notified/open   p50      p99      max   cores  ended so far")
+    print("round  notified/open   p50      p99      max    cores (agent-API, clients)  ended")
     for number in range(rounds):
-        sent, cpu = time.time(), _cpu_seconds(servers)
+        sent, cpu, client_cpu = time.time(), _cpu_seconds(servers), _cpu_seconds(clients)
         requests.post(
             f"{url}/api/v1/entries",
             headers=headers,
@@ -254,8 +254,10 @@ def _fan_out(
                 "selectors": [f"unix:uid:{2000 + number}"],
             },
         ).raise_for_status()
-        reports = [results.get(timeout=ROUND_TIMEOUT + 60) for _ in range(clients)]
-        cores = (_cpu_seconds(servers) - cpu) / (time.time() - sent)
+        reports = [results.get(timeout=ROUND_TIMEOUT + 60) for _ in clients]
+        took = time.time() - sent
+        cores = (_cpu_seconds(servers) - cpu) / took
+        client_cores = (_cpu_seconds(clients) - client_cpu) / took
         latencies = [(t - sent) * 1000 for r in reports for t in r["arrivals"]]
         still_open = sum(r["open"] for r in reports)
         ended: Counter[str] = Counter()
@@ -268,8 +270,8 @@ def _fan_out(
                 f"{max(latencies):7.1f}"
             )
         print(
-            f"{number + 1:5d}  {len(latencies):6d}/{still_open:<6d}  {figures}  {cores:5.2f}  "
-            f"{dict(ended) or ''}",
+            f"{number + 1:5d}  {len(latencies):6d}/{still_open:<6d}  {figures}  "
+            f"{cores:5.2f}  {client_cores:5.2f}    {dict(ended) or ''}",
             flush=True,
         )
 
@@ -327,7 +329,7 @@ def main() -> None:
             agent.trust_domain,
             alias,
             servers=servers,
-            clients=len(clients),
+            clients=[process.pid for process in clients if process.pid is not None],
             results=results,
             rounds=args.rounds,
         )
