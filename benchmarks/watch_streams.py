@@ -2,15 +2,19 @@
 
 Starts `hallmark up` with `--agent-api-processes` agent-API processes sharing the gRPC port
 (SO_REUSEPORT: the kernel spreads connections), attests one agent, then opens `--streams`
-WatchUpdates streams, each on a TLS connection of its own (as N agents hold them), from
-`--client-processes` grpc.aio client processes (spawned, so no client holds more than its
-share of descriptors). It prints each agent-API process's resident memory and descriptors
-before and with the streams open, the memory per stream, then for `--rounds` registrations
-(one `POST /api/v1/entries` each) the time from the call to each stream's notice: p50, p99,
-max, and how many streams got it. A server process's file descriptors bound its share: each
-stream holds three (the TLS socket and both ends of its relay to the gRPC server), so a
-process limited to 20,000 descriptors holds at most about 6,500 streams; 10,000 streams
-need two processes.
+WatchUpdates streams, each on a TLS connection of its own presenting that agent's SVID (as N
+agents hold them), from `--client-processes` spawned client processes of simulated agents
+(benchmarks/h2agents.py: asyncio + ssl + h2, not grpc.aio, whose clients lose streams of
+their own past a few thousand channels a process). It prints the streams opened (and why any
+were not), each agent-API process's resident memory and descriptors before and with the
+streams open, the memory per stream, the agent-API cores busy while opening and while the
+streams are held idle for `--hold` seconds (a keepalive round), then for `--rounds`
+registrations (one `POST /api/v1/entries` each) the time from the call to each stream's
+notice: p50, p99, max, how many of the open streams got it, how ended streams ended, and the
+cores the agent-API and client processes kept busy. A server process's file descriptors
+bound its share: each stream holds three (the TLS socket and both ends of its relay to the
+gRPC server), so a process limited to 20,000 descriptors holds at most about 6,500 streams;
+10,000 streams need two processes.
 """
 
 from __future__ import annotations
