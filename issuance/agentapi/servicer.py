@@ -428,7 +428,9 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         peer = await self._peer(context)
         watcher = self.hub.subscribe(peer.tenant_id)  # before the first read: nothing is missed
         try:
-            await self._call(context, peer, self._authenticated(peer, _nothing))
+            # Batched with other streams' checks: a replica's agents reconnecting at once (a
+            # peer drained) cost a database call a batch, not one each.
+            await self._recheck(context, peer)
             resync = False
             while True:
                 entries_revision, bundle_sequence = await self._revisions(context, peer)
