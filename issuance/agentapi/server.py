@@ -39,9 +39,10 @@ ORM_WORKERS = 16
 MAX_SOCKET_DIR_LENGTH = 90
 # asyncio's TLS transport allocates a read buffer of SSLProtocol.max_size (256 KiB) for each
 # connection when it is made: with thousands of agents' streams open, that was most of the
-# process's memory (benchmarks/watch_streams.py: 354 KiB a stream). Agent API messages are
-# small and a larger one arrives over several reads.
-TLS_READ_BUFFER_BYTES = 32 * 1024
+# process's memory (benchmarks/watch_streams.py: 354 KiB a stream; 135 KiB at 32 KiB, 111 KiB
+# at 8 KiB). The buffer takes what the agent sends (requests: small; a larger one, such as a
+# batch of CSRs, arrives over several reads), not the answers.
+TLS_READ_BUFFER_BYTES = 8 * 1024
 
 
 class AgentApiServer:
@@ -187,6 +188,7 @@ class AgentApiServer:
             await self._grpc.stop(grace=float(settings.SHUTDOWN_GRACE_SECONDS))
         if self._relay is not None:
             await self._relay.close()
+        await self.servicer.rechecks.close()
         await self.flush_attestation_failures(everything=True)
         await self.hub.close()
         await asyncio.to_thread(self.credentials.close)

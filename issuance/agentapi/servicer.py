@@ -22,6 +22,7 @@ from hallmark.relay import PeerRegistry
 from hallmark.relaylimits import source_of
 from issuance import services
 from issuance.agentapi.limits import AttestationFailures
+from issuance.agentapi.recheck import AgentRechecks
 from issuance.agentapi.scoped import OrmThreads
 from issuance.agentapi.watch import ChangeHub
 from issuance.errors import AttestationRateLimited, InvalidAttestationRequest
@@ -129,6 +130,7 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         self.registry = registry
         self.threads = threads
         self.hub = hub
+        self.rechecks = AgentRechecks(threads)
         self.attestation_failures = attestation_failures
         self.refusal_delay = refusal_delay
         self.held_refusals: Counter[str] = Counter()  # per source, waiting out their delay
@@ -426,7 +428,9 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
         peer = await self._peer(context)
         watcher = self.hub.subscribe(peer.tenant_id)  # before the first read: nothing is missed
         try:
-            await self._call(context, peer, self._authenticated(peer, _nothing))
+            # Batched with other streams' checks: a replica's agents reconnecting at once (a
+            # peer drained) cost a database call a batch, not one each.
+            await self._recheck(context, peer)
             resync = False
             while True:
                 entries_revision, bundle_sequence = await self._revisions(context, peer)
@@ -438,11 +442,23 @@ class AgentApiServicer(agent_pb2_grpc.AgentAPIServicer):  # type: ignore[misc]
                 kinds = await watcher.wait(WATCH_KEEPALIVE_SECONDS)
                 if not kinds or kinds & {"agents", "bundle"}:
                     # Banned, evicted, superseded or expired SVID: the stream ends here.
-                    await self._call(context, peer, self._authenticated(peer, _nothing))
+                    await self._recheck(context, peer)
                 # A federated bundle has no revision of its own: ask for a fetch outright.
                 resync = "federation" in kinds
         finally:
             self.hub.unsubscribe(watcher)
+
+    async def _recheck(self, context: Any, peer: AgentPeer) -> None:
+        """The stream's agent checked again, in one database call with other streams'."""
+        try:
+            await self.rechecks.check(peer)
+        except HallmarkError as exc:
+            await self._abort(context, status_of(exc), exc.code, exc.detail)
+        except Exception:
+            log.exception("watch: re-checking an agent of tenant %s failed", peer.tenant_id)
+            await self._abort(
+                context, grpc.StatusCode.INTERNAL, "internal_error", "the server failed; try again"
+            )
 
     async def _revisions(self, context: Any, peer: AgentPeer) -> tuple[int, int]:
         async def read() -> tuple[int, int]:

@@ -87,6 +87,46 @@ def test_a_banned_agents_stream_ends_with_permission_denied(agent_api, tenant_a)
     assert failure.value.details().startswith("agent_banned:")
 
 
+def _until_revision(stream, revision: int) -> int:
+    """Notices read until one carries `revision` or later (the re-check's own comes first)."""
+    while (notice := next(stream)).entries_revision < revision:
+        pass
+    return notice.entries_revision
+
+
+def test_a_ban_rechecks_every_watching_agent_in_one_database_call(agent_api, tenant_a):
+    # given five agents of one tenant watching
+    agents = [attested(agent_api, tenant_a) for _ in range(5)]
+    streams = [client.watch() for _, _, client in agents]
+    for stream in streams:
+        next(stream)
+    calls_before = agent_api.server.servicer.rechecks.calls
+
+    # when the tenant bans the first (its "agents" event wakes every stream of the tenant)
+    banned_id = agents[0][0].spiffe_id
+    [banned] = [
+        a for a in tenant_a.client.get("/api/v1/agents").json() if a["spiffe_id"] == banned_id
+    ]
+    assert tenant_a.client.post(f"/api/v1/agents/{banned['id']}/ban").status_code == 200
+
+    # then the banned agent's stream ends, refused, and the others go on to the next change
+    with pytest.raises(grpc.RpcError) as failure:
+        next(streams[0])
+    entry = create_entry(tenant_a, "/after-ban", parent_id=agents[1][0].spiffe_id)
+    later = [_until_revision(stream, entry["revision"]) for stream in streams[1:]]
+    rechecks = agent_api.server.servicer.rechecks.calls - calls_before
+    for stream in streams:
+        stream.cancel()
+    for _, _, client in agents:
+        client.close()
+    assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert failure.value.details().startswith("agent_banned:")
+    assert later == [entry["revision"]] * 4
+    # and the five re-checks shared the database: one call (two if the ban's events straddled
+    # a batch), not one a stream
+    assert 1 <= rechecks <= 2
+
+
 def test_an_evicted_agents_stream_ends(agent_api, tenant_a):
     _, _, client = attested(agent_api, tenant_a)
     stream = client.watch()

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hallmark.errors import HallmarkError
 from hallmark.protos import agent_pb2
 from hallmark.x509svid import make_csr
 from issuance import services
@@ -142,3 +143,43 @@ def test_a_csr_with_a_bad_signature_is_refused_on_every_agent_api_path(agent_api
         assert not AuditEvent.objects.filter(tenant=tenant_a.tenant, action="agent.renew").exists()
     finally:
         client.close()
+
+
+def test_a_batch_check_answers_each_certificate_as_the_single_check_does(
+    agent_api, tenant_a, tenant_b
+):
+    # given two attested agents of A, one of them banned, and an agent of B
+    good, _, client_good = attested(agent_api, tenant_a)
+    banned, _, client_banned = attested(agent_api, tenant_a)
+    other, _, client_other = attested(agent_api, tenant_b)
+    for client in (client_good, client_banned, client_other):
+        client.close()
+    [row] = [
+        a
+        for a in tenant_a.client.get("/api/v1/agents").json()
+        if a["spiffe_id"] == banned.spiffe_id
+    ]
+    assert tenant_a.client.post(f"/api/v1/agents/{row['id']}/ban").status_code == 200
+    certificates = [banned.chain[0], None, good.chain[0], other.chain[0], good.chain[0]]
+
+    # when A checks them all in one batch
+    with tenant_a.schema():
+        results = services.authenticate_agents(certificates)
+        # (and one by one, for comparison)
+        single = []
+        for certificate in certificates:
+            try:
+                single.append(services.authenticate_agent(certificate).spiffe_id)
+            except HallmarkError as exc:
+                single.append(exc.code)
+
+    # then each answer is in its place, the same as the single check's
+    answers = [r.code if isinstance(r, HallmarkError) else r.spiffe_id for r in results]
+    assert answers == [
+        "agent_banned",
+        "no_client_certificate",
+        good.spiffe_id,
+        "invalid_agent_svid",
+        good.spiffe_id,
+    ]
+    assert answers == single
