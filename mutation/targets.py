@@ -161,7 +161,7 @@ TARGETS: tuple[Target, ...] = (
             "tests/issuance/test_agent_authentication.py",
             "tests/security/test_agent_api_matrix.py",
         ),
-        functions=("authenticate_agent",),
+        functions=("authenticate_agent", "authenticate_agents", "_checked_agent"),
         timeout=300,
     ),
     Target(
