@@ -159,6 +159,7 @@ TARGETS: tuple[Target, ...] = (
         tests=(
             "tests/issuance/test_agent_api_entries.py::test_renewed_svid_replaces_the_old_one_once_used",
             "tests/issuance/test_agent_authentication.py",
+            "tests/issuance/test_suspended_tenant_agents.py",
             "tests/security/test_agent_api_matrix.py",
         ),
         functions=("authenticate_agent", "authenticate_agents", "_checked_agent"),

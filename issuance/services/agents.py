@@ -368,8 +368,6 @@ def authenticate_agent(
     API reads it at the start of every call); its status then stands for the suspension
     check instead of a second read of the same row.
     """
-    if certificate is None:
-        raise _no_client_certificate()
     [result] = authenticate_agents([certificate], tenant_read_now=tenant_read_now)
     if isinstance(result, HallmarkError):
         raise result
@@ -399,7 +397,13 @@ def authenticate_agents(
     verified: list[tuple[x509.Certificate, str] | HallmarkError] = []
     for certificate in certificates:
         if certificate is None:
-            verified.append(_no_client_certificate())
+            verified.append(
+                AgentNotAuthenticated(
+                    "this call needs the agent's X.509-SVID as TLS client certificate; "
+                    "attest first",
+                    code="no_client_certificate",
+                )
+            )
             continue
         try:
             chain = [certificate]
@@ -435,13 +439,6 @@ def authenticate_agents(
     if seen:
         Agent.objects.filter(pk__in=seen).update(last_seen=now)
     return results
-
-
-def _no_client_certificate() -> AgentNotAuthenticated:
-    return AgentNotAuthenticated(
-        "this call needs the agent's X.509-SVID as TLS client certificate; attest first",
-        code="no_client_certificate",
-    )
 
 
 def _checked_agent(
