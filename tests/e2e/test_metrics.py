@@ -108,10 +108,15 @@ def test_the_agent_api_counts_attestations_svids_calls_and_open_watch_streams(
     before = watched["before"]
 
     def moved() -> bool:
+        # The stream's first message follows the agent check, which waits up to 0.5 s for
+        # others to batch with (issuance.agentapi.recheck): wait for it too.
         _, after = scrape(control_plane.metrics_url("agent-api"))
-        return total(after, "hallmark_agentapi_connections") >= 1
+        messages = total(after, "hallmark_agentapi_stream_messages_total", method="WatchUpdates")
+        return total(after, "hallmark_agentapi_connections") >= 1 and messages > total(
+            before, "hallmark_agentapi_stream_messages_total", method="WatchUpdates"
+        )
 
-    wait_for(moved, 30, "the connected agent to be sampled")
+    wait_for(moved, 30, "the connected agent and its stream's first message to be sampled")
     _, after = scrape(control_plane.metrics_url("agent-api"))
 
     def grew(name: str, **labels: str) -> float:
