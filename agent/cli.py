@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from agent.config import AgentConfig, ConfigError
 from hallmark.errors import HallmarkError
+from hallmark.startup import freeze_startup_objects
 
 RUN_FLAGS = (
     "server",
@@ -201,6 +202,9 @@ def _command_run(args: argparse.Namespace) -> int:
             "the join token was given on the command line, where local users can read it; "
             "use --join-token-file or HALLMARK_JOIN_TOKEN"
         )
+    # The agent's modules (gRPC, protobuf, cryptography): out of the collector's full passes,
+    # which would otherwise pause Workload API calls.
+    freeze_startup_objects()
     try:
         return asyncio.run(_run_agent(config))
     except HallmarkError as exc:

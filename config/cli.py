@@ -182,11 +182,13 @@ def _agent_api(args: argparse.Namespace) -> int:
     _django()
     from config import metrics, tracing
     from config.health import start_heartbeat
+    from hallmark.startup import freeze_startup_objects
     from issuance.agentapi.server import serve
 
     # Processes sharing the gRPC port share the metrics port too; any of them answers the sum.
     metrics.serve_from_environment(reuse_port=args.reuse_port)
     tracing.configure("agent-api")
+    freeze_startup_objects()  # Django and the servicer's modules: out of the collector's way
     serve(
         args.listen[0],
         args.listen[1],
