@@ -379,6 +379,12 @@ class RawHttp2:
                     self.sock.sendall(self.h2.data_to_send())
                     return response, data, trailers
 
+    def start(self, stream_id: int, path: str, payload: bytes = b"") -> None:
+        """Open a call and send its one request message; read nothing."""
+        self.h2.send_headers(stream_id, _grpc_request(path))
+        self.h2.send_data(stream_id, _message(payload), end_stream=True)
+        self.sock.sendall(self.h2.data_to_send())
+
     def ping(self) -> bool:
         import h2.events
 
@@ -614,9 +620,7 @@ def test_a_call_opened_as_the_drain_begins_is_refused_at_once(harness: Harness) 
     headers_frame, rst_stream_frame, goaway_frame, refused_stream = 0x1, 0x3, 0x7, 0x7
     client = RawHttp2(harness.path)
     # given a call under way on a connection, which keeps the drain waiting
-    client.h2.send_headers(1, _grpc_request("/Test/Held"))
-    client.h2.send_data(1, _message(b""), end_stream=True)
-    client.sock.sendall(client.h2.data_to_send())
+    client.start(1, "/Test/Held")
     assert harness.methods.held_entered.wait(10)
     stopping = harness.submit(harness.server.stop(grace=20))
     try:
@@ -624,9 +628,7 @@ def test_a_call_opened_as_the_drain_begins_is_refused_at_once(harness: Harness) 
         _frames(client.sock, lambda kind, stream, payload: kind == goaway_frame)
 
         # when the client opens a call in that race
-        client.h2.send_headers(3, _grpc_request())
-        client.h2.send_data(3, _message(b"late"), end_stream=True)
-        client.sock.sendall(client.h2.data_to_send())
+        client.start(3, "/Test/Echo", b"late")
 
         # then that call is refused with REFUSED_STREAM (safe to retry elsewhere), not run
         refused: list[bytes] = []
@@ -802,9 +804,7 @@ def test_a_client_that_leaves_during_the_drain_does_not_hold_it_for_its_grace(
     goaway_frame = 0x7
     client = RawHttp2(harness.path)
     # given a call under way, and the drain started with a long grace
-    client.h2.send_headers(1, _grpc_request("/Test/Held"))
-    client.h2.send_data(1, _message(b""), end_stream=True)
-    client.sock.sendall(client.h2.data_to_send())
+    client.start(1, "/Test/Held")
     assert harness.methods.held_entered.wait(10)
     stopping = harness.submit(harness.server.stop(grace=600))
     _frames(client.sock, lambda kind, stream, payload: kind == goaway_frame)
@@ -822,9 +822,7 @@ def test_a_client_that_closes_its_socket_without_a_reset_ends_its_stream_handler
     # given a server stream under way on a raw connection (grpcio resets its streams before
     # it closes; this client just goes)
     client = RawHttp2(harness.path)
-    client.h2.send_headers(1, _grpc_request("/Test/Forever"))
-    client.h2.send_data(1, _message(b""), end_stream=True)
-    client.sock.sendall(client.h2.data_to_send())
+    client.start(1, "/Test/Forever")
     data_frame = 0x0
     _frames(client.sock, lambda kind, stream, payload: kind == data_frame and stream == 1)
 
