@@ -385,8 +385,12 @@ def authenticate_agents(
     agents a replica holds streams for costs a few queries a batch, not a few a stream.
     """
     # A suspended tenant's agents get no new SVIDs (and no entries) until it is reactivated.
+    # Either way every certificate gets the refusal as its answer (none raises for the batch).
     if tenant_read_now is None:
-        refuse_if_suspended(current_tenant().pk, error=AgentDenied)
+        try:
+            refuse_if_suspended(current_tenant().pk, error=AgentDenied)
+        except AgentDenied as refused:
+            return [refused for _ in certificates]
     elif tenant_read_now.status == tenant_read_now.Status.SUSPENDED:
         suspended = AgentDenied(
             "this tenant is suspended by the platform operator", code="tenant_suspended"

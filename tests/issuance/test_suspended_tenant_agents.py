@@ -50,3 +50,29 @@ def test_a_suspended_tenant_agents_are_refused_until_reactivated(agent_api, tena
         client_a.close()
         client_b.close()
         newcomer.close()
+
+
+def test_the_agent_check_without_a_tenant_row_reads_the_suspension_itself(
+    agent_api, tenant_a, tenant_b
+):  # type: ignore[no-untyped-def]
+    from issuance import services
+    from issuance.errors import AgentDenied
+
+    # given attested agents of A and B
+    identity_a, _, client_a = attested(agent_api, tenant_a)
+    identity_b, _, client_b = attested(agent_api, tenant_b)
+    client_a.close()
+    client_b.close()
+    # when an operator suspends A
+    _suspend(tenant_a, "suspended")
+
+    # then A's agent check, not handed the tenant's row, refuses it: alone and in a batch
+    with tenant_a.schema():
+        with pytest.raises(AgentDenied) as refused:
+            services.authenticate_agent(identity_a.chain[0])
+        assert refused.value.code == "tenant_suspended"
+        batch = services.authenticate_agents([identity_a.chain[0], identity_a.chain[0]])
+        assert [getattr(r, "code", None) for r in batch] == ["tenant_suspended"] * 2
+    # and B's agent still passes
+    with tenant_b.schema():
+        assert services.authenticate_agent(identity_b.chain[0]).spiffe_id == identity_b.spiffe_id
