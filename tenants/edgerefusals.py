@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from config import metrics
-from console.middleware import CONTENT_SECURITY_POLICY
+from config.securityheaders import CONTENT_SECURITY_POLICY
 from tenants.audit.context import accepted
 
 MAX_SOURCES = 10_000
