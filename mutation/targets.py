@@ -166,6 +166,48 @@ TARGETS: tuple[Target, ...] = (
         timeout=300,
     ),
     Target(
+        name="agent-watch-rechecks",
+        path="issuance/agentapi/recheck.py",
+        tests=(
+            "tests/issuance/test_agent_api_watch.py",
+            "tests/issuance/test_agent_authentication.py",
+        ),
+        # a watching agent's re-check, batched with its tenant's others: each stream must get
+        # its own answer (a banned agent's stream ends, its neighbours' go on)
+        timeout=180,
+    ),
+    Target(
+        name="agent-watch-stream",
+        path="issuance/agentapi/servicer.py",
+        tests=("tests/issuance/test_agent_api_watch.py",),
+        functions=(
+            "AgentApiServicer.WatchUpdates",
+            "AgentApiServicer._recheck",
+            "AgentApiServicer._revisions",
+        ),
+        timeout=180,
+    ),
+    Target(
+        name="agent-watch-hub",
+        path="issuance/agentapi/watch.py",
+        tests=("tests/issuance/test_agent_api_watch.py", "tests/issuance/test_change_events.py"),
+        # which streams a tenant's change wakes (never another tenant's), and when
+        functions=("Watcher", "ChangeHub.dispatch", "ChangeHub.subscribe", "ChangeHub.unsubscribe"),
+        timeout=180,
+    ),
+    Target(
+        name="agent-api-peer",
+        path="issuance/agentapi/server.py",
+        tests=(
+            "tests/issuance/test_agent_api_watch.py",
+            "tests/issuance/test_agent_api_edge.py",
+            "tests/security/test_agent_api_matrix.py",
+        ),
+        # which tenant and certificate a relayed connection carries into the servicer
+        functions=("AgentApiServer._identify",),
+        timeout=240,
+    ),
+    Target(
         name="operator-agent-counts",
         path="issuance/services/agents.py",
         tests=("tests/issuance/test_agent_counts.py",),
