@@ -274,10 +274,14 @@ FORCED_PREPARES_PER_HOUR = env.integer("HALLMARK_FORCED_PREPARES_PER_HOUR", 6)
 
 # Argon2 (memory-hard) hashes new passwords; PBKDF2 still checks older hashes, which Django
 # rehashes with Argon2 at the next successful login. The test suite may ask for a fast one.
+# Both are Django's, computed on a few threads whose nice value is raised by
+# PASSWORD_HASH_NICE (tenants.passwords): a burst of signups or logins yields the cores to
+# the agent API.
 PRODUCTION_PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "tenants.passwords.LowPriorityArgon2PasswordHasher",
+    "tenants.passwords.LowPriorityPBKDF2PasswordHasher",
 ]
+PASSWORD_HASH_NICE = env.integer("HALLMARK_PASSWORD_HASH_NICE", 10)
 PASSWORD_HASHERS = (
     ["django.contrib.auth.hashers.MD5PasswordHasher"]
     if env.boolean("HALLMARK_FAST_PASSWORD_HASHER", False)
