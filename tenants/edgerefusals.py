@@ -176,6 +176,6 @@ def _body(detail: str, wait: int, *, by_drf: bool) -> bytes:
 
     text = str(RateLimited(detail=detail, wait=wait).detail)
     if by_drf:
-        answer = {"code": "rate_limited", "detail": f"detail: {text}"}
+        answer = {"code": "rate_limited", "detail": text}
         return json.dumps(answer, separators=(",", ":")).encode()
     return json.dumps({"code": "rate_limited", "detail": text}).encode()

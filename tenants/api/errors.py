@@ -80,7 +80,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     code = getattr(exc, "error_code", None) or next(
         (c for cls, c in _CODES.items() if isinstance(exc, cls)), "error"
     )
-    body: dict[str, Any] = {"code": code, "detail": flatten_detail(response.data)}
+    data = response.data
+    if isinstance(data, dict) and set(data) == {"detail"}:
+        data = data["detail"]  # DRF's own errors: the message, not "detail: <message>"
+    body: dict[str, Any] = {"code": code, "detail": flatten_detail(data)}
     if isinstance(exc, exceptions.ValidationError) and isinstance(response.data, dict):
         body["fields"] = response.data
     if code == "not_authenticated":

@@ -78,3 +78,17 @@ def test_a_tenant_call_over_the_limit_is_413_and_stores_nothing(tenant_a, settin
     assert response.json()["code"] == "request_too_large"
     with tenant_a.schema():
         assert not FederationRelationship.objects.exists()
+
+
+def test_drfs_own_errors_carry_their_message_as_the_detail(tenant_a) -> None:
+    """DRF's errors (not found, method not allowed, unsupported media type) answer with the
+    stable code and the message itself, not "detail: <message>"."""
+    missing = tenant_a.client.get("/api/v1/entries/00000000-0000-4000-8000-000000000000")
+    wrong_method = tenant_a.client.put(FEDERATION, {}, format="json")
+    wrong_type = tenant_a.client.post(FEDERATION, b"x", content_type="text/plain")
+
+    for answer, status in ((missing, 404), (wrong_method, 405), (wrong_type, 415)):
+        body = answer.json()
+        assert answer.status_code == status, body
+        assert set(body) == {"code", "detail"}
+        assert body["detail"] and not body["detail"].startswith("detail:"), body
