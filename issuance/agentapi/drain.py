@@ -56,6 +56,7 @@ class StreamDrain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING_DETAIL)
             messages = behaviour(request, context).__aiter__()
             drained = asyncio.ensure_future(draining.wait())
+            following: asyncio.Future[Any] | None = None
             try:
                 while True:
                     following = asyncio.ensure_future(messages.__anext__())
@@ -72,6 +73,15 @@ class StreamDrain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     yield message
             finally:
                 drained.cancel()
+                # The call ended while the stream was waiting for its next message (the client
+                # went away, the call was cancelled): that wait runs in a task of its own, which
+                # the call's cancellation does not reach. Cancel it, or the stream's body goes
+                # on (a WatchUpdates stream re-checking its agent, subscribed to its tenant's
+                # changes) and aclose() below fails on a generator still running.
+                if following is not None and not following.done():
+                    following.cancel()
+                    with contextlib.suppress(BaseException):
+                        await following
                 with contextlib.suppress(BaseException):
                     await messages.aclose()  # type: ignore[attr-defined]
 

@@ -203,3 +203,127 @@ def test_hub_wakes_only_the_event_tenants_streams_and_coalesces_bursts():
     assert b_kinds == {"entries", "bundle"} and b_again == set()
     assert shared == [(7, 3)] * 10 and reads == 1
     assert left == 0
+
+
+def _watching(agent_api, tenant) -> int:
+    return agent_api.server.servicer.hub.watching(tenant.id)
+
+
+def test_a_federation_change_asks_for_a_resync_and_an_entry_change_rechecks_nobody(
+    agent_api, tenant_a
+):
+    from tenants.events import publish_change
+
+    # given an agent watching, its first check done
+    identity, _, client = attested(agent_api, tenant_a)
+    stream = client.watch()
+    next(stream)
+    calls_before = agent_api.server.servicer.rechecks.calls
+
+    # when an entry changes, then a federated bundle does
+    entry = create_entry(tenant_a, "/entry", parent_id=identity.spiffe_id)
+    after_entry = next(stream)
+    rechecks_for_entry = agent_api.server.servicer.rechecks.calls - calls_before
+    publish_change(tenant_id=tenant_a.tenant.id, kind="federation")
+    after_federation = next(stream)
+    stream.cancel()
+    client.close()
+
+    # then the entry's notice carries its revision and no resync, and woke no re-check (only
+    # "agents" and "bundle" changes, and keepalives, re-check an agent); the federation
+    # notice asks for a fetch outright (a federated bundle has no revision of its own)
+    assert after_entry.entries_revision == entry["revision"] and not after_entry.resync
+    assert rechecks_for_entry == 0
+    assert after_federation.resync
+
+
+def test_a_keepalive_rechecks_the_agent_so_a_ban_without_an_event_still_ends_its_stream(
+    agent_api, tenant_a, monkeypatch
+):
+    from issuance.agentapi import servicer
+    from issuance.models import Agent
+
+    # given an agent watching with a short keepalive
+    monkeypatch.setattr(servicer, "WATCH_KEEPALIVE_SECONDS", 0.2)
+    identity, _, client = attested(agent_api, tenant_a)
+    stream = client.watch(timeout=10)
+    next(stream)
+
+    # when its row is banned behind the API's back (no "agents" event is published)
+    with tenant_a.schema():
+        assert Agent.objects.filter(spiffe_id=identity.spiffe_id).update(banned=True) == 1
+
+    # then a keepalive's re-check ends the stream, refused, well before the call's deadline
+    with pytest.raises(grpc.RpcError) as failure:
+        for _ in range(40):
+            next(stream)
+    client.close()
+    assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert failure.value.details().startswith("agent_banned:")
+
+
+def test_a_stream_its_agent_leaves_ends_at_once_and_leaves_no_watcher_behind(
+    agent_api, tenant_a
+):
+    """Not at the next keepalive (30 s), nor never: the drain interceptor waited for each
+    message in a task of its own, which the call's cancellation did not reach, so a stream
+    whose agent went away went on re-checking its agent, subscribed, until a full collection."""
+    _, _, client = attested(agent_api, tenant_a)
+    stream = client.watch()
+    next(stream)
+    assert _watching(agent_api, tenant_a.tenant) == 1
+
+    stream.cancel()
+    client.close()
+
+    deadline = time.monotonic() + 5
+    while _watching(agent_api, tenant_a.tenant) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _watching(agent_api, tenant_a.tenant) == 0
+
+
+def test_a_recheck_that_fails_ends_the_stream_internal_and_is_logged(
+    agent_api, tenant_a, monkeypatch, caplog
+):
+    from issuance import services
+
+    _, _, client = attested(agent_api, tenant_a)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(services, "authenticate_agents", broken)
+    with pytest.raises(grpc.RpcError) as failure:
+        next(client.watch())
+    client.close()
+
+    assert failure.value.code() == grpc.StatusCode.INTERNAL
+    assert failure.value.details().startswith("internal_error:")
+    assert any(
+        record.getMessage().startswith("watch: re-checking an agent of tenant")
+        and record.exc_info
+        for record in caplog.records
+    )
+
+
+def test_a_revisions_read_that_fails_ends_the_stream_unavailable_and_is_logged(
+    agent_api, tenant_a, monkeypatch, caplog
+):
+    from issuance.agentapi import servicer
+
+    _, _, client = attested(agent_api, tenant_a)
+
+    def broken(tenant):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(servicer, "_tenant_revisions", broken)
+    with pytest.raises(grpc.RpcError) as failure:
+        next(client.watch())
+    client.close()
+
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert failure.value.details().startswith("internal_error:")
+    assert any(
+        record.getMessage().startswith("watch: reading revisions of tenant") and record.exc_info
+        for record in caplog.records
+    )
