@@ -262,9 +262,7 @@ def test_a_keepalive_rechecks_the_agent_so_a_ban_without_an_event_still_ends_its
     assert failure.value.details().startswith("agent_banned:")
 
 
-def test_a_stream_its_agent_leaves_ends_at_once_and_leaves_no_watcher_behind(
-    agent_api, tenant_a
-):
+def test_a_stream_its_agent_leaves_ends_at_once_and_leaves_no_watcher_behind(agent_api, tenant_a):
     """Not at the next keepalive (30 s), nor never: the drain interceptor waited for each
     message in a task of its own, which the call's cancellation did not reach, so a stream
     whose agent went away went on re-checking its agent, subscribed, until a full collection."""
@@ -300,8 +298,7 @@ def test_a_recheck_that_fails_ends_the_stream_internal_and_is_logged(
     assert failure.value.code() == grpc.StatusCode.INTERNAL
     assert failure.value.details().startswith("internal_error:")
     assert any(
-        record.getMessage().startswith("watch: re-checking an agent of tenant")
-        and record.exc_info
+        record.getMessage().startswith("watch: re-checking an agent of tenant") and record.exc_info
         for record in caplog.records
     )
 
