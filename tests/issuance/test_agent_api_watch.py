@@ -324,3 +324,74 @@ def test_a_revisions_read_that_fails_ends_the_stream_unavailable_and_is_logged(
         record.getMessage().startswith("watch: reading revisions of tenant") and record.exc_info
         for record in caplog.records
     )
+
+
+def _hub_over_a_queue():
+    """A hub whose publish and listen go through an in-memory queue (Redis's part), and the
+    tenants of what it published."""
+    queue: asyncio.Queue[ChangeEvent] = asyncio.Queue()
+    published: list[uuid.UUID] = []
+
+    async def publish(tenant_id):
+        published.append(tenant_id)
+        await queue.put(ChangeEvent(tenant_id=tenant_id, kind="entries", at=time.time()))
+
+    async def listen():
+        while True:
+            yield await queue.get()
+
+    return ChangeHub(publish, listen), queue, published
+
+
+def test_the_hub_starts_once_its_own_probe_comes_back_and_hands_the_probe_to_nobody(
+    monkeypatch, caplog
+):
+    from issuance.agentapi import watch
+
+    monkeypatch.setattr(watch, "READY_TIMEOUT_SECONDS", 2.0)
+
+    async def scenario():
+        hub, queue, published = _hub_over_a_queue()
+        heard: list[ChangeEvent] = []
+        hub.on_event(heard.append)
+        await hub.start()
+        probes = list(published)
+        tenant = uuid.uuid4()
+        watcher = hub.subscribe(tenant)
+        await queue.put(ChangeEvent(tenant_id=tenant, kind="agents", at=time.time()))
+        kinds = await watcher.wait(2.0)
+        await hub.close()
+        return probes, heard, kinds, tenant
+
+    probes, heard, kinds, tenant = asyncio.run(scenario())
+
+    # its probe came back: no warning, and the probe reached no listener; a real event after
+    # it reaches the listeners and the tenant's streams
+    assert probes and not any("not heard back" in r.getMessage() for r in caplog.records)
+    assert [event.tenant_id for event in heard] == [tenant]
+    assert kinds == {"agents"}
+
+
+def test_a_failing_event_listener_is_logged_and_the_others_and_the_streams_still_hear(caplog):
+    async def scenario():
+        hub, queue, _ = _hub_over_a_queue()
+        heard: list[ChangeEvent] = []
+
+        def broken(event):
+            raise RuntimeError("listener bug")
+
+        hub.on_event(broken)
+        hub.on_event(heard.append)
+        tenant = uuid.uuid4()
+        watcher = hub.subscribe(tenant)
+        hub.dispatch(ChangeEvent(tenant_id=tenant, kind="bundle", at=time.time()))
+        kinds = await watcher.wait(1.0)
+        return heard, kinds
+
+    heard, kinds = asyncio.run(scenario())
+
+    assert len(heard) == 1 and kinds == {"bundle"}
+    assert any(
+        record.getMessage().startswith("change listener") and record.exc_info
+        for record in caplog.records
+    )
