@@ -214,11 +214,13 @@ def test_a_federation_change_asks_for_a_resync_and_an_entry_change_rechecks_nobo
 ):
     from tenants.events import publish_change
 
-    # given an agent watching, its first check done
+    # given an agent watching, its first check done: one database call
     identity, _, client = attested(agent_api, tenant_a)
+    calls_at_open = agent_api.server.servicer.rechecks.calls
     stream = client.watch()
     next(stream)
     calls_before = agent_api.server.servicer.rechecks.calls
+    assert calls_before - calls_at_open == 1
 
     # when an entry changes, then a federated bundle does
     entry = create_entry(tenant_a, "/entry", parent_id=identity.spiffe_id)
@@ -395,3 +397,25 @@ def test_a_failing_event_listener_is_logged_and_the_others_and_the_streams_still
         record.getMessage().startswith("change listener") and record.exc_info
         for record in caplog.records
     )
+
+
+def test_a_revisions_read_refused_ends_the_stream_with_the_refusals_code(
+    agent_api, tenant_a, monkeypatch
+):
+    from issuance.agentapi import servicer
+    from issuance.errors import AgentDenied
+
+    _, _, client = attested(agent_api, tenant_a)
+
+    def refused(tenant):
+        raise AgentDenied(
+            "this tenant is suspended by the platform operator", code="tenant_suspended"
+        )
+
+    monkeypatch.setattr(servicer, "_tenant_revisions", refused)
+    with pytest.raises(grpc.RpcError) as failure:
+        next(client.watch())
+    client.close()
+
+    assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert failure.value.details().startswith("tenant_suspended:")
