@@ -174,8 +174,6 @@ def _body(detail: str, wait: int, *, by_drf: bool) -> bytes:
     adds the wait to the detail)."""
     from tenants.ratelimit import RateLimited
 
-    text = str(RateLimited(detail=detail, wait=wait).detail)
-    if by_drf:
-        answer = {"code": "rate_limited", "detail": text}
-        return json.dumps(answer, separators=(",", ":")).encode()
-    return json.dumps({"code": "rate_limited", "detail": text}).encode()
+    answer = {"code": "rate_limited", "detail": str(RateLimited(detail=detail, wait=wait).detail)}
+    # DRF's JSON renderer writes compactly; Django's JsonResponse with json's separators.
+    return json.dumps(answer, separators=(",", ":") if by_drf else None).encode()

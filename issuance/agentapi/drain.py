@@ -33,10 +33,6 @@ class StreamDrain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def drain(self) -> None:
         self._event().set()
 
-    @property
-    def draining(self) -> bool:
-        return self._draining is not None and self._draining.is_set()
-
     async def intercept_service(
         self,
         continuation: Callable[[Any], Awaitable[Any]],

@@ -74,16 +74,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
-    if response is None:
-        return None
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response  # DRF answers its own exceptions only (Http404 and co. made so above)
     # ApiError, and DRF errors raised with a stable code of their own (InvalidToken), say it
     code = getattr(exc, "error_code", None) or next(
         (c for cls, c in _CODES.items() if isinstance(exc, cls)), "error"
     )
-    data = response.data
-    if isinstance(data, dict) and set(data) == {"detail"}:
-        data = data["detail"]  # DRF's own errors: the message, not "detail: <message>"
-    body: dict[str, Any] = {"code": code, "detail": flatten_detail(data)}
+    # From the exception, not DRF's response.data, which wraps a plain message as
+    # {"detail": message} (flattened, "detail: message"); lists and dicts are the same in both.
+    body: dict[str, Any] = {"code": code, "detail": flatten_detail(exc.detail)}
     if isinstance(exc, exceptions.ValidationError) and isinstance(response.data, dict):
         body["fields"] = response.data
     if code == "not_authenticated":

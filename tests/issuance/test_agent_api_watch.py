@@ -282,52 +282,6 @@ def test_a_stream_its_agent_leaves_ends_at_once_and_leaves_no_watcher_behind(age
     assert _watching(agent_api, tenant_a.tenant) == 0
 
 
-def test_a_recheck_that_fails_ends_the_stream_internal_and_is_logged(
-    agent_api, tenant_a, monkeypatch, caplog
-):
-    from issuance import services
-
-    _, _, client = attested(agent_api, tenant_a)
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("the database went away")
-
-    monkeypatch.setattr(services, "authenticate_agents", broken)
-    with pytest.raises(grpc.RpcError) as failure:
-        next(client.watch())
-    client.close()
-
-    assert failure.value.code() == grpc.StatusCode.INTERNAL
-    assert failure.value.details().startswith("internal_error:")
-    assert any(
-        record.getMessage().startswith("watch: re-checking an agent of tenant") and record.exc_info
-        for record in caplog.records
-    )
-
-
-def test_a_revisions_read_that_fails_ends_the_stream_unavailable_and_is_logged(
-    agent_api, tenant_a, monkeypatch, caplog
-):
-    from issuance.agentapi import servicer
-
-    _, _, client = attested(agent_api, tenant_a)
-
-    def broken(tenant):
-        raise RuntimeError("the database went away")
-
-    monkeypatch.setattr(servicer, "_tenant_revisions", broken)
-    with pytest.raises(grpc.RpcError) as failure:
-        next(client.watch())
-    client.close()
-
-    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert failure.value.details().startswith("internal_error:")
-    assert any(
-        record.getMessage().startswith("watch: reading revisions of tenant") and record.exc_info
-        for record in caplog.records
-    )
-
-
 def _hub_over_a_queue():
     """A hub whose publish and listen go through an in-memory queue (Redis's part), and the
     tenants of what it published."""
@@ -399,23 +353,67 @@ def test_a_failing_event_listener_is_logged_and_the_others_and_the_streams_still
     )
 
 
-def test_a_revisions_read_refused_ends_the_stream_with_the_refusals_code(
-    agent_api, tenant_a, monkeypatch
-):
-    from issuance.agentapi import servicer
+def _refused(*args, **kwargs):
     from issuance.errors import AgentDenied
 
+    raise AgentDenied("this tenant is suspended by the platform operator", code="tenant_suspended")
+
+
+def _broken(*args, **kwargs):
+    raise RuntimeError("the database went away")
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "failure", "status", "detail", "logged"),
+    [
+        # an unexpected failure of the re-check: INTERNAL, logged with its traceback
+        (
+            "issuance.services",
+            "authenticate_agents",
+            _broken,
+            "INTERNAL",
+            "internal_error:",
+            "watch: re-checking an agent of tenant",
+        ),
+        # of the revisions read: UNAVAILABLE (the agent reconnects), logged likewise
+        (
+            "issuance.agentapi.servicer",
+            "_tenant_revisions",
+            _broken,
+            "UNAVAILABLE",
+            "internal_error:",
+            "watch: reading revisions of tenant",
+        ),
+        # a refusal while reading revisions: its own code, nothing logged as a failure
+        (
+            "issuance.agentapi.servicer",
+            "_tenant_revisions",
+            _refused,
+            "PERMISSION_DENIED",
+            "tenant_suspended:",
+            None,
+        ),
+    ],
+    ids=["recheck-fails", "revisions-fail", "revisions-refused"],
+)
+def test_a_failing_watch_step_ends_the_stream_with_its_code(  # noqa: PLR0913 - the case's fields
+    agent_api, tenant_a, monkeypatch, caplog, module, name, failure, status, detail, logged
+):
+    import importlib
+
     _, _, client = attested(agent_api, tenant_a)
+    monkeypatch.setattr(importlib.import_module(module), name, failure)
 
-    def refused(tenant):
-        raise AgentDenied(
-            "this tenant is suspended by the platform operator", code="tenant_suspended"
-        )
-
-    monkeypatch.setattr(servicer, "_tenant_revisions", refused)
-    with pytest.raises(grpc.RpcError) as failure:
+    with pytest.raises(grpc.RpcError) as ended:
         next(client.watch())
     client.close()
 
-    assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert failure.value.details().startswith("tenant_suspended:")
+    assert ended.value.code() == getattr(grpc.StatusCode, status)
+    assert ended.value.details().startswith(detail)
+    failures = [
+        r.getMessage() for r in caplog.records if r.exc_info and r.name.startswith("issuance")
+    ]
+    if logged:
+        assert any(message.startswith(logged) for message in failures), failures
+    else:
+        assert not failures, failures

@@ -92,3 +92,4 @@ def test_drfs_own_errors_carry_their_message_as_the_detail(tenant_a) -> None:
         assert answer.status_code == status, body
         assert set(body) == {"code", "detail"}
         assert body["detail"] and not body["detail"].startswith("detail:"), body
+    assert missing.json() == {"code": "not_found", "detail": "not found"}
