@@ -57,10 +57,7 @@ class StreamDrain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 while True:
                     following = asyncio.ensure_future(messages.__anext__())
                     await asyncio.wait({following, drained}, return_when=asyncio.FIRST_COMPLETED)
-                    if not following.done():
-                        following.cancel()
-                        with contextlib.suppress(BaseException):
-                            await following
+                    if not following.done():  # drained first: the finally cancels the wait
                         await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING_DETAIL)
                     try:
                         message = following.result()
@@ -69,12 +66,12 @@ class StreamDrain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     yield message
             finally:
                 drained.cancel()
-                # The call ended while the stream was waiting for its next message (the client
-                # went away, the call was cancelled): that wait runs in a task of its own, which
-                # the call's cancellation does not reach. Cancel it, or the stream's body goes
-                # on (a WatchUpdates stream re-checking its agent, subscribed to its tenant's
-                # changes) and aclose() below fails on a generator still running.
-                if following is not None and not following.done():
+                # The call ended (drained, cancelled, the client gone) while the stream was
+                # waiting for its next message: that wait runs in a task of its own, which the
+                # call's cancellation does not reach. Cancel it (a no-op once done), or the
+                # stream's body goes on (a WatchUpdates stream re-checking its agent, subscribed
+                # to its tenant's changes) and aclose() below fails on a generator still running.
+                if following is not None:
                     following.cancel()
                     with contextlib.suppress(BaseException):
                         await following
