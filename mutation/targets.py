@@ -55,6 +55,20 @@ TARGETS: tuple[Target, ...] = (
         timeout=120,
     ),
     Target(
+        name="api-error-answers",
+        path="tenants/api/errors.py",
+        tests=(
+            "tests/tenants/test_error_answers.py",
+            "tests/tenants/test_request_bounds.py",
+            "tests/tenants/test_authentication.py",
+            "tests/tenants/test_edge_refusals.py",
+        ),
+        # every REST error answers {code, detail} with its stable code and status, and no
+        # exception text beyond the message
+        functions=("exception_handler", "flatten_detail"),
+        timeout=180,
+    ),
+    Target(
         name="tenant-scoping",
         path="tenants/scoping.py",
         tests=(
@@ -206,6 +220,19 @@ TARGETS: tuple[Target, ...] = (
         # which tenant and certificate a relayed connection carries into the servicer
         functions=("AgentApiServer._identify",),
         timeout=240,
+    ),
+    Target(
+        name="agent-api-stream-drain",
+        path="issuance/agentapi/drain.py",
+        tests=(
+            "tests/issuance/test_agent_api_drain.py::test_a_method_the_agent_api_does_not_have_is_unimplemented_not_a_failure",
+            "tests/issuance/test_agent_api_watch.py::test_a_stream_its_agent_leaves_ends_at_once_and_leaves_no_watcher_behind",
+            "tests/issuance/test_agent_api_drain.py",
+        ),
+        # a server stream ends with its call (an agent gone leaves no stream running) and on
+        # a drain; new streams refused while draining
+        functions=("StreamDrain",),
+        timeout=180,
     ),
     Target(
         name="operator-agent-counts",

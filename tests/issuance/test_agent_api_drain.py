@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.db import connection, transaction
 
 from issuance.agentapi.drain import DRAINING_DETAIL
+from issuance.agentapi.recheck import RECHECK_WINDOW_SECONDS
 from tests.e2e.conftest import wait_for
 from tests.issuance.agent_steps import attested
 from tests.issuance.agentapi_harness import ServerThread
@@ -84,3 +86,41 @@ def test_a_drain_finishes_the_call_in_flight_ends_streams_and_refuses_new_connec
         release.set()
         pool.shutdown(wait=True)
         server.loop.call_soon_threadsafe(server.loop.stop)
+
+
+def test_a_method_the_agent_api_does_not_have_is_unimplemented_not_a_failure(agent_api, tenant_a):
+    """The drain interceptor wraps server streams only: an unknown method has no handler,
+    and gRPC must still answer it UNIMPLEMENTED (the agent's version skew), not UNKNOWN."""
+    _, _, client = attested(agent_api, tenant_a)
+    unknown = client.channel.unary_unary("/hallmark.agent.v1.AgentAPI/NoSuchCall")
+
+    with pytest.raises(grpc.RpcError) as failure:
+        unknown(b"", metadata=client.metadata, timeout=10)
+    client.close()
+
+    assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_stream_opened_while_draining_is_refused_on_a_connection_already_open(
+    agent_api, tenant_a
+):
+    """The listener refuses new connections once draining; an agent's connection that is
+    already open must not start a new stream there either."""
+    _, _, client = attested(agent_api, tenant_a)
+    client.fetch_bundle()  # the connection is up before the drain
+    agent_api.loop.call_soon_threadsafe(agent_api.server.drain.drain)
+    rechecks = agent_api.server.servicer.rechecks
+
+    calls_before = rechecks.calls
+    with pytest.raises(grpc.RpcError) as refused:
+        next(client.watch(timeout=10))
+    bundle = client.fetch_bundle()  # unary calls are left to stop(grace)
+    client.close()
+    time.sleep(RECHECK_WINDOW_SECONDS * 2)  # a re-check the stream queued would be made by now
+
+    # refused before the stream's body ran: it queued no re-check of its agent
+    assert rechecks.calls == calls_before
+
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert refused.value.details() == DRAINING_DETAIL
+    assert bundle.trust_domain == tenant_a.trust_domain

@@ -280,6 +280,21 @@ def test_a_stream_its_agent_leaves_ends_at_once_and_leaves_no_watcher_behind(age
     while _watching(agent_api, tenant_a.tenant) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _watching(agent_api, tenant_a.tenant) == 0
+    # nor its wait for a drain: one task a stream ended would pile up until the process stops
+    assert _tasks_waiting_for_a_drain(agent_api) == 0
+
+
+def _tasks_waiting_for_a_drain(agent_api) -> int:
+    async def count() -> int:
+        return sum(
+            1
+            for task in asyncio.all_tasks()
+            if getattr(task.get_coro(), "__qualname__", "") == "Event.wait"
+            and task.get_coro().cr_frame is not None
+            and task.get_coro().cr_frame.f_locals.get("self") is agent_api.server.drain._event()
+        )
+
+    return asyncio.run_coroutine_threadsafe(count(), agent_api.loop).result(timeout=10)
 
 
 def _hub_over_a_queue():
