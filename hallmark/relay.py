@@ -24,12 +24,16 @@ it cannot read, take the full handshake, whose SNI callback decides again. With
 `RelayLimits.refused_name_delay`, the refusal is answered only after that delay (a tarpit:
 the connection waits as a timer, counted against its source's connections; at most
 MAX_HELD_REFUSALS at once, beyond which refusals are answered at once), so a client that
-waits for each answer sends one refused handshake a delay per connection.
+waits for each answer sends one refused handshake a delay per connection. For a name it
+admits, `before_handshake` may name work the handshake waits for first (the agent API: its
+tenant's credentials, built when a handshake first names the tenant), for half the
+handshake's time at most.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -68,6 +72,8 @@ MAX_HELD_REFUSALS = 4096  # refused handshakes waiting out their delay at once, 
 ServerNameFilter = Callable[[str], bool]
 SourceFilter = Callable[[str], bool]  # source → whether it may connect now
 RefusalHook = Callable[[str], None]  # told why a connection was refused at the edge
+# an admitted server name → what its handshake should wait for first (None: nothing)
+HandshakeWait = Callable[[str], "concurrent.futures.Future[None] | None"]
 # Why a connection was closed before relaying (the reasons `on_refused` is told).
 REFUSED_CONNECTIONS_PER_SOURCE = "connections_per_source"
 REFUSED_SOURCE = "source_refused"
@@ -254,6 +260,10 @@ class Relay(Generic[T]):
         self.refused_sources = 0  # connections of sources the source filter refused
         self.refused_names = 0  # handshakes answered unrecognized_name from the ClientHello
         self.on_refused: RefusalHook | None = None
+        # Asked for every server name admitted from its ClientHello: the work its handshake
+        # waits for before it starts (its tenant's credentials being built, say), for half
+        # its handshake's time at most; the handshake then goes on whether it ended or not.
+        self.before_handshake: HandshakeWait | None = None
         self._held: dict[socket.socket, asyncio.TimerHandle] = {}  # refusals waiting to answer
         self._counter = 0
         self._peer_dir, self._own_peer_dir = self._choose_peer_dir(inner_path)
@@ -365,6 +375,7 @@ class Relay(Generic[T]):
         source_filter: SourceFilter | None = None,
     ) -> None:
         source = source_of(str(address[0]))
+        admitted_name: str | None = None
         if self.sources[source] >= limits.max_connections_per_source:
             self.refused += 1
             self._refused(conn, REFUSED_CONNECTIONS_PER_SOURCE)
@@ -391,11 +402,15 @@ class Relay(Generic[T]):
                 if decision is False:
                     conn.close()
                     return
-                if decision is True:
+                if decision is not None:
                     server_name_filter = None  # admitted: straight to the handshake
+                    if isinstance(decision, str):
+                        admitted_name = decision
         self.sources[source] += 1
         task = asyncio.get_running_loop().create_task(
-            self._serve_tls_connection(conn, source, context, limits, server_name_filter)
+            self._serve_tls_connection(
+                conn, source, context, limits, server_name_filter, admitted_name=admitted_name
+            )
         )
         self._accepting.add(task)
         task.add_done_callback(self._accepting.discard)
@@ -407,6 +422,8 @@ class Relay(Generic[T]):
         context: ssl.SSLContext,
         limits: RelayLimits,
         server_name_filter: ServerNameFilter | None,
+        *,
+        admitted_name: str | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.handshake_timeout
@@ -422,6 +439,10 @@ class Relay(Generic[T]):
                 if not admitted:
                     conn.close()
                     return
+                if isinstance(admitted, str):
+                    admitted_name = admitted
+            if admitted_name is not None and self.before_handshake is not None:
+                await self._wait_before_handshake(admitted_name, deadline)
             reader = asyncio.StreamReader(limit=_CHUNK)
             protocol = asyncio.StreamReaderProtocol(reader)
             transport, _ = await loop.connect_accepted_socket(
@@ -439,12 +460,27 @@ class Relay(Generic[T]):
         finally:
             self._release_source(source)
 
+    async def _wait_before_handshake(self, name: str, deadline: float) -> None:
+        """Wait for what `before_handshake` names for `name`, for half the time left before
+        `deadline` at most: the handshake keeps the other half, to be answered (an alert
+        from the SNI callback, when the work did not end in time) rather than cut off."""
+        assert self.before_handshake is not None
+        pending = self.before_handshake(name)
+        if pending is None:
+            return
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(loop.time() + (deadline - loop.time()) / 2):
+                # shielded: a connection that gives up does not cancel the work it waited for
+                await asyncio.shield(asyncio.wrap_future(pending))
+
     async def _admitted(
         self, conn: socket.socket, server_name_filter: ServerNameFilter, limits: RelayLimits
-    ) -> bool | _Refused:
+    ) -> bool | str | _Refused:
         """Wait for the ClientHello and peek at it: False (answered, to be closed) when its
         server name is refused or it is no TLS, or the refusal to answer after the delay;
-        True to go on with the full handshake."""
+        the admitted server name, or True when the ClientHello could not be read, to go on
+        with the full handshake."""
         loop = asyncio.get_running_loop()
         while True:
             readable = loop.create_future()
@@ -476,9 +512,10 @@ class Relay(Generic[T]):
         data: bytes,
         server_name_filter: ServerNameFilter,
         limits: RelayLimits,
-    ) -> bool | _Refused | None:
-        """What the peeked bytes say: True go on, False refused (answered), None wait; a
-        refusal to answer after `limits.refused_name_delay` (`_Refused`, not answered yet)."""
+    ) -> bool | str | _Refused | None:
+        """What the peeked bytes say: the server name admitted (or True for a ClientHello
+        that could not be read) go on, False refused (answered), None wait; a refusal to
+        answer after `limits.refused_name_delay` (`_Refused`, not answered yet)."""
         if not data:
             return False  # closed before it said anything
         name = clienthello.server_name(data)
@@ -488,7 +525,7 @@ class Relay(Generic[T]):
             return True
         refuse = name in (clienthello.NOT_TLS, clienthello.NOT_A_NAME)
         if not refuse and server_name_filter(name):
-            return True
+            return name
         refused = _Refused(len(data), tls=name != clienthello.NOT_TLS)
         if refused.tls and limits.refused_name_delay > 0 and len(self._held) < MAX_HELD_REFUSALS:
             return refused

@@ -289,8 +289,16 @@ TARGETS: tuple[Target, ...] = (
             "tests/hallmark/test_relay_peers.py",
         ),
         # what the agent API's public listener refuses before TLS: a source over its limits,
-        # a refused source, an unknown server name (answered at once or after the tarpit)
-        functions=("Relay._accepted", "Relay._decide", "Relay._hold", "PeerRegistry.disconnect"),
+        # a refused source, an unknown server name (answered at once or after the tarpit);
+        # what an admitted name waits for before TLS, and for how long
+        functions=(
+            "Relay._accepted",
+            "Relay._decide",
+            "Relay._hold",
+            "Relay._serve_tls_connection",
+            "Relay._wait_before_handshake",
+            "PeerRegistry.disconnect",
+        ),
         timeout=120,
     ),
     Target(

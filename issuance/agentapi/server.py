@@ -55,7 +55,8 @@ class AgentApiServer:
             # sun_path holds 108 bytes; a deep data dir falls back to a private temp dir.
             self.directory = tempfile.mkdtemp(prefix=f"hallmark-agentapi-{os.getpid()}-")
         self.registry: PeerRegistry[AgentPeer] = PeerRegistry()
-        self.credentials = TenantCredentials()
+        # built when an agent's handshake first names a tenant (issuance.agentapi.tls)
+        self.credentials = TenantCredentials(build_new_tenants=False)
         self.threads = OrmThreads(ORM_WORKERS, "agentapi-orm")
         self.hub = ChangeHub(self._publish_probe)
         self.port = 0
@@ -98,6 +99,7 @@ class AgentApiServer:
         context.sni_callback = self.credentials.sni_callback
         self._relay = Relay(inner, self.registry, self._identify)
         self._relay.on_refused = _count_refused_connection
+        self._relay.before_handshake = self.credentials.build_awaited
         limits = RelayLimits(
             max_connections_per_source=settings.AGENT_API_MAX_CONNECTIONS_PER_SOURCE,
             idle_timeout=float(settings.AGENT_API_IDLE_TIMEOUT),

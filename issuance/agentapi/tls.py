@@ -5,7 +5,13 @@ so it never waits for the database or the key manager: it answers from memory on
 
 - A directory of the platform's trust domains (name → tenant) is loaded when the server
   starts, reloaded every DIRECTORY_RELOAD_SECONDS, and learns a new tenant from the "bundle"
-  event its provisioning announces (then builds its credentials at once).
+  event its provisioning announces. The bundle endpoint then builds the new tenant's
+  credentials at once (`build_new_tenants`); the agent API builds a tenant's credentials when
+  a handshake first names it, as it does for every tenant after a restart: a signup then
+  costs the agent API one query, not a key pair, a signature from the key manager and a
+  key-manager token in every process while agents are being served (a burst of admitted
+  signups slowed every tenant's syncs: benchmarks/abuse.py), and a tenant that never runs
+  an agent costs it nothing.
 - A name the directory lacks is looked up in the background (at most MAX_PENDING_LOOKUPS at
   a time, and LOOKUPS_PER_SECOND after a burst of as many: a flood of new names buys no more
   queries than that; a name dropped is looked up when its client retries); a name found
@@ -18,8 +24,11 @@ so it never waits for the database or the key manager: it answers from memory on
   server SVID cannot be signed backs off exponentially (BUILD_BACKOFF_*): no retry and no
   log line per handshake, one traceback when it starts failing.
 
-Until a tenant's credentials exist, its handshakes fail (an internal-error alert) and agents
-retry, as they do for any transient failure.
+A handshake that names a tenant whose credentials are not built yet waits for them before
+it starts: the relay asks `build_awaited` for the build to wait for (bounded by the
+handshake's timeout), so the first handshake of a tenant succeeds, only later. Where nothing
+waits (the bundle endpoint's own TLS listener, a build that fails), its handshakes fail (an
+internal-error alert) and agents retry, as they do for any transient failure.
 """
 
 from __future__ import annotations
@@ -62,8 +71,13 @@ Build = Callable[[], Credentials | None]
 class TenantCredentials:
     """The cache of per-tenant server contexts and the SNI callback that uses it."""
 
-    def __init__(self, workers: int = 4, *, profile: str = tlsbuild.AGENT_API) -> None:
+    def __init__(
+        self, workers: int = 4, *, profile: str = tlsbuild.AGENT_API, build_new_tenants: bool = True
+    ) -> None:
         self.profile = profile
+        # whether a tenant learnt from its provisioning's event gets its credentials at once
+        # (else when a handshake first names it)
+        self.build_new_tenants = build_new_tenants
         self._lock = threading.Lock()
         self._cache: dict[str, Credentials] = {}
         self._directory: dict[str, uuid.UUID] = {}
@@ -74,6 +88,7 @@ class TenantCredentials:
         self._lookup_budget = TokenBucket(rate=LOOKUPS_PER_SECOND, burst=LOOKUPS_PER_SECOND)
         self._pending: set[str] = set()
         self._again: set[str] = set()  # changed while a refresh was running: refresh again
+        self._building: dict[str, concurrent.futures.Future[None]] = {}  # done when it ends
         self._threads = OrmThreads(workers, "agentapi-tls")
 
     def start(self) -> concurrent.futures.Future[None]:
@@ -94,6 +109,23 @@ class TenantCredentials:
         if name in self._cache or name in self._directory:  # dict reads: no lock needed
             return True
         return not isinstance(self.context_for(name), int)
+
+    def build_awaited(self, server_name: str) -> concurrent.futures.Future[None] | None:
+        """What a handshake naming `server_name` should wait for before it starts: the build
+        of its tenant's credentials (queued now if it was not), when their absence is all
+        that would fail it; None when there is nothing to wait for (they are served, or the
+        name is refused or backing off whatever the wait). Called by the relay, on the event
+        loop, for a name `admits` let through; the future is done when the build has ended,
+        however it ended."""
+        name = server_name.lower()
+        try:
+            context = self.context_for(name)
+        except Exception:
+            return None  # the SNI callback answers it (and logs why)
+        if not isinstance(context, int):
+            return None
+        with self._lock:
+            return self._building.get(name)
 
     def sni_callback(
         self, ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
@@ -153,7 +185,13 @@ class TenantCredentials:
         if not names:
             self._threads.submit(self._learn, event.tenant_id)
         for name in names:
-            self._background(name, self._refresh_cached(name))
+            # Credentials not built are built with the event's change when first needed.
+            if self.build_new_tenants or self._held_or_building(name):
+                self._background(name, self._refresh_cached(name))
+
+    def _held_or_building(self, name: str) -> bool:
+        with self._lock:
+            return name in self._cache or name in self._pending
 
     def _issue(self, tenant_id: uuid.UUID) -> Credentials | None:
         if self.profile == tlsbuild.AGENT_API:
@@ -187,13 +225,14 @@ class TenantCredentials:
             log.warning("agent API: looking up tenant %s failed: %s", tenant_id, exc)
             return
         if found is not None:
-            self._known(*found)
+            self._known(*found, build=self.build_new_tenants)
 
-    def _known(self, name: str, tenant_id: uuid.UUID) -> None:
+    def _known(self, name: str, tenant_id: uuid.UUID, *, build: bool = True) -> None:
         with self._lock:
             self._directory[name] = tenant_id
             self._unknown.discard(name)
-        self._background(name, lambda: self._issue(tenant_id))
+        if build:
+            self._background(name, lambda: self._issue(tenant_id))
 
     def _lookup(self, name: str) -> None:
         with self._lock:
@@ -274,6 +313,7 @@ class TenantCredentials:
                 self._again.add(name)
                 return
             self._pending.add(name)
+            ended = self._building[name] = concurrent.futures.Future()
 
         def run() -> None:
             failed = False
@@ -287,6 +327,10 @@ class TenantCredentials:
                     self._pending.discard(name)
                     again = name in self._again and not failed
                     self._again.discard(name)
+                    if self._building.get(name) is ended:
+                        del self._building[name]
+                if not ended.cancelled():
+                    ended.set_result(None)
             if again:
                 self._background(name, self._refresh_cached(name))
 

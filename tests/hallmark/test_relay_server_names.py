@@ -7,6 +7,7 @@ reached TLS: a refused name must never get there.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import socket
 import ssl
 import time
@@ -309,6 +310,89 @@ def test_a_refusal_held_from_accept_is_answered_with_the_alert_after_its_delay(
             assert await refused == bytes([21, 3, 3, 0, 2, 2, 112])
             assert relay.refused_names == 1 and relay.sources == {}
             assert relay._held == {}  # the answered refusal is no longer held
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_an_admitted_name_waits_for_the_work_before_handshake_names(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        relay, port, echo = await _relay(tmp_path, reached_tls)
+        asked: list[str] = []
+        work: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def before_handshake(name: str) -> concurrent.futures.Future[None]:
+            asked.append(name)
+            return work
+
+        relay.before_handshake = before_handshake
+        try:
+            # when a client names a known trust domain while that work is not done
+            handshake = asyncio.create_task(_handshake(port, KNOWN))
+            await asyncio.sleep(0.3)
+
+            # then its connection waits before TLS, and goes on once the work is done
+            assert asked == [KNOWN]
+            assert reached_tls == []
+            work.set_result(None)
+            assert await handshake == "echoed"
+            assert reached_tls == [KNOWN]
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_a_client_hello_in_pieces_waits_for_the_work_too(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        relay, port, echo = await _relay(tmp_path, reached_tls, RelayLimits(handshake_timeout=3))
+        asked: list[str] = []
+        work: concurrent.futures.Future[None] = concurrent.futures.Future()
+        relay.before_handshake = lambda name: asked.append(name) or work
+        hello = client_hello(KNOWN)
+        try:
+            # when a ClientHello naming a known trust domain arrives in two pieces (decided
+            # after the accept), while the work is not done
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(hello[:3])
+                await asyncio.sleep(0.05)
+                sock.sendall(hello[3:])
+                await asyncio.sleep(0.3)
+
+                # then it waits before TLS, and reaches it once the work is done
+                assert asked == [KNOWN]
+                assert reached_tls == []
+                work.set_result(None)
+                for _ in range(100):
+                    if reached_tls:
+                        break
+                    await asyncio.sleep(0.02)
+                assert reached_tls == [KNOWN]
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_work_that_never_ends_holds_a_handshake_for_half_its_time(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        relay, port, echo = await _relay(tmp_path, reached_tls, RelayLimits(handshake_timeout=1))
+        never: concurrent.futures.Future[None] = concurrent.futures.Future()
+        relay.before_handshake = lambda name: never
+        try:
+            # when the work a known name waits for never ends, then the handshake goes on
+            # after half its time and completes in the other half: a wait to the deadline
+            # would leave it none (cut off), a wait without bound would hang the client
+            assert await _handshake(port, KNOWN) == "echoed"
+            assert reached_tls == [KNOWN]
+            assert not never.cancelled()  # the work is not the connection's to cancel
         finally:
             await relay.close()
             echo.close()  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 
 import grpc
@@ -24,6 +25,7 @@ from issuance.agentapi import tlsbuild
 from issuance.agentapi.limits import Backoff, ExpiringSet, TokenBucket
 from issuance.models import JoinToken
 from tenants.models import AuditEvent
+from tests.conftest import make_tenant
 from tests.e2e.conftest import wait_for
 from tests.issuance.agent_steps import attested
 from tests.issuance.agentapi_harness import (
@@ -416,3 +418,74 @@ def test_a_source_that_does_not_wait_for_its_refusals_is_disconnected(settings, 
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }, answers
+
+
+def test_a_new_tenant_is_learnt_from_its_event_but_its_credentials_wait_for_an_agent(agent_api):
+    # given the agent API running, counting the server SVIDs it builds
+    credentials = agent_api.server.credentials
+    built: list[object] = []
+    original = tlsbuild.issue
+
+    def counting_issue(tenant_id, *args):
+        built.append(tenant_id)
+        return original(tenant_id, *args)
+
+    tlsbuild.issue = counting_issue
+    try:
+        # when a tenant signs up while it runs
+        tenant = make_tenant("fresh")
+        name = tenant.trust_domain
+
+        # then its provisioning's event teaches it the name, and builds nothing: a signup
+        # costs the agent API one query, not a key, a signature and a key-manager token
+        wait_for(lambda: name in credentials._directory or None, TIMEOUT, "the name learnt")
+        time.sleep(0.5)  # a build would have started within microseconds of the learning
+        assert built == []
+        assert name not in credentials._cache
+
+        # and the first handshake naming it succeeds: it waits for the build it starts
+        assert _raw_handshake(agent_api.port, name) == "accepted"
+        assert built == [tenant.tenant.id]
+        assert name in credentials._cache
+    finally:
+        tlsbuild.issue = original
+
+
+def test_a_handshake_naming_a_tenant_with_no_credentials_waits_for_them(agent_api, tenant_a):
+    # given tenant A's credentials dropped (as after a restart), its name still known
+    credentials = agent_api.server.credentials
+    assert wait_until_served(agent_api.port, tenant_a.trust_domain)
+    credentials._cache.pop(tenant_a.trust_domain)
+
+    # when one agent's handshake names it, then it is served (not refused until a retry):
+    # the relay held it until the credentials were built
+    assert _raw_handshake(agent_api.port, tenant_a.trust_domain) == "accepted"
+    assert tenant_a.trust_domain in credentials._cache
+    assert not credentials._building  # nothing left waiting
+
+
+def test_a_handshake_waits_for_credentials_no_longer_than_its_deadline(settings, tenant_a):
+    # given a one-second handshake deadline, and server SVID builds that hang for longer
+    # than the client below waits for an answer
+    settings.AGENT_API_HANDSHAKE_TIMEOUT = 1
+    release = threading.Event()
+    original = tlsbuild.issue
+
+    def hanging_issue(tenant_id, *args):
+        release.wait(TIMEOUT * 3)
+        return original(tenant_id, *args)
+
+    tlsbuild.issue = hanging_issue
+    try:
+        with running_server() as server:
+            try:
+                # when a handshake names tenant A, whose credentials were never built, then
+                # it is refused within its deadline while the build still hangs (asyncio's
+                # TLS transport closes on the SNI callback's alert): a relay that waited for
+                # the build would leave the client to time out (an exception here)
+                assert _raw_handshake(server.port, tenant_a.trust_domain) != "accepted"
+                assert tenant_a.trust_domain in server.server.credentials._building
+            finally:
+                release.set()  # before the server stops: it waits for its builds
+    finally:
+        tlsbuild.issue = original
