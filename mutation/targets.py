@@ -295,7 +295,6 @@ TARGETS: tuple[Target, ...] = (
             "Relay._accepted",
             "Relay._decide",
             "Relay._hold",
-            "Relay._serve_tls_connection",
             "Relay._wait_before_handshake",
             "PeerRegistry.disconnect",
         ),

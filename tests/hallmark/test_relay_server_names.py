@@ -398,3 +398,40 @@ def test_work_that_never_ends_holds_a_handshake_for_half_its_time(tmp_path: Path
             echo.close()  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
+
+
+def test_a_client_hello_there_at_accept_waits_for_the_work_too(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        reached_tls: list[str] = []
+        relay, port, echo = await _relay(tmp_path, reached_tls)
+        asked: list[str] = []
+        work: concurrent.futures.Future[None] = concurrent.futures.Future()
+        relay.before_handshake = lambda name: asked.append(name) or work
+        loop = asyncio.get_running_loop()
+        try:
+            # when a client connects and sends its ClientHello while the relay's loop is
+            # busy, so that the relay finds the name already there when it accepts (decided
+            # at accept, with no task of its own peeking), while the work is not done
+            handshake = loop.run_in_executor(None, _blocking_handshake, port, KNOWN)
+            time.sleep(0.3)  # the loop is busy: the kernel queues the connection and hello
+            await asyncio.sleep(0.3)
+
+            # then it waits before TLS all the same, and goes on once the work is done
+            assert asked == [KNOWN]
+            assert reached_tls == []
+            work.set_result(None)
+            assert await handshake == "accepted"
+            assert reached_tls == [KNOWN]
+        finally:
+            await relay.close()
+            echo.close()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def _blocking_handshake(port: int, name: str) -> str:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        client_context().wrap_socket(raw, server_hostname=name),
+    ):
+        return "accepted"
