@@ -317,43 +317,24 @@ def test_a_refusal_held_from_accept_is_answered_with_the_alert_after_its_delay(
     asyncio.run(scenario())
 
 
-def test_an_admitted_name_waits_for_the_work_before_handshake_names(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        reached_tls: list[str] = []
-        relay, port, echo = await _relay(tmp_path, reached_tls)
-        asked: list[str] = []
-        work: concurrent.futures.Future[None] = concurrent.futures.Future()
+def _held_on_work(relay: Relay[str]) -> tuple[list[str], concurrent.futures.Future[None]]:
+    """Make every admitted name wait for one piece of work; the names asked for, the work."""
+    asked: list[str] = []
+    work: concurrent.futures.Future[None] = concurrent.futures.Future()
 
-        def before_handshake(name: str) -> concurrent.futures.Future[None]:
-            asked.append(name)
-            return work
+    def before_handshake(name: str) -> concurrent.futures.Future[None]:
+        asked.append(name)
+        return work
 
-        relay.before_handshake = before_handshake
-        try:
-            # when a client names a known trust domain while that work is not done
-            handshake = asyncio.create_task(_handshake(port, KNOWN))
-            await asyncio.sleep(0.3)
-
-            # then its connection waits before TLS, and goes on once the work is done
-            assert asked == [KNOWN]
-            assert reached_tls == []
-            work.set_result(None)
-            assert await handshake == "echoed"
-            assert reached_tls == [KNOWN]
-        finally:
-            await relay.close()
-            echo.close()  # type: ignore[attr-defined]
-
-    asyncio.run(scenario())
+    relay.before_handshake = before_handshake
+    return asked, work
 
 
 def test_a_client_hello_in_pieces_waits_for_the_work_too(tmp_path: Path) -> None:
     async def scenario() -> None:
         reached_tls: list[str] = []
         relay, port, echo = await _relay(tmp_path, reached_tls, RelayLimits(handshake_timeout=3))
-        asked: list[str] = []
-        work: concurrent.futures.Future[None] = concurrent.futures.Future()
-        relay.before_handshake = lambda name: asked.append(name) or work
+        asked, work = _held_on_work(relay)
         hello = client_hello(KNOWN)
         try:
             # when a ClientHello naming a known trust domain arrives in two pieces (decided
@@ -384,8 +365,7 @@ def test_work_that_never_ends_holds_a_handshake_for_half_its_time(tmp_path: Path
     async def scenario() -> None:
         reached_tls: list[str] = []
         relay, port, echo = await _relay(tmp_path, reached_tls, RelayLimits(handshake_timeout=1))
-        never: concurrent.futures.Future[None] = concurrent.futures.Future()
-        relay.before_handshake = lambda name: never
+        _, never = _held_on_work(relay)
         try:
             # when the work a known name waits for never ends, then the handshake goes on
             # after half its time and completes in the other half: a wait to the deadline
@@ -404,9 +384,7 @@ def test_a_client_hello_there_at_accept_waits_for_the_work_too(tmp_path: Path) -
     async def scenario() -> None:
         reached_tls: list[str] = []
         relay, port, echo = await _relay(tmp_path, reached_tls)
-        asked: list[str] = []
-        work: concurrent.futures.Future[None] = concurrent.futures.Future()
-        relay.before_handshake = lambda name: asked.append(name) or work
+        asked, work = _held_on_work(relay)
         loop = asyncio.get_running_loop()
         try:
             # when a client connects and sends its ClientHello while the relay's loop is
