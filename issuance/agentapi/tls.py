@@ -25,8 +25,8 @@ so it never waits for the database or the key manager: it answers from memory on
   log line per handshake, one traceback when it starts failing.
 
 A handshake that names a tenant whose credentials are not built yet waits for them before
-it starts: the relay asks `build_awaited` for the build to wait for (bounded by the
-handshake's timeout), so the first handshake of a tenant succeeds, only later. Where nothing
+it starts: the relay asks `build_awaited` for the build to wait for (half the handshake's
+time at most), so the first handshake of a tenant succeeds, only later. Where nothing
 waits (the bundle endpoint's own TLS listener, a build that fails), its handshakes fail (an
 internal-error alert) and agents retry, as they do for any transient failure.
 """
