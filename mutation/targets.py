@@ -210,6 +210,28 @@ TARGETS: tuple[Target, ...] = (
         timeout=180,
     ),
     Target(
+        name="agent-api-tls-credentials",
+        path="issuance/agentapi/tls.py",
+        tests=(
+            "tests/issuance/test_agent_api_edge.py::test_a_new_tenant_is_learnt_from_its_event_but_its_credentials_wait_for_an_agent",
+            "tests/issuance/test_agent_api_edge.py::test_a_handshake_naming_a_tenant_with_no_credentials_waits_for_them",
+            "tests/issuance/test_agent_api_edge.py::test_a_handshake_waits_for_credentials_no_longer_than_its_deadline",
+            "tests/issuance/test_agent_api_edge.py",
+            "tests/issuance/test_agentapi_tls_authority.py",
+        ),
+        # which tenants' server SVIDs a process builds and when (a signup builds none in the
+        # agent API), and what a first handshake waits for
+        functions=(
+            "TenantCredentials.build_awaited",
+            "TenantCredentials.bundle_changed",
+            "TenantCredentials._held_or_building",
+            "TenantCredentials._learn",
+            "TenantCredentials._known",
+            "TenantCredentials._background",
+        ),
+        timeout=240,
+    ),
+    Target(
         name="agent-api-peer",
         path="issuance/agentapi/server.py",
         tests=(

@@ -86,9 +86,9 @@ class TenantCredentials:
         self._backoff = Backoff(base=BUILD_BACKOFF_SECONDS, cap=BUILD_BACKOFF_MAX_SECONDS)
         self._lookups: set[str] = set()
         self._lookup_budget = TokenBucket(rate=LOOKUPS_PER_SECOND, burst=LOOKUPS_PER_SECOND)
-        self._pending: set[str] = set()
+        # the builds and refreshes running, each done when it ends
+        self._building: dict[str, concurrent.futures.Future[None]] = {}
         self._again: set[str] = set()  # changed while a refresh was running: refresh again
-        self._building: dict[str, concurrent.futures.Future[None]] = {}  # done when it ends
         self._threads = OrmThreads(workers, "agentapi-tls")
 
     def start(self) -> concurrent.futures.Future[None]:
@@ -191,7 +191,7 @@ class TenantCredentials:
 
     def _held_or_building(self, name: str) -> bool:
         with self._lock:
-            return name in self._cache or name in self._pending
+            return name in self._cache or name in self._building
 
     def _issue(self, tenant_id: uuid.UUID) -> Credentials | None:
         if self.profile == tlsbuild.AGENT_API:
@@ -308,11 +308,10 @@ class TenantCredentials:
 
     def _background(self, name: str, build: Build) -> None:
         with self._lock:
-            if name in self._pending:
+            if name in self._building:
                 # The running refresh may have read the database before this change.
                 self._again.add(name)
                 return
-            self._pending.add(name)
             ended = self._building[name] = concurrent.futures.Future()
 
         def run() -> None:
@@ -324,11 +323,9 @@ class TenantCredentials:
                 self._failed(name, exc)
             finally:
                 with self._lock:
-                    self._pending.discard(name)
+                    del self._building[name]
                     again = name in self._again and not failed
                     self._again.discard(name)
-                    if self._building.get(name) is ended:
-                        del self._building[name]
                 if not ended.cancelled():
                     ended.set_result(None)
             if again:
