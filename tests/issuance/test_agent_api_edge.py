@@ -13,6 +13,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from collections import Counter
 
 import grpc
@@ -24,6 +25,7 @@ from hallmark.x509svid import make_csr
 from issuance.agentapi import tlsbuild
 from issuance.agentapi.limits import Backoff, ExpiringSet, TokenBucket
 from issuance.models import JoinToken
+from tenants.events import publish_change
 from tenants.models import AuditEvent
 from tests.conftest import make_tenant
 from tests.e2e.conftest import wait_for
@@ -429,9 +431,13 @@ def test_a_source_that_does_not_wait_for_its_refusals_is_disconnected(settings, 
     }, answers
 
 
-def test_a_new_tenant_is_learnt_from_its_event_but_its_credentials_wait_for_an_agent(agent_api):
-    # given the agent API running, counting the server SVIDs it builds
+def test_a_new_tenant_is_learnt_from_its_event_but_its_credentials_wait_for_an_agent(
+    agent_api, tenant_a
+):
+    # given the agent API running and knowing tenant A (an event names one tenant: another's
+    # name must not stand in for it), counting the server SVIDs it builds
     credentials = agent_api.server.credentials
+    wait_for(lambda: tenant_a.trust_domain in credentials._directory or None, TIMEOUT, "A")
     built: list[object] = []
     original = tlsbuild.issue
 
@@ -451,6 +457,10 @@ def test_a_new_tenant_is_learnt_from_its_event_but_its_credentials_wait_for_an_a
         time.sleep(0.5)  # a build would have started within microseconds of the learning
         assert built == []
         assert name not in credentials._cache
+        # nor does a later change of its bundle, while no agent has named it
+        publish_change(tenant_id=tenant.tenant.id, kind="bundle")
+        time.sleep(0.5)
+        assert built == []
 
         # and the first handshake naming it succeeds: it waits for the build it starts
         assert _raw_handshake(agent_api.port, name) == "accepted"
@@ -458,6 +468,99 @@ def test_a_new_tenant_is_learnt_from_its_event_but_its_credentials_wait_for_an_a
         assert name in credentials._cache
     finally:
         tlsbuild.issue = original
+
+
+def test_a_name_found_absent_then_signed_up_is_served_at_once(agent_api):
+    from tenants import services
+
+    # given a name an agent named before anyone had it (looked up, remembered absent)
+    credentials = agent_api.server.credentials
+    name = f"late-{uuid.uuid4().hex[:8]}.test"
+    assert _raw_handshake(agent_api.port, name) != "accepted"
+    wait_for(lambda: name in credentials._unknown or None, TIMEOUT, "the name found absent")
+
+    # when a tenant signs up with it, then once its event taught the agent API the name,
+    # the next handshake is served (not refused as absent until the memory of it expires)
+    tenant = services.signup(
+        name="Late",
+        trust_domain=name,
+        email=f"owner@{name}",
+        password="correct horse battery staple",
+    )
+    wait_for(lambda: name in credentials._directory or None, TIMEOUT, "the name learnt")
+    assert _raw_handshake(agent_api.port, name) == "accepted"
+    assert credentials._directory[name] == tenant.tenant.id
+
+
+def test_a_bundle_change_refreshes_the_credentials_held_at_once(agent_api, tenant_a):
+    # given tenant A's credentials held, and no handshake from here on (a handshake re-reads
+    # the roots every ROOTS_REFRESH_SECONDS of its own accord)
+    credentials = agent_api.server.credentials
+    assert wait_until_served(agent_api.port, tenant_a.trust_domain)
+    refreshed: list[str] = []
+    original = tlsbuild.refresh
+
+    def counting_refresh(held):
+        refreshed.append(held.trust_domain)
+        return original(held)
+
+    tlsbuild.refresh = counting_refresh
+    try:
+        # when A's bundle changes (a rotation, a taint), then A's credentials are re-read
+        publish_change(tenant_id=tenant_a.tenant.id, kind="bundle")
+        wait_for(lambda: refreshed or None, TIMEOUT, "the refresh")
+        assert set(refreshed) == {tenant_a.trust_domain}
+        assert tenant_a.trust_domain in credentials._cache
+    finally:
+        tlsbuild.refresh = original
+
+
+def _held_refresh(agent_api, tenant, *, first_fails: bool) -> list[str]:
+    """Publish two bundle changes of `tenant` (its credentials held), the second while the
+    refresh the first started is still running; then let that refresh end (failing, when
+    `first_fails`). The refreshes run, as their outcomes."""
+    assert wait_until_served(agent_api.port, tenant.trust_domain)
+    started, release, runs = threading.Event(), threading.Event(), []
+    original = tlsbuild.refresh
+
+    def held_refresh(held):
+        if not runs:
+            runs.append("first")
+            started.set()
+            release.wait(TIMEOUT)
+            if first_fails:
+                raise KeyManagerUnavailable("the key manager is down")
+            return original(held)
+        runs.append("again")
+        return original(held)
+
+    tlsbuild.refresh = held_refresh
+    try:
+        publish_change(tenant_id=tenant.tenant.id, kind="bundle")
+        assert started.wait(TIMEOUT)
+        publish_change(tenant_id=tenant.tenant.id, kind="bundle")
+        credentials = agent_api.server.credentials
+        wait_for(lambda: tenant.trust_domain in credentials._again or None, TIMEOUT, "again")
+        release.set()
+        if first_fails:
+            wait_for(lambda: credentials._backing_off(tenant.trust_domain) or None, TIMEOUT, "")
+            time.sleep(0.5)  # a refresh run again would have started by now
+        else:
+            wait_for(lambda: len(runs) > 1 or None, TIMEOUT, "the refresh run again")
+        return runs
+    finally:
+        release.set()
+        tlsbuild.refresh = original
+
+
+def test_a_change_during_a_refresh_refreshes_again_after_it(agent_api, tenant_a):
+    # the running refresh may have read the database before the change
+    assert _held_refresh(agent_api, tenant_a, first_fails=False) == ["first", "again"]
+
+
+def test_a_change_during_a_failing_refresh_waits_for_its_back_off(agent_api, tenant_a):
+    # a tenant whose refresh failed is not tried again at once for a change
+    assert _held_refresh(agent_api, tenant_a, first_fails=True) == ["first"]
 
 
 def test_a_handshake_naming_a_tenant_with_no_credentials_waits_for_them(agent_api, tenant_a):
