@@ -215,6 +215,7 @@ TARGETS: tuple[Target, ...] = (
         tests=(
             "tests/issuance/test_agent_api_edge.py::test_a_new_tenant_is_learnt_from_its_event_but_its_credentials_wait_for_an_agent",
             "tests/issuance/test_agent_api_edge.py::test_a_handshake_naming_a_tenant_with_no_credentials_waits_for_them",
+            "tests/issuance/test_agent_api_edge.py::test_what_a_first_handshake_waits_for_ends_when_the_build_does",
             "tests/issuance/test_agent_api_edge.py::test_a_handshake_waits_for_credentials_no_longer_than_its_deadline",
             "tests/issuance/test_agent_api_edge.py",
             "tests/issuance/test_agentapi_tls_authority.py",

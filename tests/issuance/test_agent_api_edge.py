@@ -576,6 +576,22 @@ def test_a_handshake_naming_a_tenant_with_no_credentials_waits_for_them(agent_ap
     assert not credentials._building  # nothing left waiting
 
 
+def test_what_a_first_handshake_waits_for_ends_when_the_build_does(agent_api, tenant_a):
+    # given tenant A's credentials dropped (as after a restart), its name still known
+    credentials = agent_api.server.credentials
+    assert wait_until_served(agent_api.port, tenant_a.trust_domain)
+    credentials._cache.pop(tenant_a.trust_domain)
+
+    # when the relay asks what a handshake naming A waits for, then it is the build it
+    # queued, which ends with the credentials held (a wait that never ended would hold every
+    # first handshake for half its time)
+    build = credentials.build_awaited(tenant_a.trust_domain)
+    assert build is not None
+    build.result(timeout=TIMEOUT)
+    assert tenant_a.trust_domain in credentials._cache
+    assert credentials.build_awaited(tenant_a.trust_domain) is None  # served: nothing to wait
+
+
 def test_a_handshake_waits_for_credentials_no_longer_than_its_deadline(settings, tenant_a):
     # given a one-second handshake deadline, and server SVID builds that hang for longer
     # than the client below waits for an answer
