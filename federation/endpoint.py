@@ -7,6 +7,11 @@ the shared bundle cache on every request: a process keeps no state a peer replic
 any number of them share the port (SO_REUSEPORT). No client authentication is requested
 (SPIFFE_Federation.md 5.2.2.2); unknown names fail the handshake with `unrecognized_name`
 before any HTTP is read.
+
+A tenant's server SVID is built when a handshake first names it (after a signup or a
+restart): the listener peeks at the ClientHello and holds the handshake until that build
+has ended, for half the handshake's time at most (hallmark.relay.wait_before_handshake), so
+a peer's first fetch is served, not failed until its retry.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Protocol
 
 from django.db import close_old_connections, connection
 
+from hallmark import clienthello
+from hallmark.relay import PEEK_AGAIN_SECONDS, bind_tcp_listeners, peek, wait_before_handshake
 from tenants.events import ChangeEvent
 
 log = logging.getLogger(__name__)
@@ -40,6 +48,8 @@ class ServerCredentials(Protocol):
     def sni_callback(
         self, ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
     ) -> int | None: ...
+
+    def build_awaited(self, server_name: str) -> Future[None] | None: ...
 
     def bundle_changed(self, event: ChangeEvent) -> None: ...
 
@@ -71,6 +81,21 @@ def bundle_document(trust_domain: str) -> bytes | None:
     finally:
         # Worker threads come and go with asyncio's default executor: keep no connection.
         connection.close()
+
+
+async def _server_name(conn: socket.socket) -> str | None:
+    """The server name the connection's ClientHello asks for, peeked (the handshake reads
+    it again): "" when there is none to wait for (no SNI, a ClientHello this cannot read,
+    no TLS: the handshake answers those), None when the client closed first."""
+    while True:
+        data = await peek(conn)
+        if not data:
+            return None
+        name = clienthello.server_name(data)
+        if name != clienthello.NEED_MORE:
+            markers = (clienthello.UNKNOWN, clienthello.NOT_TLS, clienthello.NOT_A_NAME)
+            return "" if name in markers else name
+        await asyncio.sleep(PEEK_AGAIN_SECONDS)  # split over TCP segments: the rest
 
 
 def _response(status: str, body: bytes, content_type: str, *, head: bool = False) -> bytes:
@@ -130,24 +155,66 @@ class BundleEndpointServer:
         self.read_bundle = read_bundle
         self.port = 0
         self.served = 0
-        self._server: asyncio.base_events.Server | None = None
+        self._context = listening_context(credentials)
+        self._listeners: list[socket.socket] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # accept loops and connections
         self._events: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         await asyncio.wrap_future(self.credentials.start())
         self._events = asyncio.create_task(self._follow_changes())
-        self._server = await asyncio.start_server(
-            self._serve_connection,
-            host,
-            port,
-            ssl=listening_context(self.credentials),
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
-            limit=MAX_REQUEST_HEAD_BYTES,
-            reuse_port=reuse_port or None,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._listeners = bind_tcp_listeners(host, port, reuse_port=reuse_port)
+        for listener in self._listeners:
+            self._spawn(self._accept(listener))
+        self.port = self._listeners[0].getsockname()[1]
         log.info("bundle endpoint pid %d listening on %s:%d", os.getpid(), host, self.port)
         return self.port
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError:
+                await asyncio.sleep(0.1)  # out of file descriptors, say: let some close
+                continue
+            self._spawn(self._connection(conn))
+
+    async def _connection(self, conn: socket.socket) -> None:
+        """Hold the handshake until its tenant's credentials are built (if they are being
+        built), then TLS, then the requests."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HANDSHAKE_TIMEOUT_SECONDS
+        try:
+            async with asyncio.timeout_at(deadline):
+                name = await _server_name(conn)
+            if name is None:
+                conn.close()  # closed before its ClientHello
+                return
+            pending = self.credentials.build_awaited(name) if name else None
+            if pending is not None:
+                await wait_before_handshake(pending, deadline)
+            reader = asyncio.StreamReader(limit=MAX_REQUEST_HEAD_BYTES)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=self._context,
+                ssl_handshake_timeout=max(deadline - loop.time(), 0.001),
+            )
+        except (OSError, ssl.SSLError, TimeoutError):
+            conn.close()
+            return
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await self._serve_connection(reader, writer)
 
     async def _follow_changes(self) -> None:
         """A rotation reaches the server SVID (and a new tenant its first one) at once."""
@@ -206,9 +273,11 @@ class BundleEndpointServer:
             self._events.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._events
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for listener in self._listeners:
+            listener.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.credentials.close)
         log.info("bundle endpoint pid %d served %d bundles", os.getpid(), self.served)
 

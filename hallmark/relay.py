@@ -58,16 +58,19 @@ __all__ = [
     "Relay",
     "RelayError",
     "RelayLimits",
+    "bind_tcp_listeners",
     "bind_unix_listener",
+    "peek",
     "peer_credentials",
     "private_socket_path",
     "source_of",
+    "wait_before_handshake",
 ]
 
 T = TypeVar("T")
 _CHUNK = 256 * 1024
-_PEEK_AGAIN_SECONDS = 0.01
-_ACCEPT_BATCH = 64  # a ClientHello split over TCP segments: look again this soon
+PEEK_AGAIN_SECONDS = 0.01  # a ClientHello split over TCP segments: look again this soon
+_ACCEPT_BATCH = 64
 MAX_HELD_REFUSALS = 4096  # refused handshakes waiting out their delay at once, all sources
 ServerNameFilter = Callable[[str], bool]
 SourceFilter = Callable[[str], bool]  # source → whether it may connect now
@@ -220,6 +223,63 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def bind_tcp_listeners(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Non-blocking sockets listening on every address `host` has (as asyncio.start_server
+    binds); with port 0, the later ones take the port the first was given. With
+    `reuse_port`, peer processes may listen on the same port (SO_REUSEPORT: the kernel
+    spreads new connections across them and stops sending to a listener that closes)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, found in dict.fromkeys(infos):
+            address = found
+            if listeners and port == 0:
+                address = (found[0], listeners[0].getsockname()[1], *found[2:])
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+            listener.listen(socket.SOMAXCONN)
+            listener.setblocking(False)
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+async def peek(conn: socket.socket) -> bytes:
+    """The bytes waiting on a non-blocking socket once it is readable, left there for the
+    TLS handshake to read (b"": the peer closed before sending anything)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        readable = loop.create_future()
+        loop.add_reader(conn.fileno(), _wake, readable)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(conn.fileno())
+        try:
+            return conn.recv(clienthello.MAX_PEEK, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            continue
+
+
+async def wait_before_handshake(pending: concurrent.futures.Future[None], deadline: float) -> None:
+    """Wait for `pending` (a handshake's tenant credentials being built, say), for half the
+    time left before the handshake's `deadline` at most: the handshake keeps the other half,
+    to be answered (an alert from the SNI callback, when the work did not end in time)
+    rather than cut off. A connection that gives up does not cancel the work."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(loop.time() + (deadline - loop.time()) / 2):
+            await asyncio.shield(asyncio.wrap_future(pending))
+
+
 async def _pipe(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, activity: list[float]
 ) -> None:
@@ -305,31 +365,7 @@ class Relay(Generic[T]):
         `server_name_filter` refuses is answered before TLS starts.
         """
         limits = limits or RelayLimits()
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        listeners: list[socket.socket] = []
-        try:
-            # Every address the host name has (as asyncio.start_server does); with port 0,
-            # the later ones take the port the first was given.
-            for family, kind, proto, _, found in dict.fromkeys(infos):
-                address = found
-                if listeners and port == 0:
-                    address = (found[0], listeners[0].getsockname()[1], *found[2:])
-                listener = socket.socket(family, kind, proto)
-                listeners.append(listener)
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if reuse_port:
-                    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                listener.bind(address)
-                listener.listen(socket.SOMAXCONN)
-                listener.setblocking(False)
-        except BaseException:
-            for listener in listeners:
-                listener.close()
-            raise
+        listeners = bind_tcp_listeners(host, port, reuse_port=reuse_port)
         for listener in listeners:
             self._listeners.append(listener)
             task = asyncio.get_running_loop().create_task(
@@ -461,18 +497,11 @@ class Relay(Generic[T]):
             self._release_source(source)
 
     async def _wait_before_handshake(self, name: str, deadline: float) -> None:
-        """Wait for what `before_handshake` names for `name`, for half the time left before
-        `deadline` at most: the handshake keeps the other half, to be answered (an alert
-        from the SNI callback, when the work did not end in time) rather than cut off."""
+        """Wait for what `before_handshake` names for `name` (`wait_before_handshake`)."""
         assert self.before_handshake is not None
         pending = self.before_handshake(name)
-        if pending is None:
-            return
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(loop.time() + (deadline - loop.time()) / 2):
-                # shielded: a connection that gives up does not cancel the work it waited for
-                await asyncio.shield(asyncio.wrap_future(pending))
+        if pending is not None:
+            await wait_before_handshake(pending, deadline)
 
     async def _admitted(
         self, conn: socket.socket, server_name_filter: ServerNameFilter, limits: RelayLimits
@@ -481,22 +510,12 @@ class Relay(Generic[T]):
         server name is refused or it is no TLS, or the refusal to answer after the delay;
         the admitted server name, or True when the ClientHello could not be read, to go on
         with the full handshake."""
-        loop = asyncio.get_running_loop()
         while True:
-            readable = loop.create_future()
-            loop.add_reader(conn.fileno(), _wake, readable)
-            try:
-                await readable
-            finally:
-                loop.remove_reader(conn.fileno())
-            try:
-                data = conn.recv(clienthello.MAX_PEEK, socket.MSG_PEEK)
-            except (BlockingIOError, InterruptedError):
-                continue
+            data = await peek(conn)
             decision = self._decide(conn, data, server_name_filter, limits)
             if decision is not None:
                 return decision
-            await asyncio.sleep(_PEEK_AGAIN_SECONDS)  # split over TCP segments: the rest
+            await asyncio.sleep(PEEK_AGAIN_SECONDS)  # split over TCP segments: the rest
 
     def _refused(self, conn: socket.socket, reason: str) -> None:
         """Close a connection refused at accept (a reset: no TLS, no lingering state)."""

@@ -56,7 +56,7 @@ class AgentApiServer:
             self.directory = tempfile.mkdtemp(prefix=f"hallmark-agentapi-{os.getpid()}-")
         self.registry: PeerRegistry[AgentPeer] = PeerRegistry()
         # built when an agent's handshake first names a tenant (issuance.agentapi.tls)
-        self.credentials = TenantCredentials(build_new_tenants=False)
+        self.credentials = TenantCredentials()
         self.threads = OrmThreads(ORM_WORKERS, "agentapi-orm")
         self.hub = ChangeHub(self._publish_probe)
         self.port = 0

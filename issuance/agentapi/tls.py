@@ -5,13 +5,12 @@ so it never waits for the database or the key manager: it answers from memory on
 
 - A directory of the platform's trust domains (name → tenant) is loaded when the server
   starts, reloaded every DIRECTORY_RELOAD_SECONDS, and learns a new tenant from the "bundle"
-  event its provisioning announces. The bundle endpoint then builds the new tenant's
-  credentials at once (`build_new_tenants`); the agent API builds a tenant's credentials when
-  a handshake first names it, as it does for every tenant after a restart: a signup then
-  costs the agent API one query, not a key pair, a signature from the key manager and a
+  event its provisioning announces. A tenant's credentials are built when a handshake first
+  names it, as for every tenant after a restart: a signup then costs the agent API and the
+  bundle endpoint one query each, not a key pair, a signature from the key manager and a
   key-manager token in every process while agents are being served (a burst of admitted
   signups slowed every tenant's syncs: benchmarks/abuse.py), and a tenant that never runs
-  an agent costs it nothing.
+  an agent or is never fetched by a federation peer costs them nothing.
 - A name the directory lacks is looked up in the background (at most MAX_PENDING_LOOKUPS at
   a time, and LOOKUPS_PER_SECOND after a burst of as many: a flood of new names buys no more
   queries than that; a name dropped is looked up when its client retries); a name found
@@ -25,10 +24,10 @@ so it never waits for the database or the key manager: it answers from memory on
   log line per handshake, one traceback when it starts failing.
 
 A handshake that names a tenant whose credentials are not built yet waits for them before
-it starts: the relay asks `build_awaited` for the build to wait for (half the handshake's
-time at most), so the first handshake of a tenant succeeds, only later. Where nothing
-waits (the bundle endpoint's own TLS listener, a build that fails), its handshakes fail (an
-internal-error alert) and agents retry, as they do for any transient failure.
+it starts: the agent API's relay and the bundle endpoint's listener ask `build_awaited` for
+the build to wait for (half the handshake's time at most), so the first handshake of a
+tenant succeeds, only later. A build that fails or does not end in time fails its
+handshakes (an internal-error alert), and clients retry, as for any transient failure.
 """
 
 from __future__ import annotations
@@ -71,13 +70,8 @@ Build = Callable[[], Credentials | None]
 class TenantCredentials:
     """The cache of per-tenant server contexts and the SNI callback that uses it."""
 
-    def __init__(
-        self, workers: int = 4, *, profile: str = tlsbuild.AGENT_API, build_new_tenants: bool = True
-    ) -> None:
+    def __init__(self, workers: int = 4, *, profile: str = tlsbuild.AGENT_API) -> None:
         self.profile = profile
-        # whether a tenant learnt from its provisioning's event gets its credentials at once
-        # (else when a handshake first names it)
-        self.build_new_tenants = build_new_tenants
         self._lock = threading.Lock()
         self._cache: dict[str, Credentials] = {}
         self._directory: dict[str, uuid.UUID] = {}
@@ -186,7 +180,7 @@ class TenantCredentials:
             self._threads.submit(self._learn, event.tenant_id)
         for name in names:
             # Credentials not built are built with the event's change when first needed.
-            if self.build_new_tenants or self._held_or_building(name):
+            if self._held_or_building(name):
                 self._background(name, self._refresh_cached(name))
 
     def _held_or_building(self, name: str) -> bool:
@@ -225,7 +219,7 @@ class TenantCredentials:
             log.warning("agent API: looking up tenant %s failed: %s", tenant_id, exc)
             return
         if found is not None:
-            self._known(*found, build=self.build_new_tenants)
+            self._known(*found, build=False)  # built when a handshake first names it
 
     def _known(self, name: str, tenant_id: uuid.UUID, *, build: bool = True) -> None:
         with self._lock:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import cast
 
 import pytest
 from cryptography import x509
 
 from hallmark.bundle import Bundle
 from hallmark.spiffeid import TrustDomain
+from issuance.agentapi import tlsbuild
+from tests.conftest import make_tenant
+from tests.e2e.conftest import wait_for
 from tests.federation.endpoint_harness import (
     EndpointThread,
+    client_context,
     handshake,
     http_get,
     running_endpoint,
@@ -121,8 +129,6 @@ def test_no_client_certificate_is_requested(endpoint, tenant_a) -> None:
 
 def test_only_tls_1_2_or_later_is_negotiated(endpoint, tenant_a) -> None:
     # Mozilla intermediate compatibility: TLS 1.2 and 1.3 only
-    import socket
-
     handshake(endpoint.port, tenant_a.trust_domain)
     for version, works in (
         (ssl.TLSVersion.TLSv1_2, True),
@@ -143,3 +149,109 @@ def test_only_tls_1_2_or_later_is_negotiated(endpoint, tenant_a) -> None:
         except ssl.SSLError:
             negotiated = None
         assert (negotiated is not None) == works, (version, negotiated)
+
+
+# -- a tenant's first fetch: its server SVID is built then, and the handshake waits for it --
+
+
+def _fetch_once(port: int, server_name: str, pieces: tuple[int, ...] = ()) -> tuple[int, bytes]:
+    """One GET / with no retry: the status and body, or (0, b"") when the handshake failed.
+    With `pieces`, the ClientHello is sent cut at those offsets, a pause after each."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context().wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.do_handshake()
+        hello = outgoing.read()
+        for start, end in zip((0, *pieces), (*pieces, len(hello)), strict=True):
+            sock.sendall(hello[start:end])
+            time.sleep(0.05)
+
+        def exchange(step: Callable[[], object]) -> object:
+            while True:
+                try:
+                    return step()
+                except ssl.SSLWantReadError:
+                    if sent := outgoing.read():
+                        sock.sendall(sent)
+                    if not (chunk := sock.recv(65536)):
+                        raise ConnectionResetError from None
+                    incoming.write(chunk)
+
+        try:
+            exchange(tls.do_handshake)
+            tls.write(_get("x"))
+            sock.sendall(outgoing.read())
+            answer = b""
+            with contextlib.suppress(ssl.SSLZeroReturnError, ssl.SSLEOFError, ConnectionError):
+                while chunk := cast(bytes, exchange(lambda: tls.read(65536))):
+                    answer += chunk
+        except (ssl.SSLError, ConnectionError):
+            return 0, b""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def test_a_tenant_signed_up_while_it_runs_gets_its_server_svid_at_its_first_fetch(endpoint):
+    # given the endpoint running, counting the server SVIDs it builds
+    credentials = endpoint.server.credentials
+    built: list[object] = []
+    original = tlsbuild.issue
+
+    def counting_issue(tenant_id, *args):
+        built.append(tenant_id)
+        return original(tenant_id, *args)
+
+    tlsbuild.issue = counting_issue
+    try:
+        # when a tenant signs up while it runs
+        tenant = make_tenant("fresh")
+        name = tenant.trust_domain
+
+        # then its provisioning's event teaches it the name and builds nothing: a signup
+        # costs the endpoint one query, not a key, a signature and a key-manager token
+        wait_for(lambda: name in credentials._directory or None, 30, "the name learnt")
+        time.sleep(0.5)  # a build would have started within microseconds of the learning
+        assert built == []
+
+        # and the first fetch naming it is served at once (no retry): its handshake waited
+        # for the build it started
+        status, body = _fetch_once(endpoint.port, name)
+        assert status == 200
+        assert json.loads(body) == tenant.client.get("/api/v1/bundle").json()
+        assert built == [tenant.tenant.id]
+    finally:
+        tlsbuild.issue = original
+
+
+def test_the_first_fetch_after_a_restart_is_served_not_failed(endpoint, tenant_a) -> None:
+    # given tenant A served, then its credentials dropped (as after a restart)
+    credentials = endpoint.server.credentials
+    http_get(endpoint.port, tenant_a.trust_domain, _get("x"))
+    credentials._cache.pop(tenant_a.trust_domain)
+
+    # when a peer fetches A's bundle once, with its ClientHello whole and then in pieces
+    # (a first record cut short is read again until it is whole), then both are served
+    assert _fetch_once(endpoint.port, tenant_a.trust_domain)[0] == 200
+    credentials._cache.pop(tenant_a.trust_domain)
+    assert _fetch_once(endpoint.port, tenant_a.trust_domain, pieces=(3, 40))[0] == 200
+    assert not credentials._building  # nothing left waiting
+
+
+def test_a_fetcher_that_closes_before_its_client_hello_costs_nothing(endpoint, tenant_a):
+    # when clients connect and close without a byte, or send bytes that are no TLS
+    for data in (b"", b"GET / HTTP/1.1\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", endpoint.port), timeout=10) as sock:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(10)
+            with contextlib.suppress(ConnectionError):
+                assert not sock.recv(4096).startswith(b"HTTP")  # no HTTP without TLS
+
+    # then nothing is left behind, and the endpoint still serves (a tenant it learnt)
+    server = endpoint.server
+    wait_for(lambda: len(server._tasks) == len(server._listeners) or None, 10, "connections end")
+    known = server.credentials._directory  # type: ignore[attr-defined]
+    wait_for(lambda: tenant_a.trust_domain in known or None, 30, "A learnt")
+    assert _fetch_once(endpoint.port, tenant_a.trust_domain)[0] == 200
