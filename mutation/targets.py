@@ -319,8 +319,21 @@ TARGETS: tuple[Target, ...] = (
             "Relay._decide",
             "Relay._hold",
             "Relay._wait_before_handshake",
+            "wait_before_handshake",
             "PeerRegistry.disconnect",
         ),
+        timeout=120,
+    ),
+    Target(
+        name="bundle-endpoint-first-handshake",
+        path="federation/endpoint.py",
+        tests=(
+            "tests/federation/test_bundle_endpoint.py::test_the_first_fetch_after_a_restart_is_served_not_failed",
+            "tests/federation/test_bundle_endpoint.py",
+        ),
+        # what a federation peer's handshake waits for before TLS (its tenant's server SVID
+        # being built), what it peeks at to know, and that nothing is left behind
+        functions=("BundleEndpointServer._connection", "_server_name"),
         timeout=120,
     ),
     Target(
