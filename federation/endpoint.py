@@ -273,11 +273,13 @@ class BundleEndpointServer:
             self._events.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._events
-        for listener in self._listeners:
-            listener.close()
+        # the accept loops and connections end first: a listener closed under a waiting
+        # accept would leave the loop watching a descriptor that no longer exists
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for listener in self._listeners:
+            listener.close()
         await asyncio.to_thread(self.credentials.close)
         log.info("bundle endpoint pid %d served %d bundles", os.getpid(), self.served)
 

@@ -15,7 +15,6 @@ from cryptography import x509
 
 from hallmark.bundle import Bundle
 from hallmark.spiffeid import TrustDomain
-from issuance.agentapi import tlsbuild
 from tests.conftest import make_tenant
 from tests.e2e.conftest import wait_for
 from tests.federation.endpoint_harness import (
@@ -25,6 +24,7 @@ from tests.federation.endpoint_harness import (
     http_get,
     running_endpoint,
 )
+from tests.issuance.agentapi_harness import server_svid_builds
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -196,15 +196,7 @@ def _fetch_once(port: int, server_name: str, pieces: tuple[int, ...] = ()) -> tu
 def test_a_tenant_signed_up_while_it_runs_gets_its_server_svid_at_its_first_fetch(endpoint):
     # given the endpoint running, counting the server SVIDs it builds
     credentials = endpoint.server.credentials
-    built: list[object] = []
-    original = tlsbuild.issue
-
-    def counting_issue(tenant_id, *args):
-        built.append(tenant_id)
-        return original(tenant_id, *args)
-
-    tlsbuild.issue = counting_issue
-    try:
+    with server_svid_builds() as built:
         # when a tenant signs up while it runs
         tenant = make_tenant("fresh")
         name = tenant.trust_domain
@@ -221,8 +213,6 @@ def test_a_tenant_signed_up_while_it_runs_gets_its_server_svid_at_its_first_fetc
         assert status == 200
         assert json.loads(body) == tenant.client.get("/api/v1/bundle").json()
         assert built == [tenant.tenant.id]
-    finally:
-        tlsbuild.issue = original
 
 
 def test_the_first_fetch_after_a_restart_is_served_not_failed(endpoint, tenant_a) -> None:

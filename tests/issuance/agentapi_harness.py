@@ -10,6 +10,7 @@ import ssl
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from attestors.node import join_token
 from hallmark.protos import agent_pb2, agent_pb2_grpc
 from hallmark.x509svid import make_csr
+from issuance.agentapi import tlsbuild
 from issuance.agentapi.server import AgentApiServer
 
 TIMEOUT = 30.0
@@ -33,6 +35,29 @@ RETRY_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
+
+
+@contextlib.contextmanager
+def server_svid_builds(
+    before: Callable[[uuid.UUID], object] | None = None,
+) -> Iterator[list[uuid.UUID]]:
+    """While the block runs, every server SVID build (`tlsbuild.issue`: the agent API's and
+    the bundle endpoint's) is recorded by its tenant, then runs `before` (a hang, a failure),
+    then builds for real."""
+    built: list[uuid.UUID] = []
+    original = tlsbuild.issue
+
+    def issue(tenant_id: uuid.UUID, *args: Any) -> Any:
+        built.append(tenant_id)
+        if before is not None:
+            before(tenant_id)
+        return original(tenant_id, *args)
+
+    tlsbuild.issue = issue  # type: ignore[assignment]
+    try:
+        yield built
+    finally:
+        tlsbuild.issue = original  # type: ignore[assignment]
 
 
 def wait_until_served(port: int, server_name: str, timeout: float = READY_TIMEOUT) -> bool:

@@ -36,6 +36,7 @@ from tests.issuance.agentapi_harness import (
     AgentIdentity,
     attest_call,
     running_server,
+    server_svid_builds,
     wait_until_served,
 )
 from tests.issuance.conftest import bundle_pem, create_join_token
@@ -174,23 +175,22 @@ def test_a_tenant_whose_server_svid_cannot_be_signed_backs_off(
     # back-off so the count below does not depend on time
     credentials = agent_api.server.credentials
     credentials._backoff = Backoff(base=3600, cap=3600)
-    tries: list[object] = []
-    original = tlsbuild.issue
 
-    def failing_issue(tenant_id):
+    def failing_for_b(tenant_id):
         if tenant_id == tenant_b.tenant.id:
-            tries.append(tenant_id)
             raise KeyManagerUnavailable("the key manager is down")
-        return original(tenant_id)
 
     assert wait_until_served(agent_api.port, tenant_b.trust_domain)
-    tlsbuild.issue = failing_issue
     caplog.set_level(logging.INFO, logger="issuance.agentapi.tls")
-    try:
+    with server_svid_builds(before=failing_for_b) as built:
         credentials._cache.pop(tenant_b.trust_domain, None)
         # when B's name is handshaken until its first build has failed, then 30 times more
         wait_for(
-            lambda: handshake(agent_api.port, tenant_b.trust_domain) or tries or None,
+            lambda: (
+                handshake(agent_api.port, tenant_b.trust_domain)
+                or tenant_b.tenant.id in built
+                or None
+            ),
             TIMEOUT,
             "the first build of B",
         )
@@ -203,7 +203,7 @@ def test_a_tenant_whose_server_svid_cannot_be_signed_backs_off(
             assert not handshake(agent_api.port, tenant_b.trust_domain)
 
         # then B was tried once, logged once and without a traceback
-        assert len(tries) == 1
+        assert built.count(tenant_b.tenant.id) == 1
         about_b = [
             r
             for r in caplog.records
@@ -212,8 +212,6 @@ def test_a_tenant_whose_server_svid_cannot_be_signed_backs_off(
         assert len(about_b) == 1 and about_b[0].exc_info is None
         # and tenant A is served all along
         assert wait_until_served(agent_api.port, tenant_a.trust_domain)
-    finally:
-        tlsbuild.issue = original
 
 
 def attest_raw(client: AgentApiClient, trust_domain: str, data: bytes, timeout: float = TIMEOUT):  # type: ignore[no-untyped-def]
@@ -438,15 +436,7 @@ def test_a_new_tenant_is_learnt_from_its_event_but_its_credentials_wait_for_an_a
     # name must not stand in for it), counting the server SVIDs it builds
     credentials = agent_api.server.credentials
     wait_for(lambda: tenant_a.trust_domain in credentials._directory or None, TIMEOUT, "A")
-    built: list[object] = []
-    original = tlsbuild.issue
-
-    def counting_issue(tenant_id, *args):
-        built.append(tenant_id)
-        return original(tenant_id, *args)
-
-    tlsbuild.issue = counting_issue
-    try:
+    with server_svid_builds() as built:
         # when a tenant signs up while it runs
         tenant = make_tenant("fresh")
         name = tenant.trust_domain
@@ -466,8 +456,6 @@ def test_a_new_tenant_is_learnt_from_its_event_but_its_credentials_wait_for_an_a
         assert _raw_handshake(agent_api.port, name) == "accepted"
         assert built == [tenant.tenant.id]
         assert name in credentials._cache
-    finally:
-        tlsbuild.issue = original
 
 
 def test_a_name_found_absent_then_signed_up_is_served_at_once(agent_api):
@@ -597,14 +585,7 @@ def test_a_handshake_waits_for_credentials_no_longer_than_its_deadline(settings,
     # than the client below waits for an answer
     settings.AGENT_API_HANDSHAKE_TIMEOUT = 1
     release = threading.Event()
-    original = tlsbuild.issue
-
-    def hanging_issue(tenant_id, *args):
-        release.wait(TIMEOUT * 3)
-        return original(tenant_id, *args)
-
-    tlsbuild.issue = hanging_issue
-    try:
+    with server_svid_builds(before=lambda _: release.wait(TIMEOUT * 3)):
         with running_server() as server:
             try:
                 # when a handshake names tenant A, whose credentials were never built, then
@@ -615,5 +596,3 @@ def test_a_handshake_waits_for_credentials_no_longer_than_its_deadline(settings,
                 assert tenant_a.trust_domain in server.server.credentials._building
             finally:
                 release.set()  # before the server stops: it waits for its builds
-    finally:
-        tlsbuild.issue = original
