@@ -215,7 +215,10 @@ def test_client_hellos_already_queued_at_accept_are_decided_there(tmp_path: Path
     # held while two clients connect and send theirs: both are queued when accepted.
     async def scenario() -> None:
         reached_tls: list[str] = []
-        relay, port, echo = await _relay(tmp_path, reached_tls)
+        # a handshake deadline well past the refused client's 10 s read timeout: a refusal
+        # answered at accept must also be closed there, not held by a task until the deadline
+        limits = RelayLimits(handshake_timeout=60)
+        relay, port, echo = await _relay(tmp_path, reached_tls, limits)
         loop = asyncio.get_running_loop()
         hello = client_hello("nx.flood.test")
 
@@ -234,7 +237,7 @@ def test_client_hellos_already_queued_at_accept_are_decided_there(tmp_path: Path
             )
             time.sleep(0.5)  # holds the loop: nothing is accepted meanwhile
 
-            # then the stranger is refused with the alert and the known name relayed
+            # then the stranger is refused with the alert and closed, and the known name relayed
             assert await refused == bytes([21, 3, 3, 0, 2, 2, 112])
             assert await admitted == b"ping"
             assert reached_tls == [KNOWN]
