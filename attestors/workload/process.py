@@ -102,19 +102,30 @@ def attest_connected(
 ) -> frozenset[Selector]:
     """The caller's `unix:` selectors, if it is still the process image that connected.
 
-    Checked before and after reading /proc, so an exec or exit in between is caught too. The
-    executable's digest may come from `hash_cache` (unix.attest): it is keyed by the identity
+    Checked after reading /proc, so an exec or exit before or during the reading is caught.
+    The executable's digest may come from `hash_cache` (unix.attest): it is keyed by the identity
     of the file the caller runs now, and that is the file it connected with (checked here).
     """
-    check_same_process(caller, proc=proc)
-    selectors = unix.attest(
-        caller.pid,
-        caller.uid,
-        caller.gid,
-        max_exe_hash_bytes=max_exe_hash_bytes,
-        proc=proc,
-        hash_cache=hash_cache,
-        may_block=may_block,
-    )
+    if caller.start_time is None:
+        check_same_process(caller, proc=proc)  # raises: it had exited at accept
+    try:
+        selectors = unix.attest_unchecked(
+            caller.pid,
+            caller.uid,
+            caller.gid,
+            max_exe_hash_bytes=max_exe_hash_bytes,
+            proc=proc,
+            hash_cache=hash_cache,
+            may_block=may_block,
+            executable=caller.executable,
+        )
+    except unix.WorkloadAttestationError:
+        # A process that exited or became another one says so (CallerChangedError), not
+        # that /proc could not be read.
+        check_same_process(caller, proc=proc)
+        raise
+    # Once, after reading: the process at the pid now is the one that connected (its start
+    # time; a pid is not reused while its process lives, so it was that one throughout) and
+    # runs the executable it connected with, so what was read is that process image's.
     check_same_process(caller, proc=proc)
     return selectors

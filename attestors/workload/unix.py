@@ -7,13 +7,19 @@ is by subset, so a missing selector can only make fewer entries match, never mor
 
 The SHA-256 is computed at most once per executable file, not per call: `ExeHashCache` keys
 each digest by what identifies the file's content as the caller's /proc/<pid>/exe shows it
-(device, inode, size, mtime and ctime in nanoseconds, from fstat of that very open file). A
-file replaced at the same path is another inode; a file rewritten in place changes its ctime
-(which no unprivileged process can set back), so either way it is hashed again. A digest is
-only cached when the file's identity is the same after the hash as before it, and when the
-file was last changed well before the hash began (`RACY_MARGIN_NS`, as git treats "racily
-clean" files): file systems stamp times coarsely (a clock tick, up to 2 s on some), so a file
-rewritten within the same tick as its last change would otherwise keep its key.
+(device, inode, size, mtime and ctime in nanoseconds: stat of that link, which is the file
+the process runs, or fstat of it once opened to be hashed). A file replaced at the same path
+is another inode; a file rewritten in place changes its ctime (which no unprivileged process
+can set back), so either way it is hashed again. A digest is only cached when the file's
+identity is the same after the hash as before it, and when the file was last changed well
+before the hash began (`RACY_MARGIN_NS`, as git treats "racily clean" files): file systems
+stamp times coarsely (a clock tick, up to 2 s on some), so a file rewritten within the same
+tick as its last change would otherwise keep its key.
+
+Attesting is on the Workload API's every call, so with the cache a call costs a few reads of
+/proc and no allocation it can avoid: a digest found by stat alone (the file is not opened),
+the selector set of a caller seen before handed back as the same object, and an executable
+over the size limit warned of once per file, not once per call.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import hashlib
 import logging
 import os
 import pwd
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -57,7 +62,6 @@ class _ProcStatus:
     groups: tuple[int, ...]
 
 
-_STATUS = re.compile(rb"^(Uid|Gid|Groups):(.*)$", re.MULTILINE)
 _READ_SIZE = 16384
 
 
@@ -78,23 +82,36 @@ def read_proc_file(path: str) -> bytes:
         os.close(fd)
 
 
+def _status_field(raw: bytes, name: bytes) -> bytes | None:
+    """The value of line `name` ("\\nUid:", led by its newline) in a status read after a newline."""
+    start = raw.find(name)
+    if start < 0:
+        return None
+    start += len(name)
+    end = raw.find(b"\n", start)
+    return raw[start:] if end < 0 else raw[start:end]
+
+
 def _read_status(proc: str, pid: int) -> _ProcStatus:
     try:
-        raw = read_proc_file(os.path.join(proc, str(pid), "status"))
-        # The three lines wanted, found by one regex pass over the bytes (the file has ~55).
-        fields = {m[1].decode(): m[2].decode("ascii", "replace") for m in _STATUS.finditer(raw)}
+        # Led by a newline, so every line, the first too, is found by "\n<name>:". The kernel
+        # escapes a newline in the one field a process sets itself (Name), so no line is faked.
+        raw = b"\n" + read_proc_file(os.path.join(proc, str(pid), "status"))
     except (FileNotFoundError, ProcessLookupError):
         raise WorkloadAttestationError(
             f"process {pid} exited before it could be attested"
         ) from None
     except OSError as exc:
         raise WorkloadAttestationError(f"cannot read /proc/{pid}/status: {exc}") from None
+    uids, gids = _status_field(raw, b"\nUid:"), _status_field(raw, b"\nGid:")
+    groups = _status_field(raw, b"\nGroups:") or b""
     try:
-        uids = fields["Uid"].split()
-        gids = fields["Gid"].split()
-        groups = tuple(int(g) for g in fields.get("Groups", "").split())
-        return _ProcStatus(int(uids[1]), int(gids[1]), groups)
-    except (KeyError, IndexError, ValueError):
+        if uids is None or gids is None:
+            raise ValueError("no Uid or Gid line")
+        return _ProcStatus(
+            int(uids.split()[1]), int(gids.split()[1]), tuple(int(g) for g in groups.split())
+        )
+    except (IndexError, ValueError):
         raise WorkloadAttestationError(f"/proc/{pid}/status is not in the expected form") from None
 
 
@@ -153,6 +170,8 @@ class ExeHashCache:
         self._digests: OrderedDict[FileIdentity, str] = OrderedDict()
         self._lock = threading.Lock()
         self._names: OrderedDict[tuple[str, int], tuple[int, str | None]] = OrderedDict()
+        self._refused: OrderedDict[FileIdentity, None] = OrderedDict()
+        self._selector_sets: OrderedDict[tuple[str, ...], frozenset[Selector]] = OrderedDict()
         self.computed = 0
 
     def __len__(self) -> int:
@@ -164,6 +183,31 @@ class ExeHashCache:
             if digest is not None:
                 self._digests.move_to_end(identity)
             return digest
+
+    def first_refusal(self, identity: FileIdentity) -> bool:
+        """True the first time this file is found too large to hash (while remembered)."""
+        with self._lock:
+            first = identity not in self._refused
+            self._refused[identity] = None
+            self._refused.move_to_end(identity)
+            while len(self._refused) > self._max_entries:
+                self._refused.popitem(last=False)
+            return first
+
+    def selectors(self, values: tuple[str, ...]) -> frozenset[Selector]:
+        """The `unix:` selector set of these values, built once while it is in use: a caller
+        attested again gets the very same set (and the views keyed by it stay warm)."""
+        with self._lock:
+            found = self._selector_sets.get(values)
+            if found is not None:
+                self._selector_sets.move_to_end(values)
+                return found
+        found = frozenset(Selector(SELECTOR_TYPE, value) for value in values)
+        with self._lock:
+            self._selector_sets[values] = found
+            while len(self._selector_sets) > self._max_entries:
+                self._selector_sets.popitem(last=False)
+        return found
 
     def name(self, kind: str, number: int, may_block: bool) -> str | None:
         """The user (kind "user") or group name of `number`, looked up at most every TTL."""
@@ -199,38 +243,78 @@ class ExeHashCache:
 
 
 def _exe_sha256(
-    proc: str, pid: int, max_bytes: int, cache: ExeHashCache | None, may_block: bool
+    proc: str,
+    pid: int,
+    *,
+    max_bytes: int,
+    cache: ExeHashCache | None,
+    may_block: bool,
+    executable: tuple[int, int] | None,
 ) -> str | None:
     # Hash /proc/<pid>/exe itself, not the path: the file at the path may have been replaced.
+    exe = os.path.join(proc, str(pid), "exe")
     try:
-        with open(os.path.join(proc, str(pid), "exe"), "rb") as handle:
-            before = os.fstat(handle.fileno())
-            if before.st_size > max_bytes:
-                _log.warning(
-                    "no unix:sha256 selector for pid %d: executable is %d bytes (limit %d)",
-                    pid,
-                    before.st_size,
-                    max_bytes,
-                )
+        if cache is not None:
+            # The cached case opens nothing: stat of the link is the file the process runs.
+            info = os.stat(exe)
+            if not _to_hash(pid, info, max_bytes, executable, cache):
                 return None
-            identity = _identity(before)
-            if cache is not None and (cached := cache.get(identity)) is not None:
+            if (cached := cache.get(_identity(info))) is not None:
                 return cached
             if not may_block:
                 raise WouldBlock(pid)
-            started = cache.now_ns() if cache is not None else 0
-            digest = hashlib.sha256()
-            while chunk := handle.read(1024 * 1024):
-                digest.update(chunk)
-            if _identity(os.fstat(handle.fileno())) != identity:
-                _log.warning("no unix:sha256 selector for pid %d: executable changed", pid)
-                return None
-            if cache is not None:
-                cache.put(identity, digest.hexdigest(), started)
-            return digest.hexdigest()
+        return _hash_file(exe, pid, max_bytes, cache, executable)
     except OSError as exc:
         _log.warning("no unix:sha256 selector for pid %d: %s", pid, exc)
         return None
+
+
+def _to_hash(
+    pid: int,
+    info: os.stat_result,
+    max_bytes: int,
+    executable: tuple[int, int] | None,
+    cache: ExeHashCache | None,
+) -> bool:
+    """Whether the file `info` describes gets a digest: the executable expected, if one is, and
+    within the size limit (a file over it is warned of once per file with a cache)."""
+    if executable is not None and (info.st_dev, info.st_ino) != executable:
+        return False  # not the file the caller connected with: it is refused anyway
+    if info.st_size > max_bytes:
+        first = cache is None or cache.first_refusal(_identity(info))
+        _log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "no unix:sha256 selector for pid %d: executable is %d bytes (limit %d)",
+            pid,
+            info.st_size,
+            max_bytes,
+        )
+        return False
+    return True
+
+
+def _hash_file(
+    exe: str,
+    pid: int,
+    max_bytes: int,
+    cache: ExeHashCache | None,
+    executable: tuple[int, int] | None,
+) -> str | None:
+    with open(exe, "rb") as handle:
+        before = os.fstat(handle.fileno())
+        if not _to_hash(pid, before, max_bytes, executable, None):
+            return None
+        identity = _identity(before)
+        started = cache.now_ns() if cache is not None else 0
+        digest = hashlib.sha256()
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+        if _identity(os.fstat(handle.fileno())) != identity:
+            _log.warning("no unix:sha256 selector for pid %d: executable changed", pid)
+            return None
+        if cache is not None:
+            cache.put(identity, digest.hexdigest(), started)
+        return digest.hexdigest()
 
 
 def attest(
@@ -254,6 +338,63 @@ def attest(
     uid/gid than the kernel reported for the connection (the pid was reused, or the process
     changed identity since it connected): in both cases nothing about it can be trusted.
     """
+    status, selectors = _read_selectors(
+        pid,
+        uid,
+        gid,
+        max_exe_hash_bytes=max_exe_hash_bytes,
+        proc=proc,
+        hash_cache=hash_cache,
+        may_block=may_block,
+        executable=None,
+    )
+    # Re-check after reading: if the pid was recycled meanwhile, the facts may be another's.
+    if _read_status(proc, pid) != status:
+        raise WorkloadAttestationError(f"process {pid} changed while it was being attested")
+    return selectors
+
+
+def attest_unchecked(
+    pid: int,
+    uid: int,
+    gid: int,
+    *,
+    max_exe_hash_bytes: int = DEFAULT_MAX_EXE_HASH_BYTES,
+    proc: str = "/proc",
+    hash_cache: ExeHashCache | None = None,
+    may_block: bool = True,
+    executable: tuple[int, int] | None = None,
+) -> frozenset[Selector]:
+    """`attest` without its re-read of the status at the end, for a caller that checks after
+    it that `pid` is still the process it was by a surer test (attestors.workload.process: the
+    start time and executable recorded at connect, which a recycled pid does not keep).
+
+    With `executable` (st_dev, st_ino), no digest is looked up or computed for another file:
+    a process that has exec'd since is refused by that check, and hashing its new binary
+    first would be work for nothing."""
+    return _read_selectors(
+        pid,
+        uid,
+        gid,
+        max_exe_hash_bytes=max_exe_hash_bytes,
+        proc=proc,
+        hash_cache=hash_cache,
+        may_block=may_block,
+        executable=executable,
+    )[1]
+
+
+def _read_selectors(
+    pid: int,
+    uid: int,
+    gid: int,
+    *,
+    max_exe_hash_bytes: int,
+    proc: str,
+    hash_cache: ExeHashCache | None,
+    may_block: bool,
+    executable: tuple[int, int] | None,
+) -> tuple[_ProcStatus, frozenset[Selector]]:
     if pid <= 0:
         raise WorkloadAttestationError("the kernel reported no pid for the caller")
     status = _read_status(proc, pid)
@@ -280,10 +421,16 @@ def attest(
             values.append(f"supplementary_group:{name}")
     if (path := _exe_path(proc, pid)) is not None:
         values.append(f"path:{path}")
-        digest = _exe_sha256(proc, pid, max_exe_hash_bytes, hash_cache, may_block)
+        digest = _exe_sha256(
+            proc,
+            pid,
+            max_bytes=max_exe_hash_bytes,
+            cache=hash_cache,
+            may_block=may_block,
+            executable=executable,
+        )
         if digest is not None:
             values.append(f"sha256:{digest}")
-    # Re-check after reading: if the pid was recycled meanwhile, the facts may be another's.
-    if _read_status(proc, pid) != status:
-        raise WorkloadAttestationError(f"process {pid} changed while it was being attested")
-    return frozenset(Selector(SELECTOR_TYPE, value) for value in values)
+    if hash_cache is not None:
+        return status, hash_cache.selectors(tuple(values))
+    return status, frozenset(Selector(SELECTOR_TYPE, value) for value in values)

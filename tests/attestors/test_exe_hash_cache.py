@@ -296,3 +296,59 @@ def test_with_a_cache_the_caller_is_named_by_user_and_group_too() -> None:
 
     assert f"user:{pwd.getpwuid(os.geteuid()).pw_name}" in values
     assert f"group:{grp.getgrgid(os.getegid()).gr_name}" in values
+
+
+def test_an_executable_over_the_limit_is_warned_of_once_per_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a caller whose executable is over the hash limit, attested on every call
+    exe = tmp_path / "server"
+    exe.write_bytes(b"x" * 5000)
+    proc = str(_proc(tmp_path / "proc", PID, exe))
+    cache = _settled_cache()
+
+    def warnings() -> int:
+        return sum(
+            1 for r in caplog.records if r.levelname == "WARNING" and "limit 4999" in r.message
+        )
+
+    caplog.set_level("DEBUG", logger="attestors.workload.unix")
+    for _ in range(3):
+        assert (
+            _digest_of(
+                attest(PID, 1000, 1000, proc=proc, max_exe_hash_bytes=4999, hash_cache=cache)
+            )
+            is None
+        )
+
+    # then the log says so once, not once a call (a workload calls many times a second)
+    assert warnings() == 1
+    # and a new file at that path is another executable: said again
+    replacement = tmp_path / "server.new"
+    replacement.write_bytes(b"y" * 6000)
+    os.replace(replacement, exe)
+    attest(PID, 1000, 1000, proc=proc, max_exe_hash_bytes=4999, hash_cache=cache)
+    assert sum(1 for r in caplog.records if r.levelname == "WARNING" and "limit" in r.message) == 2
+    assert cache.computed == 0
+
+
+def test_a_caller_attested_again_gets_the_same_selector_set(tmp_path: Path) -> None:
+    # given one caller attested twice with a cache
+    exe = tmp_path / "server"
+    exe.write_bytes(b"\x7fELF" + os.urandom(100))
+    proc = str(_proc(tmp_path / "proc", PID, exe))
+    cache = _settled_cache()
+
+    first = attest(PID, 1000, 1000, proc=proc, hash_cache=cache)
+    again = attest(PID, 1000, 1000, proc=proc, hash_cache=cache)
+
+    # then the very same set comes back (built once), equal to one built without the cache
+    assert again is first
+    assert first == attest(PID, 1000, 1000, proc=proc)
+    # and a caller whose facts differ gets its own set
+    (tmp_path / "proc" / str(PID) / "status").write_text(
+        STATUS.replace("Groups:\t\n", "Groups:\t4242\n")
+    )
+    other = attest(PID, 1000, 1000, proc=proc, hash_cache=cache)
+    assert other != first
+    assert Selector("unix", "supplementary_gid:4242") in other

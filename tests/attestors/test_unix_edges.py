@@ -195,3 +195,13 @@ def test_the_user_and_group_names_are_selectors_without_a_cache_too() -> None:
 
     assert f"user:{pwd.getpwuid(os.geteuid()).pw_name}" in values
     assert f"group:{grp.getgrgid(os.getegid()).gr_name}" in values
+
+
+def test_a_process_name_that_looks_like_a_uid_line_does_not_count(tmp_path: Path) -> None:
+    # the kernel writes a newline in a process's name as the two characters "\n": a name
+    # chosen to read as a Uid line stays part of the Name line
+    proc = _proc(tmp_path, _status().replace("Name:\tapp", "Name:\tx\\nUid:\t0 0 0 0"))
+
+    assert {"uid:1000", "gid:1000"} <= _values(attest(PID, 1000, 1000, proc=str(proc)))
+    with pytest.raises(WorkloadAttestationError, match="now runs as uid 1000"):
+        attest(PID, 0, 1000, proc=str(proc))
