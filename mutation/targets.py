@@ -375,7 +375,11 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="connected-process",
         path="attestors/workload/process.py",
-        tests=("tests/attestors/test_process_binding.py", "tests/agent/test_workload_binding.py"),
+        tests=(
+            "tests/attestors/test_process_binding.py",
+            "tests/attestors/test_exe_hash_cache.py",  # the cache and limit passed through
+            "tests/agent/test_workload_binding.py",
+        ),
         timeout=180,
     ),
     Target(

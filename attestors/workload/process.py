@@ -106,8 +106,6 @@ def attest_connected(
     The executable's digest may come from `hash_cache` (unix.attest): it is keyed by the identity
     of the file the caller runs now, and that is the file it connected with (checked here).
     """
-    if caller.start_time is None:
-        check_same_process(caller, proc=proc)  # raises: it had exited at accept
     try:
         selectors = unix.attest_unchecked(
             caller.pid,
@@ -126,6 +124,7 @@ def attest_connected(
         raise
     # Once, after reading: the process at the pid now is the one that connected (its start
     # time; a pid is not reused while its process lives, so it was that one throughout) and
-    # runs the executable it connected with, so what was read is that process image's.
+    # runs the executable it connected with, so what was read is that process image's. A
+    # caller already gone at accept (no start time) is refused here too.
     check_same_process(caller, proc=proc)
     return selectors

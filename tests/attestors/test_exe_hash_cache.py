@@ -352,3 +352,19 @@ def test_a_caller_attested_again_gets_the_same_selector_set(tmp_path: Path) -> N
     other = attest(PID, 1000, 1000, proc=proc, hash_cache=cache)
     assert other != first
     assert Selector("unix", "supplementary_gid:4242") in other
+
+
+def test_attest_connected_without_leave_to_block_reports_a_miss(tmp_path: Path) -> None:
+    # a digest not cached yet: the event loop's attempt is told to go to a thread
+    caller = connected_process(os.getpid(), os.geteuid(), os.getegid())
+    cache = ExeHashCache()
+    cache.name("user", os.geteuid(), may_block=True)
+    cache.name("group", os.getegid(), may_block=True)
+    for group in os.getgroups():
+        cache.name("group", group, may_block=True)
+
+    with pytest.raises(WouldBlock):
+        attest_connected(caller, hash_cache=cache, may_block=False)
+    assert cache.computed == 0
+    assert _digest_of(attest_connected(caller, hash_cache=cache)) is not None
+    assert cache.computed == 1

@@ -16,7 +16,7 @@ from attestors.workload.process import (
     check_same_process,
     connected_process,
 )
-from attestors.workload.unix import attest
+from attestors.workload.unix import WorkloadAttestationError, attest
 
 SLEEP = os.path.realpath("/bin/sleep")
 # Waits for a line on stdin, then becomes /bin/sleep (same pid, same uid, another binary).
@@ -93,3 +93,14 @@ def test_a_caller_that_has_exited_is_refused() -> None:
 
     with pytest.raises(CallerChangedError, match="exited"):
         attest_connected(caller)
+
+
+def test_a_caller_that_changed_its_uid_is_refused_as_the_unix_attestor_refuses_it() -> None:
+    # given this process recorded as if it had connected with another effective uid (what a
+    # process that called setuid after connecting looks like): it is still the same image
+    caller = connected_process(os.getpid(), os.geteuid() + 1, os.getegid())
+
+    # then the unix attestor's own refusal is what the caller gets
+    with pytest.raises(WorkloadAttestationError, match="now runs as uid") as refused:
+        attest_connected(caller)
+    assert not isinstance(refused.value, CallerChangedError)
