@@ -83,20 +83,21 @@ def read_proc_file(path: str) -> bytes:
 
 
 def _status_field(raw: bytes, name: bytes) -> bytes | None:
-    """The value of line `name` ("\\nUid:", led by its newline) in a status read after a newline."""
+    """The value of line `name` ("\\nUid:", led by its newline) in a status read between two
+    newlines."""
     start = raw.find(name)
     if start < 0:
         return None
     start += len(name)
-    end = raw.find(b"\n", start)
-    return raw[start:] if end < 0 else raw[start:end]
+    return raw[start : raw.index(b"\n", start)]
 
 
 def _read_status(proc: str, pid: int) -> _ProcStatus:
     try:
-        # Led by a newline, so every line, the first too, is found by "\n<name>:". The kernel
-        # escapes a newline in the one field a process sets itself (Name), so no line is faked.
-        raw = b"\n" + read_proc_file(os.path.join(proc, str(pid), "status"))
+        # Between newlines, so every line, the first and the last too, is found by "\n<name>:"
+        # and ends at a newline. The kernel escapes a newline in the one field a process sets
+        # itself (Name), so no line is faked.
+        raw = b"\n" + read_proc_file(os.path.join(proc, str(pid), "status")) + b"\n"
     except (FileNotFoundError, ProcessLookupError):
         raise WorkloadAttestationError(
             f"process {pid} exited before it could be attested"

@@ -205,3 +205,14 @@ def test_a_process_name_that_looks_like_a_uid_line_does_not_count(tmp_path: Path
     assert {"uid:1000", "gid:1000"} <= _values(attest(PID, 1000, 1000, proc=str(proc)))
     with pytest.raises(WorkloadAttestationError, match="now runs as uid 1000"):
         attest(PID, 0, 1000, proc=str(proc))
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["Uid:\t7 7 7 7\nGid:\t8 8 8 8\n", "Gid:\t8 8 8 8\nUid:\t7 7 7 7"],
+    ids=["uid-first", "uid-last-no-newline"],
+)
+def test_the_first_and_the_last_line_of_a_status_are_read(tmp_path: Path, status: str) -> None:
+    proc = _proc(tmp_path, status)
+
+    assert {"uid:7", "gid:8"} <= _values(attest(PID, 7, 8, proc=str(proc)))
