@@ -368,3 +368,30 @@ def test_attest_connected_without_leave_to_block_reports_a_miss(tmp_path: Path) 
     assert cache.computed == 0
     assert _digest_of(attest_connected(caller, hash_cache=cache)) is not None
     assert cache.computed == 1
+
+
+def test_refusals_are_remembered_least_recently_seen_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a cache remembering two over-limit files, and three such files
+    cache = _settled_cache(max_entries=2)
+    procs = []
+    for pid, content in enumerate((b"a" * 100, b"b" * 100, b"c" * 100), start=PID):
+        exe = tmp_path / f"server-{pid}"
+        exe.write_bytes(content)
+        procs.append((pid, str(_proc(tmp_path / "proc", pid, exe))))
+
+    def warned_of(index: int) -> bool:
+        caplog.clear()
+        pid, proc = procs[index]
+        attest(pid, 1000, 1000, proc=proc, max_exe_hash_bytes=10, hash_cache=cache)
+        return any(r.levelname == "WARNING" and "limit 10" in r.message for r in caplog.records)
+
+    caplog.set_level("DEBUG", logger="attestors.workload.unix")
+    assert warned_of(0) and warned_of(1)
+    # when the first is seen again, then a third pushes one out
+    assert not warned_of(0)
+    assert warned_of(2)
+    # then the one out is the least recently seen (the second), not the first
+    assert not warned_of(0)
+    assert warned_of(1)
