@@ -523,9 +523,14 @@ class _Connection(asyncio.Protocol):
         code, details = grpc.StatusCode.OK, ""
         cancelled = False
         try:
-            async with asyncio.timeout_at(context._deadline):
-                if await self._respond(stream, handler, request, context):
-                    return
+            if context._deadline is None:
+                # No deadline (SPIFFE clients set none on most calls): no timer to arm.
+                answered = await self._respond(stream, handler, request, context)
+            else:
+                async with asyncio.timeout_at(context._deadline):
+                    answered = await self._respond(stream, handler, request, context)
+            if answered:
+                return
             code = context.code() or grpc.StatusCode.OK
             details = context.details()
         except AbortError as exc:
