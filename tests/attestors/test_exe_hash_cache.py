@@ -395,3 +395,21 @@ def test_refusals_are_remembered_least_recently_seen_out(
     # then the one out is the least recently seen (the second), not the first
     assert not warned_of(0)
     assert warned_of(1)
+
+
+def test_selector_sets_are_kept_least_recently_used_out() -> None:
+    # given a cache holding two selector sets, and three callers' values
+    cache = ExeHashCache(2)
+    values = [("uid:1", "gid:1"), ("uid:2", "gid:2"), ("uid:3", "gid:3")]
+    first, second = cache.selectors(values[0]), cache.selectors(values[1])
+
+    # when the first is used again, then a third comes
+    assert cache.selectors(values[0]) is first
+    third = cache.selectors(values[2])
+
+    # then the second (least recently used) was dropped: built anew, equal but not the same
+    assert cache.selectors(values[0]) is first
+    assert cache.selectors(values[2]) is third
+    rebuilt = cache.selectors(values[1])
+    assert rebuilt == second and rebuilt is not second
+    assert rebuilt == {Selector("unix", "uid:2"), Selector("unix", "gid:2")}
