@@ -15,7 +15,7 @@ from issuance.errors import EntryExists, InvalidEntry
 from issuance.models import Agent, Entry, EntryTombstone
 from issuance.services import validation
 from issuance.services.revisions import RevisionLock, locked_revisions
-from issuance.services.roots import refresh_roots
+from issuance.services.roots import refresh_roots, roots_for
 from tenants.billing import services as billing
 from tenants.events import publish_change
 from tenants.services import record_audit
@@ -142,16 +142,16 @@ def create_entry(
         with transaction.atomic(), locked_revisions() as revisions:
             _refuse_similar(cleaned)
             billing.check_entries(tenant, stored=Entry.objects.count(), adding=1)
-            entry = Entry.objects.create(**cleaned, revision=revisions.next(), roots=[])
-            now = timezone.now()
-            refresh_roots(
-                revisions,
-                nodes=[entry.spiffe_id],
-                entry_ids=[entry.id],
-                bumped=frozenset([entry.id]),
-                at=now,
+            # Written with its roots: its parent's ancestry, the same read before its row exists
+            # as after (the row only adds the edge back to its parent, where the walk starts),
+            # so no read-back and no second write of the new row.
+            entry = Entry.objects.create(
+                **cleaned, revision=revisions.next(), roots=roots_for(cleaned["parent_id"])
             )
-            entry.refresh_from_db()
+            # Entries already parented by its SPIFFE ID (and below) gain roots through it.
+            refresh_roots(
+                revisions, nodes=[entry.spiffe_id], bumped=frozenset([entry.id]), at=timezone.now()
+            )
             record_audit(
                 tenant=tenant,
                 actor=actor,

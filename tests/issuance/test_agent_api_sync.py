@@ -243,3 +243,27 @@ def test_other_tenants_changes_never_reach_an_agent(agent_api, tenant_a, tenant_
     # then none of B's entries or removals show up
     assert not delta.entries and not delta.removed_entry_ids
     assert not everything.entries
+
+
+def test_an_entry_is_stored_with_the_roots_of_its_whole_chain(agent_api, tenant_a):
+    # given an agent, and a chain of entries registered top down below it, the last of them
+    # (its SPIFFE ID) already the parent of an entry registered before it
+    identity, _, client = attested(agent_api, tenant_a)
+    td = tenant_a.trust_domain
+    waiting = create_entry(tenant_a, "/under-c", parent_id=f"spiffe://{td}/c")
+    a = create_entry(tenant_a, "/a", parent_id=identity.spiffe_id)
+    b = create_entry(tenant_a, "/b", parent_id=a["spiffe_id"])
+    c = create_entry(tenant_a, "/c", parent_id=b["spiffe_id"])
+
+    # then each is stored with every SPIFFE ID above it, the one that waited too
+    with tenant_a.schema():
+        roots = {str(e.id): sorted(e.roots) for e in Entry.objects.all()}
+    assert roots[c["id"]] == sorted([identity.spiffe_id, a["spiffe_id"], b["spiffe_id"]])
+    assert roots[waiting["id"]] == sorted(
+        [identity.spiffe_id, a["spiffe_id"], b["spiffe_id"], c["spiffe_id"]]
+    )
+    # and the agent gets all four
+    mirror = EntryMirror(client)
+    mirror.sync()
+    client.close()
+    assert set(mirror.entries) == {a["id"], b["id"], c["id"], waiting["id"]}
