@@ -107,7 +107,7 @@ def attest_connected(
     of the file the caller runs now, and that is the file it connected with (checked here).
     """
     try:
-        selectors = unix.attest_unchecked(
+        selectors = unix.attest(
             caller.pid,
             caller.uid,
             caller.gid,
@@ -116,6 +116,7 @@ def attest_connected(
             hash_cache=hash_cache,
             may_block=may_block,
             executable=caller.executable,
+            recheck=False,  # the check below is the surer one
         )
     except unix.WorkloadAttestationError:
         # A process that exited or became another one says so (CallerChangedError), not

@@ -34,6 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hallmark.errors import HallmarkError
 from hallmark.selectors import Selector
@@ -47,6 +48,8 @@ RACY_MARGIN_NS = 3_000_000_000
 NAME_TTL_NS = 5_000_000_000
 _DELETED_SUFFIX = " (deleted)"
 _log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class WorkloadAttestationError(HallmarkError):
@@ -147,6 +150,15 @@ def _identity(info: os.stat_result) -> FileIdentity:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
+def _keep(table: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
+    """`key` → `value` as `table`'s most recently used; the least recently used go past
+    `limit`. The caller holds the table's lock."""
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > limit:
+        table.popitem(last=False)
+
+
 class WouldBlock(Exception):  # noqa: N818 (a signal to the caller, not an error)
     """Attesting needs work that may block (hash a file, ask NSS for a name) and the caller
     asked for none: what it needs is not cached."""
@@ -189,10 +201,7 @@ class ExeHashCache:
         """True the first time this file is found too large to hash (while remembered)."""
         with self._lock:
             first = identity not in self._refused
-            self._refused[identity] = None
-            self._refused.move_to_end(identity)
-            while len(self._refused) > self._max_entries:
-                self._refused.popitem(last=False)
+            _keep(self._refused, identity, None, self._max_entries)
             return first
 
     def selectors(self, values: tuple[str, ...]) -> frozenset[Selector]:
@@ -205,9 +214,7 @@ class ExeHashCache:
                 return found
         found = frozenset(Selector(SELECTOR_TYPE, value) for value in values)
         with self._lock:
-            self._selector_sets[values] = found
-            while len(self._selector_sets) > self._max_entries:
-                self._selector_sets.popitem(last=False)
+            _keep(self._selector_sets, values, found, self._max_entries)
         return found
 
     def name(self, kind: str, number: int, may_block: bool) -> str | None:
@@ -222,10 +229,7 @@ class ExeHashCache:
             raise WouldBlock(key)
         value = _user_name(number) if kind == "user" else _group_name(number)
         with self._lock:
-            self._names[key] = (now + NAME_TTL_NS, value)
-            self._names.move_to_end(key)
-            while len(self._names) > self._max_entries:
-                self._names.popitem(last=False)
+            _keep(self._names, key, (now + NAME_TTL_NS, value), self._max_entries)
         return value
 
     def now_ns(self) -> int:
@@ -237,10 +241,7 @@ class ExeHashCache:
             self.computed += 1
             if max(identity[3], identity[4]) >= started_ns - RACY_MARGIN_NS:
                 return
-            self._digests[identity] = digest
-            self._digests.move_to_end(identity)
-            while len(self._digests) > self._max_entries:
-                self._digests.popitem(last=False)
+            _keep(self._digests, identity, digest, self._max_entries)
 
 
 def _exe_sha256(
@@ -327,75 +328,26 @@ def attest(
     proc: str = "/proc",
     hash_cache: ExeHashCache | None = None,
     may_block: bool = True,
+    executable: tuple[int, int] | None = None,
+    recheck: bool = True,
 ) -> frozenset[Selector]:
     """The `unix:` selectors of process `pid`, whose uid/gid the kernel reported (SO_PEERCRED).
 
     With `hash_cache`, the executable's digest is looked up there first (and stored after it is
     computed), and user and group names too. With `may_block` False, raises WouldBlock instead
     of hashing a file whose digest is not cached or asking NSS for a name: the agent then
-    attests again in a worker thread, off its event loop.
+    attests again in a worker thread, off its event loop. With `executable` (st_dev, st_ino),
+    no digest is looked up or computed for another file.
 
     Raises WorkloadAttestationError when the process is gone or /proc shows another effective
     uid/gid than the kernel reported for the connection (the pid was reused, or the process
-    changed identity since it connected): in both cases nothing about it can be trusted.
+    changed identity since it connected): in both cases nothing about it can be trusted. The
+    status is read again at the end for that; `recheck` False leaves that out, for a caller
+    that checks after it by a surer test that `pid` is still the process it was
+    (attestors.workload.process: the start time and executable recorded at connect, which a
+    recycled pid does not keep; an exec'd process is refused there, so its new binary is
+    not hashed here first, given `executable`).
     """
-    status, selectors = _read_selectors(
-        pid,
-        uid,
-        gid,
-        max_exe_hash_bytes=max_exe_hash_bytes,
-        proc=proc,
-        hash_cache=hash_cache,
-        may_block=may_block,
-        executable=None,
-    )
-    # Re-check after reading: if the pid was recycled meanwhile, the facts may be another's.
-    if _read_status(proc, pid) != status:
-        raise WorkloadAttestationError(f"process {pid} changed while it was being attested")
-    return selectors
-
-
-def attest_unchecked(
-    pid: int,
-    uid: int,
-    gid: int,
-    *,
-    max_exe_hash_bytes: int = DEFAULT_MAX_EXE_HASH_BYTES,
-    proc: str = "/proc",
-    hash_cache: ExeHashCache | None = None,
-    may_block: bool = True,
-    executable: tuple[int, int] | None = None,
-) -> frozenset[Selector]:
-    """`attest` without its re-read of the status at the end, for a caller that checks after
-    it that `pid` is still the process it was by a surer test (attestors.workload.process: the
-    start time and executable recorded at connect, which a recycled pid does not keep).
-
-    With `executable` (st_dev, st_ino), no digest is looked up or computed for another file:
-    a process that has exec'd since is refused by that check, and hashing its new binary
-    first would be work for nothing."""
-    return _read_selectors(
-        pid,
-        uid,
-        gid,
-        max_exe_hash_bytes=max_exe_hash_bytes,
-        proc=proc,
-        hash_cache=hash_cache,
-        may_block=may_block,
-        executable=executable,
-    )[1]
-
-
-def _read_selectors(
-    pid: int,
-    uid: int,
-    gid: int,
-    *,
-    max_exe_hash_bytes: int,
-    proc: str,
-    hash_cache: ExeHashCache | None,
-    may_block: bool,
-    executable: tuple[int, int] | None,
-) -> tuple[_ProcStatus, frozenset[Selector]]:
     if pid <= 0:
         raise WorkloadAttestationError("the kernel reported no pid for the caller")
     status = _read_status(proc, pid)
@@ -432,6 +384,9 @@ def _read_selectors(
         )
         if digest is not None:
             values.append(f"sha256:{digest}")
+    # Re-check after reading: if the pid was recycled meanwhile, the facts may be another's.
+    if recheck and _read_status(proc, pid) != status:
+        raise WorkloadAttestationError(f"process {pid} changed while it was being attested")
     if hash_cache is not None:
-        return status, hash_cache.selectors(tuple(values))
-    return status, frozenset(Selector(SELECTOR_TYPE, value) for value in values)
+        return hash_cache.selectors(tuple(values))
+    return frozenset(Selector(SELECTOR_TYPE, value) for value in values)
