@@ -6,7 +6,9 @@ import dataclasses
 import os
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +106,37 @@ def test_a_caller_that_changed_its_uid_is_refused_as_the_unix_attestor_refuses_i
     with pytest.raises(WorkloadAttestationError, match="now runs as uid") as refused:
         attest_connected(caller)
     assert not isinstance(refused.value, CallerChangedError)
+
+
+def test_the_status_is_read_once_the_start_time_standing_for_its_re_read(tmp_path: Path) -> None:
+    # given a /proc of the test's own: a process whose status reads one way the first time and
+    # another way after (a FIFO replaced by a file once read), its stat and its executable
+    pid = 4321
+    process = tmp_path / str(pid)
+    process.mkdir()
+    (process / "stat").write_text(f"{pid} (app) " + " ".join(["S"] + ["0"] * 18 + ["777"]))
+    (process / "exe").symlink_to(SLEEP)
+    status = process / "status"
+    os.mkfifo(status)
+    first = "Name:\tapp\nUid:\t1000 1000 1000 1000\nGid:\t1000 1000 1000 1000\nGroups:\t\n"
+    changed = tmp_path / "changed-status"
+    changed.write_text(first.replace("Groups:\t\n", "Groups:\t4242\n"))
+
+    def serve() -> None:
+        with open(status, "w") as handle:
+            handle.write(first)
+            os.replace(changed, status)
+
+    writer = threading.Thread(target=serve, daemon=True)
+    caller = connected_process(pid, 1000, 1000, proc=str(tmp_path))
+    writer.start()
+    try:
+        # when the caller is attested
+        selectors = attest_connected(caller, proc=str(tmp_path))
+    finally:
+        writer.join(timeout=10)
+
+    # then from the first reading alone: the check after it is the start time and executable,
+    # not a second read of the status (unix.attest alone re-reads it, and would refuse here)
+    assert "supplementary_gid:4242" not in {s.value for s in selectors}
+    assert "uid:1000" in {s.value for s in selectors}
