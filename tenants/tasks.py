@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from typing import Any
+
+from celery import current_app, shared_task, signals
 
 from config.health import beat
 
@@ -15,3 +17,11 @@ BEAT_SCHEDULE = {
 def heartbeat() -> None:
     """Proves a worker runs tasks that beat scheduled."""
     beat("worker")
+
+
+@signals.beat_init.connect
+def _first_heartbeat_at_once(sender: Any = None, **_: Any) -> None:
+    """Send the first heartbeat as beat starts, not one interval later: `hallmark up` (and
+    /healthz) report the worker as soon as it takes a task that beat sent, ~5 s sooner."""
+    app = getattr(sender, "app", None) or current_app
+    app.send_task("tenants.tasks.heartbeat")

@@ -37,6 +37,7 @@ from tests.issuance.agentapi_harness import (
     attest_call,
     running_server,
     server_svid_builds,
+    unverified_tls_context,
     wait_until_served,
 )
 from tests.issuance.conftest import bundle_pem, create_join_token
@@ -316,9 +317,7 @@ def test_oversized_attestation_data_is_refused_with_a_code(agent_api, tenant_a):
 def _raw_handshake(port: int, server_name: str) -> str:
     """One TLS handshake with SNI `server_name`: "accepted", "tls alert" (the server spoke
     TLS and refused), or "closed before tls" (reset or closed with no TLS byte sent)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = unverified_tls_context()
     try:
         with (
             socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw,

@@ -209,6 +209,8 @@ class VaultTransitKeyManager:
                 partial(transit.delete_key, name, mount_point=self.mount),
             )
         self._forget_token(tenant_id, revoke=True)
+        with self._lock:
+            self._policies.discard(tenant_id)
         self._call(
             "delete a tenant policy",
             lambda: platform.sys.delete_policy(tenant_policy_name(tenant_id)),
@@ -296,7 +298,11 @@ class VaultTransitKeyManager:
         try:
             return call(token.client)
         except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
+            # The token expired or was revoked, or its policy is gone or changed: both are
+            # written afresh for the retry.
             self._forget_token(tenant_id, revoke=False)
+            with self._lock:
+                self._policies.discard(tenant_id)
         except Exception as exc:
             raise _describe(exc, self.address, action) from exc
         token = self._tenant_token(tenant_id)
@@ -347,13 +353,21 @@ class VaultTransitKeyManager:
             )
 
     def _ensure_policy(self, tenant_id: uuid.UUID) -> None:
+        """Write the tenant's policy, once per process: a signup asked for it three times
+        (each key, then the tenant token), each a storage write in Vault. A policy removed
+        behind this process's back shows as a 403, and `_as_tenant` writes it again."""
         platform = self._platform()
+        with self._lock:
+            if tenant_id in self._policies:
+                return
         self._call(
             "write a tenant policy",
             lambda: platform.sys.create_or_update_policy(
                 tenant_policy_name(tenant_id), tenant_policy(tenant_id, self.mount)
             ),
         )
+        with self._lock:
+            self._policies.add(tenant_id)
 
     # -- plumbing ----------------------------------------------------------------------------
     def _client(self, token: str) -> hvac.Client:
@@ -381,3 +395,4 @@ class VaultTransitKeyManager:
         self._pid = os.getpid()
         self._platform_client = self._client(self._platform_token)
         self._tokens: dict[uuid.UUID, _TenantToken] = {}
+        self._policies: set[uuid.UUID] = set()  # tenants whose policy this process wrote
