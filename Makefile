@@ -23,8 +23,9 @@ up: $(STAMP)
 
 ## test: the whole suite against real PostgreSQL, Redis, OpenBao, gRPC and py-spiffe,
 ## on TEST_WORKERS parallel workers (pytest-xdist; tests/conftest.py groups and orders them).
-# 2 on 2 cores (9m10s of tests from a fresh clone, 2026-11-30). 3 was 30-40 s faster but made SoftHSM2
-# and port races show up (seen once each in four runs): try TEST_WORKERS=3 locally.
+# 2 on 2 cores (9m10s of tests from a fresh clone, 2026-11-30; 11m47s on a slower machine,
+# 2026-12-01, whose 3 workers took 11m06s with one load-timing failure). 3 was 30-40 s faster
+# but made SoftHSM2 and port races show up (seen once each in four runs): try TEST_WORKERS=3 locally.
 TEST_WORKERS ?= 2
 test: $(STAMP) softhsm chromium tpm
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
