@@ -73,6 +73,18 @@ def _on_database(url: str, name: str) -> str:
 _TEMPLATES: dict[str, str] = {}
 
 
+def _rename_when_left(conn: psycopg.Connection[Any], old: str, new: str) -> None:
+    """Rename a database once the last backend of a client that just exited has gone too
+    (PostgreSQL refuses while one is still connected, which it can be for a moment)."""
+    for _ in range(100):
+        try:
+            conn.execute(f'ALTER DATABASE "{old}" RENAME TO "{new}"')
+            return
+        except psycopg.errors.ObjectInUse:
+            time.sleep(0.1)
+    raise AssertionError(f"database {old} stayed in use for 10 s")
+
+
 def _migrated_template(url: str) -> str:
     """A database that `hallmark migrate` brought to this checkout's migrations, made once
     per session's PostgreSQL (named by the migrations' content, so an edited migration makes
@@ -106,7 +118,7 @@ def _migrated_template(url: str) -> str:
                     check=False,
                 )
                 assert migrated.returncode == 0, migrated.stdout[-2000:] + migrated.stderr[-2000:]
-                conn.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+                _rename_when_left(conn, building, name)
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [name])
     _TEMPLATES[url] = name
