@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rest_framework.test import APIClient
@@ -84,8 +83,8 @@ def tenant_rows(handle: Any) -> dict[str, list[dict[str, Any]]]:
     pairs = ", ".join(f"'{label}', {select}" for label, select in selects.items())
     with handle.schema(), connection.cursor() as cursor:
         cursor.execute(f"SELECT json_build_object({pairs})", {"tenant": handle.tenant.id})  # noqa: S608 - names from the models
-        (rows,) = cursor.fetchone()
-    return rows if isinstance(rows, dict) else json.loads(rows)
+        (rows,) = cursor.fetchone()  # psycopg loads `json` (Django keeps only jsonb as text)
+    return dict(rows)
 
 
 def identifying_values(rows: dict[str, list[dict[str, Any]]]) -> set[str]:

@@ -9,21 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import run_hallmark
+
 BIN = Path(sys.executable).parent
 
 
 def hallmark_check(**overrides: str) -> subprocess.CompletedProcess[str]:
     """`hallmark check` against the session's real servers, with some variables changed."""
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env.update(overrides)
-    return subprocess.run(
-        [str(BIN / "hallmark"), "check"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_hallmark("check", timeout=60, **overrides)
 
 
 def test_a_working_configuration_passes_every_check() -> None:

@@ -28,6 +28,21 @@ import pytest
 import requests
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).parents[2]
+
+
+def run_hallmark(*args: str, timeout: float, **overrides: str) -> subprocess.CompletedProcess[str]:
+    """`hallmark <args>` against the session's servers, with some variables changed."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(overrides)
+    return subprocess.run(  # noqa: S603 - our own CLI
+        [str(BIN / "hallmark"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 # Listening ports for the planes come from below the kernel's ephemeral range (32768 and up
@@ -92,8 +107,8 @@ def _migrated_template(url: str) -> str:
     if url in _TEMPLATES:
         return _TEMPLATES[url]
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parents[2].glob("*/migrations/*.py")):
-        digest.update(str(path.relative_to(Path(__file__).parents[2])).encode())
+    for path in sorted(ROOT.glob("*/migrations/*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
     name = f"hallmark_e2e_template_{digest.hexdigest()[:12]}"
     building = f"{name}_building"
@@ -106,16 +121,11 @@ def _migrated_template(url: str) -> str:
                 # once `hallmark migrate` has finished with it.
                 conn.execute(f'DROP DATABASE IF EXISTS "{building}"')
                 conn.execute(f'CREATE DATABASE "{building}"')
-                env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-                env["HALLMARK_DATABASE_URL"] = _on_database(url, building)
-                env.setdefault("HALLMARK_SECRET_KEY", "e2e-template-" + secrets.token_hex(8))
-                migrated = subprocess.run(  # noqa: S603 - our own CLI
-                    [str(BIN / "hallmark"), "migrate"],
-                    env=env,
-                    capture_output=True,
-                    text=True,
+                migrated = run_hallmark(
+                    "migrate",
                     timeout=300,
-                    check=False,
+                    HALLMARK_DATABASE_URL=_on_database(url, building),
+                    HALLMARK_SECRET_KEY="e2e-template-" + secrets.token_hex(8),
                 )
                 assert migrated.returncode == 0, migrated.stdout[-2000:] + migrated.stderr[-2000:]
                 _rename_when_left(conn, building, name)

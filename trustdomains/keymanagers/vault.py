@@ -208,9 +208,7 @@ class VaultTransitKeyManager:
                 "delete a transit key",
                 partial(transit.delete_key, name, mount_point=self.mount),
             )
-        self._forget_token(tenant_id, revoke=True)
-        with self._lock:
-            self._policies.discard(tenant_id)
+        self._forget_tenant(tenant_id, revoke=True)
         self._call(
             "delete a tenant policy",
             lambda: platform.sys.delete_policy(tenant_policy_name(tenant_id)),
@@ -300,9 +298,7 @@ class VaultTransitKeyManager:
         except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
             # The token expired or was revoked, or its policy is gone or changed: both are
             # written afresh for the retry.
-            self._forget_token(tenant_id, revoke=False)
-            with self._lock:
-                self._policies.discard(tenant_id)
+            self._forget_tenant(tenant_id, revoke=False)
         except Exception as exc:
             raise _describe(exc, self.address, action) from exc
         token = self._tenant_token(tenant_id)
@@ -342,9 +338,12 @@ class VaultTransitKeyManager:
             refresh_at=time.monotonic() + lease - margin,
         )
 
-    def _forget_token(self, tenant_id: uuid.UUID, *, revoke: bool) -> None:
+    def _forget_tenant(self, tenant_id: uuid.UUID, *, revoke: bool) -> None:
+        """Forget the tenant's token (revoking it in Vault with `revoke`) and that its policy
+        was written: the next call writes both again."""
         with self._lock:
             cached = self._tokens.pop(tenant_id, None)
+            self._policies.discard(tenant_id)
         if revoke and cached is not None and cached.accessor:
             platform = self._platform()
             self._call(
