@@ -133,20 +133,30 @@ def _listening_pids(port: int) -> set[int]:
             listening = fields[3] == "0A"  # TCP_LISTEN
             if listening and int(fields[1].rpartition(":")[2], 16) == port:
                 sockets.add(f"socket:[{fields[9]}]")
-    pids: set[int] = set()
     if not sockets:
-        return pids
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+        return set()
+    return {
+        int(entry.name)
+        for entry in os.scandir("/proc")
+        if entry.name.isdigit() and _holds_any(entry.name, sockets)
+    }
+
+
+def _holds_any(pid: str, sockets: set[str]) -> bool:
+    """Whether process `pid` has a descriptor on one of `sockets` (False once it is gone); a
+    descriptor closed while this looks is skipped, not taken for the whole process."""
+    try:
+        with os.scandir(f"/proc/{pid}/fd") as descriptors:
+            paths = [fd.path for fd in descriptors]
+    except OSError:  # gone, or not ours to read
+        return False
+    for path in paths:
         try:
-            descriptors = os.scandir(f"/proc/{entry.name}/fd")
-            with descriptors:
-                if any(os.readlink(fd.path) in sockets for fd in descriptors):
-                    pids.add(int(entry.name))
-        except OSError:  # gone, or not ours to read
+            if os.readlink(path) in sockets:
+                return True
+        except OSError:  # closed meanwhile
             continue
-    return pids
+    return False
 
 
 def _summaries(log: Path) -> dict[int, tuple[int, int]]:
