@@ -269,6 +269,9 @@ def _all_signup_slots_taken(slots: int) -> Iterator[None]:
         for slot in range(slots):
             other.execute("SELECT pg_advisory_lock(%s, %s)", [signupgate.LOCK_CLASS, slot])
         yield
+        # Given back before the block ends: closing the connection alone frees the slots only
+        # once its backend has exited, after the caller's next signup may have looked.
+        other.execute("SELECT pg_advisory_unlock_all()")
 
 
 def test_a_signup_while_every_slot_is_taken_is_503_busy_before_its_body_is_read(
