@@ -206,7 +206,7 @@ def batch_create_entries(
                     created[index] = Entry(**fields, revision=revisions.next(), roots=[])
                 if created:
                     policy.admit_batch("entry.create", len(created))
-                    billing.check_entries(tenant, stored=Entry.objects.count(), adding=len(created))
+                    billing.check_entries(tenant, entries=Entry.objects.all(), adding=len(created))
                     entries = list(created.values())
                     # Roots as the stored graph gives them, written with the rows: the common
                     # batch (parents that are agents or older entries) is then right at once,

@@ -141,7 +141,7 @@ def create_entry(
     try:
         with transaction.atomic(), locked_revisions() as revisions:
             _refuse_similar(cleaned)
-            billing.check_entries(tenant, stored=Entry.objects.count(), adding=1)
+            billing.check_entries(tenant, entries=Entry.objects.all(), adding=1)
             # Written with its roots: its parent's ancestry, the same read before its row exists
             # as after (the row only adds the edge back to its parent, where the walk starts),
             # so no read-back and no second write of the new row.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import QuerySet
 
 from hallmark.errors import HallmarkError
 from tenants.billing.models import Plan
@@ -60,13 +61,20 @@ def _fresh(tenant: Tenant) -> Tenant:
     return Tenant.objects.get(pk=tenant.pk)
 
 
-def check_entries(tenant: Tenant, *, stored: int, adding: int) -> None:
-    """Refuse `adding` entries when `stored + adding` would pass `max_entries`."""
+def check_entries(tenant: Tenant, *, entries: QuerySet[Any], adding: int) -> None:
+    """Refuse `adding` entries when they and the `entries` stored would pass `max_entries`.
+
+    The stored entries are counted only under a limit, and only up to it: a tenant with no
+    limit (a fleet of 100,000 entries, say) does not pay a count of its whole table on every
+    registration.
+    """
     limit = effective_quotas(_fresh(tenant))["max_entries"]
-    if limit is not None and adding > 0 and stored + adding > limit:
-        raise QuotaExceeded(
-            "max_entries", limit, f"{stored} entries stored, {adding} more would pass it"
-        )
+    if limit is None or adding <= 0:
+        return
+    stored = entries[:limit].count()  # SELECT COUNT(*) FROM (... LIMIT limit)
+    if stored + adding > limit:
+        held = f"{stored} entries stored" if stored < limit else f"{limit} or more entries stored"
+        raise QuotaExceeded("max_entries", limit, f"{held}, {adding} more would pass it")
 
 
 def lock_agent_admission(tenant: Tenant) -> None:

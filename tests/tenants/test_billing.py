@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from pypdf import PdfReader
 from rest_framework.test import APIClient
 
@@ -87,6 +88,29 @@ def test_an_entry_past_max_entries_is_403_quota_exceeded_and_not_stored(
             ).status_code
             == 201
         )
+
+
+def test_a_tenant_over_a_lowered_limit_is_refused_and_an_unlimited_one_is_never_counted(
+    operator: APIClient, tenant_a: TenantHandle, tenant_b: TenantHandle
+) -> None:
+    # given A with three entries, then its limit lowered to two (an operator's downgrade)
+    for name in ("/one", "/two", "/three"):
+        tenant_a.client.post("/api/v1/entries", _entry(tenant_a, name), format="json")
+    path = f"/api/v1/operator/tenants/{tenant_a.tenant.id}"
+    assert operator.patch(path, {"quotas": {"max_entries": 2}}).status_code == 200
+
+    # when A registers a fourth, then it is refused: counted up to the limit, said as such
+    refused = tenant_a.client.post("/api/v1/entries", _entry(tenant_a, "/four"), format="json")
+    assert refused.status_code == 403 and refused.json()["code"] == "quota_exceeded"
+    assert "2 or more entries stored" in refused.json()["detail"]
+    assert _entries(tenant_a) == 3
+
+    # and B, with no limit, registers without its entries being counted at all
+    with CaptureQueriesContext(connection) as queries:
+        made = tenant_b.client.post("/api/v1/entries", _entry(tenant_b, "/one"), format="json")
+    assert made.status_code == 201, made.content
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"] and "issuance_entry" in q["sql"]]
+    assert counts == []
 
 
 def test_a_batch_past_max_entries_is_refused_as_a_whole(
