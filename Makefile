@@ -26,6 +26,8 @@ up: $(STAMP)
 # 2 on 2 cores (9m10s of tests from a fresh clone, 2026-11-30; 11m47s on a slower machine,
 # 2026-12-01, whose 3 workers took 11m06s with one load-timing failure). 3 was 30-40 s faster
 # but made SoftHSM2 and port races show up (seen once each in four runs): try TEST_WORKERS=3 locally.
+# On a faster machine (2026-12-01, fourth session): 2 workers 407-422 s of tests, 3 workers 319 s
+# twice, both green; kept at 2 for the races above and the slower machines' load failure.
 TEST_WORKERS ?= 2
 test: $(STAMP) softhsm chromium tpm
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
