@@ -25,6 +25,7 @@ from hallmark.protos import agent_pb2, agent_pb2_grpc
 from hallmark.x509svid import make_csr
 from issuance.agentapi import tlsbuild
 from issuance.agentapi.server import AgentApiServer
+from tests.hallmark.relay_helpers import client_context
 
 TIMEOUT = 30.0
 # The agent API builds a tenant's TLS credentials in the background and fails handshakes
@@ -60,19 +61,9 @@ def server_svid_builds(
         tlsbuild.issue = original  # type: ignore[assignment]
 
 
-def unverified_tls_context() -> ssl.SSLContext:
-    """A TLS client context that verifies nothing, for handshakes that test SNI routing and
-    refusals; without create_default_context's load of the system CA store (~50 ms each on
-    a 2-core machine, thousands of handshakes a suite run)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def wait_until_served(port: int, server_name: str, timeout: float = READY_TIMEOUT) -> bool:
     """Whether a TLS handshake with SNI `server_name` succeeds within `timeout` (retried)."""
-    context = unverified_tls_context()
+    context = client_context()  # verifies nothing: this only waits for the SNI route
     context.set_alpn_protocols(["h2"])
     deadline = time.monotonic() + timeout
     while True:

@@ -29,6 +29,7 @@ from tenants.events import publish_change
 from tenants.models import AuditEvent
 from tests.conftest import make_tenant
 from tests.e2e.conftest import wait_for
+from tests.hallmark.relay_helpers import client_context
 from tests.issuance.agent_steps import attested
 from tests.issuance.agentapi_harness import (
     TIMEOUT,
@@ -37,7 +38,6 @@ from tests.issuance.agentapi_harness import (
     attest_call,
     running_server,
     server_svid_builds,
-    unverified_tls_context,
     wait_until_served,
 )
 from tests.issuance.conftest import bundle_pem, create_join_token
@@ -317,7 +317,7 @@ def test_oversized_attestation_data_is_refused_with_a_code(agent_api, tenant_a):
 def _raw_handshake(port: int, server_name: str) -> str:
     """One TLS handshake with SNI `server_name`: "accepted", "tls alert" (the server spoke
     TLS and refused), or "closed before tls" (reset or closed with no TLS byte sent)."""
-    context = unverified_tls_context()
+    context = client_context()
     try:
         with (
             socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw,
