@@ -277,6 +277,30 @@ TARGETS: tuple[Target, ...] = (
         timeout=300,
     ),
     Target(
+        name="entry-quota",
+        path="tenants/billing/quotas.py",
+        tests=(
+            "tests/tenants/test_billing.py::test_a_tenant_over_a_lowered_limit_is_refused_and_an_unlimited_one_is_never_counted",
+            "tests/tenants/test_billing.py::test_an_entry_past_max_entries_is_403_quota_exceeded_and_not_stored",
+            "tests/tenants/test_billing.py::test_a_batch_past_max_entries_is_refused_as_a_whole",
+            "tests/tenants/test_billing.py::test_the_plan_quota_applies_and_the_tenant_override_wins",
+        ),
+        # the entry quota, counted only under a limit and only up to it: a hole here lets a
+        # tenant register past its plan
+        functions=("check_entries", "effective_quotas"),
+        timeout=120,
+    ),
+    Target(
+        name="entry-batch-quota",
+        path="issuance/services/batch.py",
+        tests=(
+            "tests/tenants/test_billing.py::test_a_batch_past_max_entries_is_refused_as_a_whole",
+            "tests/issuance/test_entries_batch.py",
+        ),
+        functions=("batch_create_entries",),
+        timeout=180,
+    ),
+    Target(
         name="jwt-svid-minting",
         path="issuance/services/jwt_svids.py",
         tests=(
