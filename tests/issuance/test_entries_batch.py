@@ -377,6 +377,61 @@ def test_each_call_publishes_exactly_one_change(tenant_a):
     assert after_nothing == []
 
 
+def test_a_batch_audits_its_refusals_and_its_entries_with_the_callers_address(tenant_a, tenant_b):
+    # when a batch from one address holds a good item and one naming B's trust domain as a
+    # DNS name (a refusal the single call audits)
+    body = {
+        "entries": [
+            entry_body(tenant_a, "/good"),
+            entry_body(tenant_a, "/bad", dns_names=[tenant_b.trust_domain]),
+        ]
+    }
+    response = tenant_a.client.post(
+        "/api/v1/entries/batch-create", body, format="json", REMOTE_ADDR="203.0.113.7"
+    )
+    codes = [r["status"]["code"] for r in response.json()["results"]]
+
+    # then the refusal is in A's trail as the single call's would be, and so is the entry,
+    # both from that address; B's trail holds nothing of it
+    assert codes == ["ok", "dns_name_not_allowed"]
+    trail = AuditEvent.objects.filter(action="entry.create")
+    assert sorted((e.tenant_id, e.outcome, e.source) for e in trail) == [
+        (tenant_a.tenant.id, "denied", "203.0.113.7"),
+        (tenant_a.tenant.id, "success", "203.0.113.7"),
+    ]
+    assert trail.get(outcome="denied").detail["code"] == "dns_name_not_allowed"
+
+
+def test_the_size_limit_holds_for_a_caller_of_the_service_too(tenant_a):
+    # the REST view checks the size first; the service refuses on its own for other callers
+    items = [entry_body(tenant_a, f"/w{i}") for i in range(MAX_BATCH_ITEMS + 1)]
+    with tenant_a.schema(), pytest.raises(HallmarkError) as refused:
+        services.batch_create_entries(tenant=tenant_a.tenant, actor="test", items=items)
+    assert refused.value.code == "batch_too_large"
+    assert stored(tenant_a) == {}
+
+
+def test_a_chain_inside_a_batch_is_answered_with_the_revisions_stored(tenant_a):
+    # when a batch creates a parent and, below it, a child
+    parent = entry_body(tenant_a, "/parent")
+    child = {**entry_body(tenant_a, "/child"), "parent_id": parent["spiffe_id"]}
+    listener = ChangeListener(tenant_a.tenant.id)
+    try:
+        codes, created = results(tenant_a, "create", {"entries": [parent, child]})
+        pushed = listener.bodies(1, wait=5.0)
+    finally:
+        listener.close()
+
+    # then each answer names the revision its row holds, one revision each (the child's
+    # roots, fixed after the rows are written, do not renumber it), and the push names the head
+    assert codes == ["ok", "ok"]
+    rows = stored(tenant_a)
+    assert [e["revision"] for e in created] == [rows[e["id"]].revision for e in created]
+    assert head_revision(tenant_a) == max(e["revision"] for e in created)
+    assert [p["revision"] for p in pushed] == [head_revision(tenant_a)]
+    assert rows[created[1]["id"]].roots
+
+
 # -- agents' incremental sync ------------------------------------------------------------------------
 def test_an_agents_incremental_sync_sees_every_batched_change(agent_api, tenant_a):
     # given an agent that synced two entries, and an entry under another parent

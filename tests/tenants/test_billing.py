@@ -126,10 +126,16 @@ def test_a_batch_past_max_entries_is_refused_as_a_whole(
     body = {"entries": [_entry(tenant_a, "/three"), _entry(tenant_a, "/four")]}
     refused = tenant_a.client.post("/api/v1/entries/batch-create", body, format="json")
 
-    # then the whole call is 403 quota_exceeded and neither is stored; one fits
+    # then the whole call is 403 quota_exceeded and neither is stored, the refusal audited
+    # from the caller's address; one fits
     assert refused.status_code == 403, refused.content
     assert refused.json()["code"] == "quota_exceeded"
     assert _entries(tenant_a) == 2
+    denied = AuditEvent.objects.get(
+        tenant=tenant_a.tenant, action="entry.batch_create", outcome="denied"
+    )
+    assert denied.detail["quota"] == "max_entries"
+    assert denied.source == "127.0.0.1"
     fits = tenant_a.client.post(
         "/api/v1/entries/batch-create", {"entries": [_entry(tenant_a, "/three")]}, format="json"
     )
