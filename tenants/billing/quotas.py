@@ -69,9 +69,9 @@ def check_entries(tenant: Tenant, *, entries: QuerySet[Any], adding: int) -> Non
     registration.
     """
     limit = effective_quotas(_fresh(tenant))["max_entries"]
-    if limit is None or adding <= 0:
+    if limit is None:
         return
-    stored = entries[:limit].count()  # SELECT COUNT(*) FROM (... LIMIT limit)
+    stored = entries[:limit].count()  # SELECT COUNT(*) FROM (... LIMIT limit): <= limit
     if stored + adding > limit:
         held = f"{stored} entries stored" if stored < limit else f"{limit} or more entries stored"
         raise QuotaExceeded("max_entries", limit, f"{held}, {adding} more would pass it")
